@@ -1,0 +1,177 @@
+//! Command line: `ringgate serve` and the other subcommands. Each serve flag mirrors a config key
+//! (`x_y` ↔ `--x-y`), documented once in `config.rs`; here they only override the file's values.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::config::{Config, ConfigError, RecvMode};
+
+/// ringgate: a WebSocket gateway on io_uring for millions of idle Phoenix Channels connections.
+#[derive(Debug, Parser)]
+#[command(name = "ringgate", version, about)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the gateway.
+    ///
+    /// Example: `ringgate serve --listen 0.0.0.0:4000 --workers 4`
+    Serve(Box<ServeArgs>),
+}
+
+/// Flags of `ringgate serve`; each overrides the config key of the same name (see `config.rs`).
+#[derive(Debug, Args, Default)]
+pub struct ServeArgs {
+    /// TOML config file; flags override its values.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Public listener address [default: 127.0.0.1:4000].
+    #[arg(long)]
+    pub listen: Option<SocketAddr>,
+    /// Worker threads, one io_uring each [default: number of cores].
+    #[arg(long)]
+    pub workers: Option<usize>,
+    /// Log filter: error, warn, info, debug, trace [default: info].
+    #[arg(long)]
+    pub log_level: Option<String>,
+    /// Connections per worker (fixed-file table size, capped by RLIMIT_NOFILE) [default: 65536].
+    #[arg(long)]
+    pub max_connections_per_worker: Option<u32>,
+    /// listen(2) backlog [default: 4096].
+    #[arg(long)]
+    pub listen_backlog: Option<u32>,
+    /// Time to complete the HTTP upgrade, ms [default: 10000].
+    #[arg(long)]
+    pub handshake_timeout_ms: Option<u64>,
+    /// Close a connection silent for this long, ms [default: 60000].
+    #[arg(long)]
+    pub idle_timeout_ms: Option<u64>,
+    /// Wait for the peer's TCP close after our close frame, ms [default: 5000].
+    #[arg(long)]
+    pub close_timeout_ms: Option<u64>,
+    /// Timer wheel resolution, ms [default: 1000].
+    #[arg(long)]
+    pub timer_tick_ms: Option<u64>,
+    /// Largest frame payload, bytes (1009 past it) [default: 1048576].
+    #[arg(long)]
+    pub max_frame_bytes: Option<usize>,
+    /// Largest message, bytes (1009 past it) [default: 1048576].
+    #[arg(long)]
+    pub max_message_bytes: Option<usize>,
+    /// Most fragments per message [default: 1024].
+    #[arg(long)]
+    pub max_fragments: Option<usize>,
+    /// Largest upgrade request head, bytes [default: 8192].
+    #[arg(long)]
+    pub max_handshake_bytes: Option<usize>,
+    /// Most upgrade request header lines [default: 32].
+    #[arg(long)]
+    pub max_handshake_headers: Option<usize>,
+    /// Outbound bytes queued per connection before it is closed with 1008 [default: 262144].
+    #[arg(long)]
+    pub max_send_queue_bytes: Option<usize>,
+    /// How idle connections wait: poll (cheaper kernel memory) or multishot [default: poll].
+    #[arg(long, value_enum)]
+    pub recv_mode: Option<RecvMode>,
+    /// Provided receive buffer size, bytes [default: 4096].
+    #[arg(long)]
+    pub recv_buffer_bytes: Option<u32>,
+    /// Provided receive buffers per worker, a power of two [default: 1024].
+    #[arg(long)]
+    pub recv_buffers: Option<u16>,
+    /// Submission queue entries per ring [default: 4096].
+    #[arg(long)]
+    pub sq_entries: Option<u32>,
+    /// Completion queue entries per ring [default: 65536].
+    #[arg(long)]
+    pub cq_entries: Option<u32>,
+    /// Enable the diagnostic echo endpoint at this path (off by default).
+    #[arg(long)]
+    pub echo_path: Option<String>,
+    /// Allowed browser Origin (repeatable); none given = any.
+    #[arg(long = "allowed-origins")]
+    pub allowed_origins: Vec<String>,
+}
+
+macro_rules! override_fields {
+    ($cfg:ident, $args:ident, $($field:ident),* $(,)?) => {
+        $( if let Some(v) = $args.$field.clone() { $cfg.$field = v; } )*
+    };
+}
+
+impl ServeArgs {
+    /// The effective configuration: defaults, then the file, then these flags.
+    pub fn resolve(&self) -> Result<Config, ConfigError> {
+        let mut cfg = match &self.config {
+            Some(path) => Config::from_file(path)?,
+            None => Config::default(),
+        };
+        override_fields!(
+            cfg,
+            self,
+            listen,
+            workers,
+            log_level,
+            max_connections_per_worker,
+            listen_backlog,
+            handshake_timeout_ms,
+            idle_timeout_ms,
+            close_timeout_ms,
+            timer_tick_ms,
+            max_frame_bytes,
+            max_message_bytes,
+            max_fragments,
+            max_handshake_bytes,
+            max_handshake_headers,
+            max_send_queue_bytes,
+            recv_mode,
+            recv_buffer_bytes,
+            recv_buffers,
+            sq_entries,
+            cq_entries,
+        );
+        if self.echo_path.is_some() {
+            cfg.echo_path = self.echo_path.clone();
+        }
+        if !self.allowed_origins.is_empty() {
+            cfg.allowed_origins = self.allowed_origins.clone();
+        }
+        cfg.validate()?;
+        Ok(cfg)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_override_file_and_defaults() {
+        let dir = std::env::temp_dir().join(format!("ringgate-cli-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("c.toml");
+        std::fs::write(&file, "idle_timeout_ms = 1234\nworkers = 3\n").unwrap();
+        let cli = Cli::parse_from([
+            "ringgate",
+            "serve",
+            "--config",
+            file.to_str().unwrap(),
+            "--workers",
+            "5",
+            "--max-frame-bytes",
+            "99",
+        ]);
+        let Command::Serve(args) = cli.command;
+        let cfg = args.resolve().unwrap();
+        assert_eq!(cfg.workers, 5);
+        assert_eq!(cfg.idle_timeout_ms, 1234);
+        assert_eq!(cfg.max_frame_bytes, 99);
+        assert_eq!(cfg.handshake_timeout_ms, 10_000);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+}

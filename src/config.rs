@@ -1,0 +1,230 @@
+//! Gateway configuration: every limit the gateway enforces, its default, and why.
+//!
+//! A TOML file (`--config FILE`) is read first, then command-line flags override it. The mapping is
+//! mechanical: top-level key `x_y` is the flag `--x-y`; key `x_y` in section `[s]` is `--s-x-y`.
+//! Everything here is plain data: it is read once at start and shared read-only by all workers.
+
+use std::net::SocketAddr;
+use std::path::Path;
+
+use serde::Deserialize;
+
+/// How an idle connection waits for data (see `docs/architecture.md`, "How an idle connection waits").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum RecvMode {
+    /// A multishot `POLL_ADD` per connection, then a one-shot buffer-select `RECV` on readiness.
+    /// Costs ~256 B of kernel memory per idle connection (one io_kiocb). The default.
+    Poll,
+    /// A multishot buffer-select `RECV` per connection: one CQE per read instead of two, but ~864 B
+    /// of kernel memory per idle connection (io_kiocb + async msghdr + poll entry).
+    Multishot,
+}
+
+/// The whole gateway configuration. Field docs give each default and the reason for it.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Public listener. Default `127.0.0.1:4000` (the Phoenix dev port), loopback so a first run
+    /// exposes nothing.
+    pub listen: SocketAddr,
+    /// Worker threads, each with its own io_uring and listener. Default: the number of cores.
+    /// May exceed the core count: each ring's fixed-file table is capped at the soft
+    /// `RLIMIT_NOFILE`, so a box with a low limit holds more connections with more rings.
+    pub workers: usize,
+    /// Log filter (`error`, `warn`, `info`, `debug`, `trace`, or a tracing directive). Default
+    /// `info`; per-connection events are logged at `debug` only, because per-join info logs cost
+    /// the Phoenix benchmark real throughput.
+    pub log_level: String,
+    /// Connections one worker may hold: the size of its fixed-file table. Default 65536. Capped at
+    /// start to the soft `RLIMIT_NOFILE` (the kernel's cap per ring), with a log line saying so.
+    pub max_connections_per_worker: u32,
+    /// `listen(2)` backlog. Default 4096; the kernel caps it at `net.core.somaxconn`.
+    pub listen_backlog: u32,
+    /// Time a new connection has to complete its HTTP upgrade. Default 10 s: generous for slow
+    /// mobile links, short enough that half-open handshakes (slowloris) cannot pile up.
+    pub handshake_timeout_ms: u64,
+    /// A connection that sends nothing for this long is closed. Default 60 s, as Phoenix
+    /// (`timeout: 60_000`); clients heartbeat every 30 s, so a live client is never cut.
+    pub idle_timeout_ms: u64,
+    /// After the close frame is sent, how long to wait for the peer's TCP close before dropping the
+    /// socket. Default 5 s: RFC 6455 wants the server to close TCP first but not to wait forever.
+    pub close_timeout_ms: u64,
+    /// Resolution of the per-worker timer wheel; deadlines fire up to one tick late. Default 1000 ms:
+    /// deadlines are seconds-scale, and one wake-up per second per worker is ~0 idle CPU.
+    pub timer_tick_ms: u64,
+    /// Largest frame payload accepted (1009 past it). Default 1 MiB: far above any Phoenix message
+    /// and small enough that one connection cannot pin much memory.
+    pub max_frame_bytes: usize,
+    /// Largest reassembled message (1009 past it). Default 1 MiB, for the same reason.
+    pub max_message_bytes: usize,
+    /// Most fragments in one message (1009 past it). Default 1024: stops a peer from making the
+    /// server do per-frame work for a message of tiny fragments.
+    pub max_fragments: usize,
+    /// Largest HTTP upgrade request head. Default 8 KiB, as common HTTP servers; 431 past it.
+    pub max_handshake_bytes: usize,
+    /// Most header lines in the upgrade request. Default 32: browsers send ~15; 431 past it.
+    pub max_handshake_headers: usize,
+    /// Bytes one connection may have queued behind the frame being sent. Past it the connection is
+    /// closed with 1008 and counted, so a client that stops reading cannot grow server memory.
+    /// Default 256 KiB: hundreds of typical broadcasts of burst room.
+    pub max_send_queue_bytes: usize,
+    /// How idle connections wait for data. Default `poll` (the cheaper kernel memory).
+    pub recv_mode: RecvMode,
+    /// Size of each provided receive buffer. Default 4096: one page; a typical client message is
+    /// far smaller, and larger ones are reassembled across buffers.
+    pub recv_buffer_bytes: u32,
+    /// Provided receive buffers per worker (a power of two, ≤ 32768). Default 1024 (4 MiB at the
+    /// default size): sized by data in flight per loop turn, not by connections, because an idle
+    /// connection holds no buffer.
+    pub recv_buffers: u16,
+    /// Submission queue entries per ring. Default 4096; a broadcast is submitted in SQ-sized batches.
+    pub sq_entries: u32,
+    /// Completion queue entries per ring. Default 65536 (the kernel's maximum is larger only with
+    /// CLAMP); a broadcast to many local members completes in bursts.
+    pub cq_entries: u32,
+    /// Path of the diagnostic echo endpoint; off by default. Every data message is echoed back.
+    /// It exists so conformance suites (Autobahn) can drive the server.
+    pub echo_path: Option<String>,
+    /// Browser `Origin` values allowed to upgrade. Empty (the default) allows any, including none;
+    /// non-browser clients send no Origin. Set it on any deployment browsers reach.
+    pub allowed_origins: Vec<String>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 4000)),
+            workers: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            log_level: "info".into(),
+            max_connections_per_worker: 65536,
+            listen_backlog: 4096,
+            handshake_timeout_ms: 10_000,
+            idle_timeout_ms: 60_000,
+            close_timeout_ms: 5_000,
+            timer_tick_ms: 1_000,
+            max_frame_bytes: 1 << 20,
+            max_message_bytes: 1 << 20,
+            max_fragments: 1024,
+            max_handshake_bytes: 8192,
+            max_handshake_headers: 32,
+            max_send_queue_bytes: 256 << 10,
+            recv_mode: RecvMode::Poll,
+            recv_buffer_bytes: 4096,
+            recv_buffers: 1024,
+            sq_entries: 4096,
+            cq_entries: 65536,
+            echo_path: None,
+            allowed_origins: Vec::new(),
+        }
+    }
+}
+
+/// A configuration that cannot be used, with what is wrong.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML for this schema; the message names the line and key.
+    #[error("invalid config file {path}: {message}")]
+    Parse { path: String, message: String },
+    /// A value is out of its allowed range.
+    #[error("invalid setting {key}: {reason}")]
+    Invalid { key: &'static str, reason: String },
+}
+
+impl Config {
+    /// Reads a TOML file; unknown keys are errors so a typo never silently keeps a default.
+    pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Self::from_toml(&text).map_err(|message| ConfigError::Parse {
+            path: path.display().to_string(),
+            message,
+        })
+    }
+
+    /// Parses TOML text.
+    pub fn from_toml(text: &str) -> Result<Self, String> {
+        toml::from_str(text).map_err(|e| e.to_string())
+    }
+
+    /// Checks cross-field rules and ranges the types cannot express.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |key, reason: &str| {
+            Err(ConfigError::Invalid {
+                key,
+                reason: reason.to_string(),
+            })
+        };
+        if self.workers == 0 || self.workers > 1024 {
+            return bad("workers", "must be 1..=1024");
+        }
+        if self.max_connections_per_worker == 0 || self.max_connections_per_worker > 1 << 24 {
+            return bad("max_connections_per_worker", "must be 1..=16777216");
+        }
+        if !self.recv_buffers.is_power_of_two() || self.recv_buffers > 32768 {
+            return bad("recv_buffers", "must be a power of two ≤ 32768");
+        }
+        if !(256..=1 << 20).contains(&self.recv_buffer_bytes) {
+            return bad("recv_buffer_bytes", "must be 256..=1048576");
+        }
+        if self.timer_tick_ms == 0 || self.timer_tick_ms > 60_000 {
+            return bad("timer_tick_ms", "must be 1..=60000");
+        }
+        if let Some(p) = &self.echo_path {
+            if !p.starts_with('/') {
+                return bad("echo_path", "must start with '/'");
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_validate() {
+        Config::default().validate().unwrap();
+    }
+
+    #[test]
+    fn unknown_key_is_an_error_naming_it() {
+        let err = Config::from_toml("idle_timout_ms = 5").unwrap_err();
+        assert!(err.contains("idle_timout_ms"), "{err}");
+    }
+
+    #[test]
+    fn file_values_override_defaults() {
+        let c =
+            Config::from_toml("idle_timeout_ms = 5\necho_path = \"/e\"\nrecv_mode = \"multishot\"")
+                .unwrap();
+        assert_eq!(c.idle_timeout_ms, 5);
+        assert_eq!(c.echo_path.as_deref(), Some("/e"));
+        assert_eq!(c.recv_mode, RecvMode::Multishot);
+        assert_eq!(c.handshake_timeout_ms, 10_000);
+    }
+
+    #[test]
+    fn recv_buffers_must_be_power_of_two() {
+        let c = Config {
+            recv_buffers: 1000,
+            ..Config::default()
+        };
+        assert!(matches!(
+            c.validate(),
+            Err(ConfigError::Invalid {
+                key: "recv_buffers",
+                ..
+            })
+        ));
+    }
+}

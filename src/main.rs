@@ -1,0 +1,30 @@
+//! The `ringgate` binary: parses the command line and runs a subcommand.
+
+use clap::Parser;
+use ringgate::cli::{Cli, Command};
+
+fn init_logging(level: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_new(level)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(false)
+        .init();
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Serve(args) => match args.resolve() {
+            Ok(cfg) => {
+                init_logging(&cfg.log_level);
+                ringgate::server::run(cfg)
+            }
+            Err(e) => Err(e.into()),
+        },
+    };
+    if let Err(e) = result {
+        eprintln!("ringgate: {e}");
+        std::process::exit(1);
+    }
+}

@@ -1,0 +1,100 @@
+//! The one place submission entries are built. Each constructor names the kernel version that has
+//! the operation, and states what memory the entry points to and who keeps it alive.
+
+use std::os::fd::RawFd;
+
+use io_uring::{opcode, squeue, types};
+
+use super::token::{Op, Token};
+
+fn tag(entry: squeue::Entry, op: Op, slot: u32, gen: u32) -> squeue::Entry {
+    entry.user_data(Token::new(op, slot, gen).encode())
+}
+
+/// Multishot accept into an auto-allocated fixed-file slot (5.19). Each CQE's `res` is the slot.
+/// The multishot ends without `F_MORE` on error, notably `ENFILE` when the table is full.
+pub fn accept_multi(listen_fd: RawFd) -> squeue::Entry {
+    let e = opcode::AcceptMulti::new(types::Fd(listen_fd))
+        .allocate_file_index(true)
+        .build();
+    e.user_data(Token::global(Op::Accept).encode())
+}
+
+/// Multishot readiness poll on a connection (5.13): the cheap way for an idle connection to wait,
+/// one io_kiocb (~256 B) in the kernel and no buffer.
+pub fn poll_readable(slot: u32, gen: u32) -> squeue::Entry {
+    let e = opcode::PollAdd::new(types::Fixed(slot), libc::POLLIN as u32)
+        .multi(true)
+        .build();
+    tag(e, Op::Poll, slot, gen)
+}
+
+/// One-shot receive into a buffer the kernel picks from group `bgid` (5.19 for ring-provided
+/// buffers). `MSG_DONTWAIT` turns a spurious wake-up into `EAGAIN` instead of a parked receive
+/// that would hold kernel memory.
+pub fn recv_once(slot: u32, gen: u32, bgid: u16) -> squeue::Entry {
+    let e = opcode::Recv::new(types::Fixed(slot), std::ptr::null_mut(), 0)
+        .buf_group(bgid)
+        .flags(libc::MSG_DONTWAIT)
+        .build()
+        .flags(squeue::Flags::BUFFER_SELECT);
+    tag(e, Op::Recv, slot, gen)
+}
+
+/// Multishot receive with buffer select (6.0): one CQE per read, ~864 B of kernel memory while armed.
+pub fn recv_multi(slot: u32, gen: u32, bgid: u16) -> squeue::Entry {
+    let e = opcode::RecvMulti::new(types::Fixed(slot), bgid).build();
+    tag(e, Op::Recv, slot, gen)
+}
+
+/// Send `len` bytes at `ptr` (5.6). `MSG_NOSIGNAL`: a peer that vanished is an `EPIPE` result, not
+/// a signal that kills the process.
+///
+/// The caller keeps the bytes alive until this entry's completion: they belong to a frame held in
+/// the worker's frame table, which releases it only on that CQE.
+pub fn send(slot: u32, gen: u32, ptr: *const u8, len: u32) -> squeue::Entry {
+    let e = opcode::Send::new(types::Fixed(slot), ptr, len)
+        .flags(libc::MSG_NOSIGNAL)
+        .build();
+    tag(e, Op::Send, slot, gen)
+}
+
+/// `shutdown(SHUT_WR)` (5.11): our side is done; the peer sees EOF after our close frame.
+pub fn shutdown_write(slot: u32, gen: u32) -> squeue::Entry {
+    let e = opcode::Shutdown::new(types::Fixed(slot), libc::SHUT_WR).build();
+    tag(e, Op::Shutdown, slot, gen)
+}
+
+/// Cancel every request on a fixed slot (5.19, `IORING_ASYNC_CANCEL_FD | ALL`). Each cancelled
+/// request still posts its own CQE (`ECANCELED`), which is when its buffers are released.
+pub fn cancel_slot(slot: u32, gen: u32) -> squeue::Entry {
+    let e = opcode::AsyncCancel2::new(types::CancelBuilder::fd(types::Fixed(slot)).all()).build();
+    tag(e, Op::Cancel, slot, gen)
+}
+
+/// Close a fixed-file slot (5.15 for direct descriptors); the slot is free once this completes.
+pub fn close_slot(slot: u32, gen: u32) -> squeue::Entry {
+    tag(
+        opcode::Close::new(types::Fixed(slot)).build(),
+        Op::Close,
+        slot,
+        gen,
+    )
+}
+
+/// A relative timeout (5.4); completes with `ETIME` when it fires.
+///
+/// `ts` must stay valid until the kernel has read it, which happens at submission; the worker
+/// keeps its tick timespec in a field for its whole life anyway.
+pub fn tick(ts: &types::Timespec) -> squeue::Entry {
+    let e = opcode::Timeout::new(ts as *const types::Timespec).build();
+    e.user_data(Token::global(Op::Tick).encode())
+}
+
+/// Multishot readiness poll on an ordinary fd (the inbox eventfd).
+pub fn poll_fd(fd: RawFd) -> squeue::Entry {
+    let e = opcode::PollAdd::new(types::Fd(fd), libc::POLLIN as u32)
+        .multi(true)
+        .build();
+    e.user_data(Token::global(Op::Inbox).encode())
+}

@@ -1,0 +1,457 @@
+//! A worker: one thread, one io_uring, one listener, and the connections accepted on it.
+//!
+//! The worker owns everything it touches; other threads reach it only through its `Inbox`. The loop
+//! is: submit and wait for at least one completion, handle the batch, hand receive buffers back to
+//! the kernel, retry receives that found the buffer ring empty. Connection logic lives in `net/`
+//! as further `impl Worker` blocks; this file holds the loop, the dispatch and the timers.
+
+pub mod inbox;
+pub mod timer;
+
+use std::collections::VecDeque;
+use std::io;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use io_uring::{cqueue, types::Timespec};
+
+use crate::config::{Config, RecvMode};
+use crate::net::conn::{flag, Conn, State};
+use crate::ring::bufring::BufRing;
+use crate::ring::token::{Op, Token};
+use crate::ring::{sqe, Ring};
+use crate::ws;
+use inbox::{Inbox, Msg};
+use timer::{Entry, Verdict, Wheel};
+
+/// Buffer group id of the worker's provided-buffer ring (one group per ring).
+const BGID: u16 = 0;
+
+/// A frame being sent: shared by every connection whose send queue holds its id.
+pub struct Frame {
+    pub bytes: Bytes,
+    /// Connections that still have to send it (head or queued).
+    pub refs: u32,
+}
+
+/// State of the multishot accept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AcceptState {
+    Armed,
+    /// The fixed-file table is full (`ENFILE`): re-armed when a slot is freed.
+    PausedFull,
+    /// A transient error: re-armed on the next tick, never in a spin.
+    PausedError,
+    Stopped,
+}
+
+/// Per-worker counters: plain integers, no atomics, read by the worker itself.
+#[derive(Debug, Default, Clone)]
+pub struct Stats {
+    pub accepted: u64,
+    pub closed: u64,
+    pub upgrades: u64,
+    pub http_responses: u64,
+    pub protocol_errors: u64,
+    pub handshake_timeouts: u64,
+    pub idle_timeouts: u64,
+    pub send_queue_overflows: u64,
+    pub recv_enobufs: u64,
+    pub accept_table_full: u64,
+    pub messages_in: u64,
+    pub frames_out: u64,
+}
+
+/// Deadlines in ticks, derived once from the config.
+struct Ticks {
+    handshake: u32,
+    idle: u32,
+    close: u32,
+}
+
+pub struct Worker {
+    // Field order matters for Drop: the ring goes first, so the kernel is done with every buffer
+    // and frame before they are freed.
+    pub(crate) ring: Ring,
+    pub(crate) bufs: BufRing,
+    pub(crate) id: usize,
+    pub(crate) cfg: Arc<Config>,
+    pub(crate) ws_limits: ws::Limits,
+    pub(crate) http_limits: ws::handshake::Limits,
+    listen_fd: OwnedFd,
+    inbox: Arc<Inbox>,
+    pub(crate) conns: Vec<Conn>,
+    pub(crate) frames: slab::Slab<Frame>,
+    pub(crate) wheel: Wheel,
+    tick_ts: Box<Timespec>,
+    start: Instant,
+    pub(crate) now_tick: u32,
+    ticks: Ticks,
+    pub(crate) starved: VecDeque<u32>,
+    pub(crate) accept: AcceptState,
+    pub(crate) live: u32,
+    stop_deadline: Option<u32>,
+    pub(crate) stats: Stats,
+    batch: Vec<(u64, i32, u32)>,
+    expired: Vec<Entry>,
+    msgs: Vec<Msg>,
+}
+
+/// What a worker needs from the thread that starts it.
+pub struct WorkerSetup {
+    pub id: usize,
+    pub cfg: Arc<Config>,
+    pub listener: OwnedFd,
+    pub inbox: Arc<Inbox>,
+    /// Fixed-file table size (already capped by RLIMIT_NOFILE).
+    pub table_slots: u32,
+}
+
+fn ms_to_ticks(ms: u64, tick_ms: u64) -> u32 {
+    u32::try_from(ms.div_ceil(tick_ms)).unwrap_or(u32::MAX / 2)
+}
+
+impl Worker {
+    /// Builds the ring and registers its resources. Must run on the worker's own thread.
+    pub fn new(setup: WorkerSetup) -> io::Result<Self> {
+        let WorkerSetup {
+            id,
+            cfg,
+            listener,
+            inbox,
+            table_slots,
+        } = setup;
+        let ring = Ring::new(&cfg)?;
+        ring.uring.submitter().register_files_sparse(table_slots)?;
+        let bufs = BufRing::new(
+            &ring.uring.submitter(),
+            cfg.recv_buffers,
+            cfg.recv_buffer_bytes,
+            BGID,
+        )?;
+        let tick_ms = cfg.timer_tick_ms;
+        let ticks = Ticks {
+            handshake: ms_to_ticks(cfg.handshake_timeout_ms, tick_ms),
+            idle: ms_to_ticks(cfg.idle_timeout_ms, tick_ms),
+            close: ms_to_ticks(cfg.close_timeout_ms, tick_ms),
+        };
+        // The wheel spans the longest deadline so most entries are filed once.
+        let span = ticks
+            .idle
+            .max(ticks.handshake)
+            .max(ticks.close)
+            .clamp(2, 4096) as usize
+            + 1;
+        let tick_ts = Box::new(
+            Timespec::new()
+                .sec(tick_ms / 1000)
+                .nsec(((tick_ms % 1000) * 1_000_000) as u32),
+        );
+        let ws_limits = ws::Limits {
+            max_frame_bytes: cfg.max_frame_bytes,
+            max_message_bytes: cfg.max_message_bytes,
+            max_fragments: cfg.max_fragments,
+        };
+        let http_limits = ws::handshake::Limits {
+            max_request_bytes: cfg.max_handshake_bytes,
+            max_headers: cfg.max_handshake_headers,
+        };
+        Ok(Self {
+            ring,
+            bufs,
+            id,
+            ws_limits,
+            http_limits,
+            cfg,
+            listen_fd: listener,
+            inbox,
+            conns: Vec::new(),
+            frames: slab::Slab::new(),
+            wheel: Wheel::new(span),
+            tick_ts,
+            start: Instant::now(),
+            now_tick: 0,
+            ticks,
+            starved: VecDeque::new(),
+            accept: AcceptState::Stopped,
+            live: 0,
+            stop_deadline: None,
+            stats: Stats::default(),
+            batch: Vec::with_capacity(1024),
+            expired: Vec::new(),
+            msgs: Vec::new(),
+        })
+    }
+
+    /// Runs until stopped and every connection is closed (or the stop deadline passes).
+    pub fn run(mut self) -> io::Result<Stats> {
+        let tick = sqe::tick(&self.tick_ts);
+        self.ring.push(&tick);
+        self.ring.push(&sqe::poll_fd(self.inbox.fd()));
+        self.arm_accept();
+        loop {
+            match self.ring.uring.submit_and_wait(1) {
+                Ok(_) => {}
+                // EINTR: a signal; EBUSY: completions must be reaped before more can be submitted.
+                Err(e) if matches!(e.raw_os_error(), Some(libc::EINTR | libc::EBUSY)) => {}
+                Err(e) => return Err(e),
+            }
+            self.now_tick = self.clock_tick();
+            self.drain_completions();
+            self.bufs.publish();
+            self.retry_starved();
+            if self.finished() {
+                return Ok(self.stats);
+            }
+        }
+    }
+
+    fn clock_tick(&self) -> u32 {
+        let ms = self.start.elapsed().as_millis() as u64;
+        u32::try_from(ms / self.cfg.timer_tick_ms).unwrap_or(u32::MAX)
+    }
+
+    fn finished(&self) -> bool {
+        match self.stop_deadline {
+            Some(deadline) => self.live == 0 || self.now_tick >= deadline,
+            None => false,
+        }
+    }
+
+    fn drain_completions(&mut self) {
+        loop {
+            self.batch.clear();
+            for cqe in self.ring.uring.completion().take(4096) {
+                self.batch
+                    .push((cqe.user_data(), cqe.result(), cqe.flags()));
+            }
+            if self.batch.is_empty() {
+                return;
+            }
+            let batch = std::mem::take(&mut self.batch);
+            for &(user_data, res, flags) in &batch {
+                self.dispatch(user_data, res, flags);
+            }
+            self.batch = batch;
+        }
+    }
+
+    fn dispatch(&mut self, user_data: u64, res: i32, flags: u32) {
+        let Some(token) = Token::decode(user_data) else {
+            tracing::error!(
+                worker = self.id,
+                user_data,
+                res,
+                "completion with an unknown token"
+            );
+            return;
+        };
+        match token.op {
+            Op::Accept => self.on_accept(res, flags),
+            Op::Poll => self.on_poll(token, res, flags),
+            Op::Recv => self.on_recv(token, res, flags),
+            Op::Send => self.on_send(token, res),
+            Op::Shutdown => self.on_shutdown(token),
+            // The count of cancelled requests, or ENOENT when none was pending: each cancelled
+            // request reports itself, so nothing to do here.
+            Op::Cancel => {}
+            Op::Close => self.on_close(token, res),
+            Op::Tick => self.on_tick(),
+            Op::Inbox => self.on_inbox(flags),
+        }
+    }
+
+    fn on_tick(&mut self) {
+        let entry = sqe::tick(&self.tick_ts);
+        self.ring.push(&entry);
+        self.now_tick = self.clock_tick();
+        let conns = &self.conns;
+        let mut expired = std::mem::take(&mut self.expired);
+        self.wheel.advance(
+            self.now_tick,
+            |e| match conns.get(e.slot as usize) {
+                Some(c) if c.gen == e.gen && c.has(flag::IN_WHEEL) => {
+                    if c.deadline_tick <= self.now_tick {
+                        Verdict::Expired
+                    } else {
+                        Verdict::Later(c.deadline_tick)
+                    }
+                }
+                _ => Verdict::Stale,
+            },
+            &mut expired,
+        );
+        for e in expired.drain(..) {
+            self.conns[e.slot as usize].clear(flag::IN_WHEEL);
+            self.on_deadline(e.slot);
+        }
+        self.expired = expired;
+        if self.accept == AcceptState::PausedError {
+            self.arm_accept();
+        }
+    }
+
+    fn on_deadline(&mut self, slot: u32) {
+        match self.conns[slot as usize].state {
+            State::Handshake => {
+                self.stats.handshake_timeouts += 1;
+                tracing::debug!(worker = self.id, slot, "handshake timeout");
+                self.abort(slot);
+            }
+            State::Open => {
+                self.stats.idle_timeouts += 1;
+                tracing::debug!(worker = self.id, slot, "idle timeout");
+                self.close_with(slot, ws::close::GOING_AWAY, "idle timeout");
+            }
+            // The close frame could not be sent, or the peer never closed its side.
+            State::Closing | State::Draining => self.abort(slot),
+            State::Free | State::Aborting | State::ClosingFd => {}
+        }
+    }
+
+    /// Moves a connection's deadline `kind` ticks from now and files it in the wheel if absent.
+    pub(crate) fn set_deadline(&mut self, slot: u32, kind: Deadline) {
+        let ticks = match kind {
+            Deadline::Handshake => self.ticks.handshake,
+            Deadline::Idle => self.ticks.idle,
+            Deadline::Close => self.ticks.close,
+        };
+        let now = self.now_tick;
+        let c = &mut self.conns[slot as usize];
+        let deadline = now.saturating_add(ticks.max(1));
+        // Moving a deadline later needs no wheel work (the entry is re-filed when it comes due);
+        // moving it earlier needs an entry that comes due in time. A stale extra entry is judged
+        // against the connection when it comes due and dropped.
+        let earlier = deadline < c.deadline_tick;
+        c.deadline_tick = deadline;
+        if !c.has(flag::IN_WHEEL) || earlier {
+            c.set(flag::IN_WHEEL);
+            let entry = Entry { slot, gen: c.gen };
+            let due = c.deadline_tick;
+            self.wheel.insert(entry, due);
+        }
+    }
+
+    /// Idle deadline refresh on activity: no wheel work, just a later deadline.
+    pub(crate) fn touch(&mut self, slot: u32) {
+        let now = self.now_tick;
+        let c = &mut self.conns[slot as usize];
+        c.deadline_tick = now.saturating_add(self.ticks.idle);
+    }
+
+    fn on_inbox(&mut self, flags: u32) {
+        if !cqueue::more(flags) {
+            self.ring.push(&sqe::poll_fd(self.inbox.fd()));
+        }
+        let mut msgs = std::mem::take(&mut self.msgs);
+        self.inbox.drain(&mut msgs);
+        for msg in msgs.drain(..) {
+            match msg {
+                Msg::Stop => self.begin_stop(),
+            }
+        }
+        self.msgs = msgs;
+    }
+
+    /// Stop accepting; close open connections with 1001 ("going away"); drop handshakes.
+    fn begin_stop(&mut self) {
+        if self.stop_deadline.is_some() {
+            return;
+        }
+        tracing::debug!(worker = self.id, live = self.live, "stopping");
+        self.stop_deadline = Some(self.now_tick + self.ticks.close + 1);
+        self.accept = AcceptState::Stopped;
+        let cancel = io_uring::opcode::AsyncCancel2::new(io_uring::types::CancelBuilder::fd(
+            io_uring::types::Fd(self.listen_fd.as_raw_fd()),
+        ))
+        .build()
+        .user_data(Token::global(Op::Cancel).encode());
+        self.ring.push(&cancel);
+        for slot in 0..self.conns.len() as u32 {
+            match self.conns[slot as usize].state {
+                State::Open => self.close_with(slot, ws::close::GOING_AWAY, "server shutting down"),
+                State::Handshake => self.abort(slot),
+                _ => {}
+            }
+        }
+    }
+
+    pub(crate) fn arm_accept(&mut self) {
+        if self.stop_deadline.is_some() {
+            return;
+        }
+        self.accept = AcceptState::Armed;
+        let entry = sqe::accept_multi(self.listen_fd.as_raw_fd());
+        self.ring.push(&entry);
+    }
+
+    /// Arms the readiness wait of a connection per the configured receive mode.
+    pub(crate) fn arm_wait(&mut self, slot: u32) {
+        let c = &mut self.conns[slot as usize];
+        let gen = c.gen;
+        let entry = match self.cfg.recv_mode {
+            RecvMode::Poll => {
+                c.set(flag::POLL_ARMED);
+                sqe::poll_readable(slot, gen)
+            }
+            RecvMode::Multishot => {
+                c.set(flag::RECV_INFLIGHT);
+                sqe::recv_multi(slot, gen, BGID)
+            }
+        };
+        self.ring.push(&entry);
+    }
+
+    /// Issues a one-shot receive (poll mode), or notes that one is wanted after the in-flight one.
+    pub(crate) fn start_recv(&mut self, slot: u32) {
+        let c = &mut self.conns[slot as usize];
+        if c.has(flag::RECV_INFLIGHT) {
+            c.set(flag::RECV_AGAIN);
+            return;
+        }
+        c.set(flag::RECV_INFLIGHT);
+        c.clear(flag::RECV_AGAIN);
+        let entry = sqe::recv_once(slot, c.gen, BGID);
+        self.ring.push(&entry);
+    }
+
+    fn retry_starved(&mut self) {
+        // Buffers were just published; each starved connection gets one retry per loop turn.
+        for _ in 0..self.starved.len() {
+            let Some(slot) = self.starved.pop_front() else {
+                break;
+            };
+            let c = &mut self.conns[slot as usize];
+            c.clear(flag::STARVED);
+            if !matches!(
+                c.state,
+                State::Handshake | State::Open | State::Closing | State::Draining
+            ) {
+                continue;
+            }
+            match self.cfg.recv_mode {
+                RecvMode::Poll => self.start_recv(slot),
+                RecvMode::Multishot => {
+                    if !self.conns[slot as usize].has(flag::RECV_INFLIGHT) {
+                        self.arm_wait(slot);
+                    }
+                }
+            }
+        }
+    }
+
+    /// A snapshot of the counters.
+    pub fn stats(&self) -> &Stats {
+        &self.stats
+    }
+}
+
+/// Which deadline a connection is under.
+#[derive(Debug, Clone, Copy)]
+pub enum Deadline {
+    Handshake,
+    Idle,
+    Close,
+}
