@@ -80,6 +80,12 @@ impl Worker {
                 queued = q.bytes,
                 "send queue full; closing with 1008"
             );
+            // The queued frames are dropped at once (their memory is the point of the bound); the
+            // close frame goes right behind the frame already in flight.
+            let dropped = c.txq.take().map(|q| q.frames).unwrap_or_default();
+            for id in dropped {
+                self.release_frame(id);
+            }
             self.close_with(slot, ws::close::POLICY_VIOLATION, "send queue full");
             return Sent::Dropped;
         }

@@ -187,7 +187,7 @@ mod tests {
         let long = "x".repeat(200);
         let p = close_payload(1008, &long);
         assert_eq!(p.len(), 125);
-        assert_eq!(&p[2..], long[..123].as_bytes());
+        assert_eq!(&p[2..], &long.as_bytes()[..123]);
         // 'é' is 2 bytes: 61 of them = 122 bytes, the 62nd would cross 123.
         let accents = "é".repeat(100);
         let p = close_payload(1008, &accents);

@@ -82,6 +82,10 @@ impl HttpError {
 
 /// Outcome of [`parse_request`].
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[expect(
+    clippy::large_enum_variant,
+    reason = "returned once per connection and moved once; boxing would add an allocation"
+)]
 pub enum Parse {
     /// The head is incomplete; call again with more bytes appended.
     Partial,
@@ -424,4 +428,550 @@ fn hex_at(b: &[u8], i: usize) -> Option<u8> {
 }
 
 #[cfg(test)]
-mod tests {}
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// Captured from Node 20.20 + npm `ws` 8.23.0 (`new WebSocket(url, ['phoenix',
+    /// 'base64url.bearer.phx.dG9rZW4'])`) by a TCP listener on loopback.
+    const NODE_WS: &[u8] = b"GET /socket/websocket?token=abc%20def&vsn=2.0.0 HTTP/1.1\r\n\
+Sec-WebSocket-Version: 13\r\n\
+Sec-WebSocket-Key: 8IgHQv/oSW73jX7hbjHJvg==\r\n\
+Connection: Upgrade\r\n\
+Upgrade: websocket\r\n\
+Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits\r\n\
+Sec-WebSocket-Protocol: phoenix,base64url.bearer.phx.dG9rZW4\r\n\
+Host: 127.0.0.1:40957\r\n\r\n";
+
+    /// A Chrome-style upgrade (header set and order as Chrome sends them).
+    const CHROME: &[u8] = b"GET /socket/websocket?vsn=2.0.0 HTTP/1.1\r\n\
+Host: localhost:4000\r\n\
+Connection: Upgrade\r\n\
+Pragma: no-cache\r\n\
+Cache-Control: no-cache\r\n\
+User-Agent: Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/126.0.0.0 Safari/537.36\r\n\
+Upgrade: websocket\r\n\
+Origin: http://localhost:4000\r\n\
+Sec-WebSocket-Version: 13\r\n\
+Accept-Encoding: gzip, deflate, br, zstd\r\n\
+Accept-Language: en-US,en;q=0.9\r\n\
+Cookie: _app_key=SFMyNTY.g3QAAAABbQAAAAtfY3NyZl90b2tlbm0AAAAYZ2V0X3Rva2Vu; theme=dark\r\n\
+Sec-WebSocket-Key: x3JJHMbDL1EzLkh9GBhXDw==\r\n\
+Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits\r\n\r\n";
+
+    /// A Firefox-style upgrade: `Connection: keep-alive, Upgrade`, lower-case
+    /// names from a proxy, subprotocols split over two lines.
+    const FIREFOX_VIA_PROXY: &[u8] = b"GET /socket/websocket HTTP/1.1\r\n\
+host: example.test\r\n\
+user-agent: Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0\r\n\
+accept: */*\r\n\
+sec-websocket-version: 13\r\n\
+origin: https://example.test\r\n\
+sec-websocket-protocol: phoenix\r\n\
+sec-websocket-extensions: permessage-deflate\r\n\
+sec-websocket-key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+connection: keep-alive, Upgrade\r\n\
+sec-websocket-protocol: chat ,  superchat\r\n\
+upgrade: WebSocket\r\n\r\n";
+
+    fn complete(buf: &[u8]) -> (RequestHead, usize) {
+        match parse_request(buf, &Limits::default()) {
+            Ok(Parse::Complete { head, consumed }) => (head, consumed),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    fn err(status: u16, reason: &'static str) -> HttpError {
+        HttpError { status, reason }
+    }
+
+    fn strings(v: &[&str]) -> Vec<String> {
+        v.iter().map(|s| s.to_string()).collect()
+    }
+
+    fn response_text(bytes: &[u8]) -> &str {
+        std::str::from_utf8(bytes).unwrap()
+    }
+
+    #[test]
+    fn rfc_sample_key() {
+        assert_eq!(
+            derive_accept_key(b"dGhlIHNhbXBsZSBub25jZQ=="),
+            "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
+        );
+        assert_eq!(
+            response_text(&accept_response("dGhlIHNhbXBsZSBub25jZQ==", None)),
+            "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+             Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n"
+        );
+    }
+
+    #[test]
+    fn node_ws_client() {
+        let (head, consumed) = complete(NODE_WS);
+        assert_eq!(consumed, NODE_WS.len());
+        assert_eq!(
+            head,
+            RequestHead {
+                method: "GET".into(),
+                path: "/socket/websocket".into(),
+                query: "token=abc%20def&vsn=2.0.0".into(),
+                host: Some("127.0.0.1:40957".into()),
+                origin: None,
+                upgrade: Some(UpgradeRequest {
+                    key: "8IgHQv/oSW73jX7hbjHJvg==".into(),
+                    version: "13".into(),
+                    protocols: strings(&["phoenix", "base64url.bearer.phx.dG9rZW4"]),
+                    extensions: strings(&["permessage-deflate; client_max_window_bits"]),
+                }),
+            }
+        );
+        let up = validate_upgrade(&head).unwrap();
+        assert_eq!(
+            query_param(&head.query, "token").as_deref(),
+            Some("abc def")
+        );
+        assert_eq!(query_param(&head.query, "vsn").as_deref(), Some("2.0.0"));
+        // Accept value computed independently (Python hashlib + base64).
+        let resp = accept_response(&up.key, Some("phoenix"));
+        assert_eq!(
+            response_text(&resp),
+            "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+             Sec-WebSocket-Accept: wlCHmYShySeB+nKiekrVB7pBsaQ=\r\n\
+             Sec-WebSocket-Protocol: phoenix\r\n\r\n"
+        );
+        // permessage-deflate is declined by omission.
+        assert!(!response_text(&resp).contains("Extensions"));
+    }
+
+    #[test]
+    fn chrome_client() {
+        let (head, _) = complete(CHROME);
+        assert_eq!(head.origin.as_deref(), Some("http://localhost:4000"));
+        assert_eq!(head.host.as_deref(), Some("localhost:4000"));
+        let up = validate_upgrade(&head).unwrap();
+        assert!(up.protocols.is_empty());
+        assert_eq!(
+            response_text(&accept_response(&up.key, None)),
+            "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+             Sec-WebSocket-Accept: HSmrc0sMlYUkAGmm5OPpG2HaGWk=\r\n\r\n"
+        );
+    }
+
+    #[test]
+    fn firefox_via_proxy() {
+        let (head, _) = complete(FIREFOX_VIA_PROXY);
+        assert_eq!(
+            (head.path.as_str(), head.query.as_str()),
+            ("/socket/websocket", "")
+        );
+        let up = validate_upgrade(&head).unwrap();
+        assert_eq!(up.protocols, strings(&["phoenix", "chat", "superchat"]));
+        assert_eq!(up.extensions, strings(&["permessage-deflate"]));
+        assert_eq!(up.key, "dGhlIHNhbXBsZSBub25jZQ==");
+    }
+
+    #[test]
+    fn byte_at_a_time_is_partial_until_complete() {
+        for req in [NODE_WS, CHROME, FIREFOX_VIA_PROXY] {
+            for n in 0..req.len() {
+                assert_eq!(
+                    parse_request(&req[..n], &Limits::default()),
+                    Ok(Parse::Partial),
+                    "prefix {n}"
+                );
+            }
+            assert_eq!(complete(req).1, req.len());
+        }
+    }
+
+    #[test]
+    fn pipelined_bytes_are_not_consumed() {
+        let mut buf = NODE_WS.to_vec();
+        buf.extend_from_slice(&[0x81, 0x85, 1, 2, 3, 4, 5]);
+        assert_eq!(complete(&buf).1, NODE_WS.len());
+    }
+
+    #[test]
+    fn too_large() {
+        let limits = Limits::default();
+        // Exactly at the limit and incomplete: still waiting.
+        let mut buf = b"GET / HTTP/1.1\r\nX-Pad: ".to_vec();
+        buf.resize(8192, b'a');
+        assert_eq!(parse_request(&buf, &limits), Ok(Parse::Partial));
+        buf.push(b'a');
+        assert_eq!(
+            parse_request(&buf, &limits),
+            Err(err(431, "request header too large"))
+        );
+        // A head that would end just past the limit is refused too.
+        let mut big = b"GET / HTTP/1.1\r\nHost: h\r\nX-Pad: ".to_vec();
+        big.resize(8190, b'a');
+        big.extend_from_slice(b"\r\n\r\n");
+        assert_eq!(
+            parse_request(&big, &limits),
+            Err(err(431, "request header too large"))
+        );
+        big.truncate(8190 - 3);
+        big.extend_from_slice(b"\r\n\r\n");
+        assert_eq!(big.len(), 8191);
+        assert!(matches!(
+            parse_request(&big, &limits),
+            Ok(Parse::Complete { .. })
+        ));
+    }
+
+    #[test]
+    fn too_many_headers() {
+        let mut req = b"GET / HTTP/1.1\r\n".to_vec();
+        for i in 0..32 {
+            req.extend_from_slice(format!("X-H{i}: v\r\n").as_bytes());
+        }
+        let mut ok = req.clone();
+        ok.extend_from_slice(b"\r\n");
+        assert!(matches!(
+            parse_request(&ok, &Limits::default()),
+            Ok(Parse::Complete { .. })
+        ));
+        // The 33rd header line fails at once, before the head is complete.
+        req.extend_from_slice(b"X-H32: v\r\n");
+        assert_eq!(
+            parse_request(&req, &Limits::default()),
+            Err(err(431, "too many headers"))
+        );
+        // A limit above the stack array uses the heap.
+        let many = Limits {
+            max_headers: 40,
+            ..Limits::default()
+        };
+        req.extend_from_slice(b"\r\n");
+        assert!(matches!(
+            parse_request(&req, &many),
+            Ok(Parse::Complete { .. })
+        ));
+    }
+
+    #[test]
+    fn malformed() {
+        let bad = err(400, "malformed request");
+        for req in [
+            &b"GET / HTTP/1.1\r\nBad Header\r\n\r\n"[..],
+            b"\x00\x01\x02",
+            b"GET / HTTP/2.0\r\n\r\n",
+            b"GET /a b HTTP/1.1\r\n\r\n",
+            b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03", // a TLS ClientHello
+        ] {
+            assert_eq!(
+                parse_request(req, &Limits::default()),
+                Err(bad.clone()),
+                "{req:?}"
+            );
+        }
+        assert_eq!(
+            parse_request(
+                b"GET / HTTP/1.1\r\nOrigin: \xff\r\n\r\n",
+                &Limits::default()
+            ),
+            Err(err(400, "header value is not UTF-8"))
+        );
+    }
+
+    #[test]
+    fn http_1_0_refused() {
+        assert_eq!(
+            parse_request(
+                b"GET / HTTP/1.0\r\nUpgrade: websocket\r\nConnection: upgrade\r\n\r\n",
+                &Limits::default()
+            ),
+            Err(err(400, "HTTP/1.1 required"))
+        );
+    }
+
+    #[test]
+    fn duplicates_refused() {
+        let base = "GET / HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+                    Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n";
+        for (extra, e) in [
+            ("Host: b\r\n", err(400, "duplicate Host header")),
+            (
+                "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n",
+                err(400, "duplicate Sec-WebSocket-Key header"),
+            ),
+            (
+                "Sec-WebSocket-Version: 13\r\n",
+                err(400, "duplicate Sec-WebSocket-Version header"),
+            ),
+        ] {
+            let req = format!("{base}{extra}\r\n");
+            assert_eq!(parse_request(req.as_bytes(), &Limits::default()), Err(e));
+        }
+    }
+
+    /// A valid upgrade whose header line starting with `prefix` is replaced
+    /// by `with` (removed if `with` is empty).
+    fn upgrade_with(prefix: &str, with: &str) -> RequestHead {
+        let mut lines = vec![
+            "GET /socket/websocket HTTP/1.1",
+            "Host: h",
+            "Upgrade: websocket",
+            "Connection: Upgrade",
+            "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==",
+            "Sec-WebSocket-Version: 13",
+        ];
+        if !prefix.is_empty() {
+            let i = lines.iter().position(|l| l.starts_with(prefix)).unwrap();
+            if with.is_empty() {
+                lines.remove(i);
+            } else {
+                lines[i] = with;
+            }
+        }
+        let req = lines.join("\r\n") + "\r\n\r\n";
+        complete(req.as_bytes()).0
+    }
+
+    #[test]
+    fn validate_each_status() {
+        assert!(validate_upgrade(&upgrade_with("", "")).is_ok());
+        let no_upgrade = err(426, "websocket upgrade required");
+        let bad_version = err(426, "unsupported websocket version");
+        let cases = [
+            (
+                "GET",
+                "POST /socket/websocket HTTP/1.1",
+                err(405, "method not allowed"),
+            ),
+            ("Upgrade:", "", no_upgrade.clone()),
+            ("Upgrade:", "Upgrade: h2c", no_upgrade.clone()),
+            ("Connection:", "Connection: keep-alive", no_upgrade.clone()),
+            ("Connection:", "", no_upgrade),
+            ("Host:", "", err(400, "missing Host header")),
+            (
+                "Sec-WebSocket-Key:",
+                "",
+                err(400, "invalid Sec-WebSocket-Key"),
+            ),
+            (
+                "Sec-WebSocket-Key:",
+                "Sec-WebSocket-Key: abc",
+                err(400, "invalid Sec-WebSocket-Key"),
+            ),
+            (
+                "Sec-WebSocket-Version:",
+                "Sec-WebSocket-Version: 8",
+                bad_version.clone(),
+            ),
+            ("Sec-WebSocket-Version:", "", bad_version),
+        ];
+        for (prefix, with, expected) in cases {
+            let head = upgrade_with(prefix, with);
+            assert_eq!(
+                validate_upgrade(&head),
+                Err(expected),
+                "{prefix} -> {with:?}"
+            );
+        }
+        // Order: a POST without any upgrade headers is 405, not 426.
+        let (plain_post, _) = complete(b"POST / HTTP/1.1\r\nHost: h\r\n\r\n");
+        assert_eq!(
+            validate_upgrade(&plain_post),
+            Err(err(405, "method not allowed"))
+        );
+    }
+
+    #[test]
+    fn key_must_be_base64_of_16_bytes() {
+        let good = [
+            "dGhlIHNhbXBsZSBub25jZQ==",
+            "AAAAAAAAAAAAAAAAAAAAAA==",
+            "/////////////////////w==",
+        ];
+        for k in good {
+            assert!(is_valid_key(k), "{k}");
+        }
+        let bad = [
+            "",
+            "dGhlIHNhbXBsZSBub25jZQ=",   // 23 chars
+            "dGhlIHNhbXBsZSBub25jZQ===", // 25 chars
+            "dGhlIHNhbXBsZSBub25jZSA=",  // 17 bytes
+            "dGhlIHNhbXBsZSBub25j",      // 15 bytes, unpadded
+            "dGhlIHNhbXBsZSBub25jZR==",  // non-canonical last char
+            "dGhlIHNhbXBsZSBub25j*Q==",  // not in the alphabet
+            "dGhlIHNhbXBsZSBub25jZQ-_",  // url-safe padding chars
+            "dGhlIHNhbXBsZSBub25jZ-==",  // '-' is url-safe alphabet
+        ];
+        for k in bad {
+            assert!(!is_valid_key(k), "{k}");
+        }
+    }
+
+    #[test]
+    fn upgrade_tokens() {
+        // Case-insensitive tokens inside comma lists; no substring matches.
+        assert!(has_token("keep-alive, Upgrade", "upgrade"));
+        assert!(has_token("UPGRADE", "upgrade"));
+        assert!(!has_token("upgraded", "upgrade"));
+        assert!(!has_token("keep-alive", "upgrade"));
+        assert!(has_token("h2c, WebSocket", "websocket"));
+        let head = upgrade_with("Connection:", "Connection: Upgrade-Insecure");
+        assert_eq!(head.upgrade, None);
+    }
+
+    #[test]
+    fn error_responses() {
+        assert_eq!(
+            response_text(&error_response(&HttpError::BAD_VERSION)),
+            "HTTP/1.1 426 Upgrade Required\r\nContent-Type: text/plain; charset=utf-8\r\n\
+             Content-Length: 30\r\nConnection: close\r\nSec-WebSocket-Version: 13\r\n\
+             Upgrade: websocket\r\n\r\nunsupported websocket version\n"
+        );
+        assert_eq!(
+            response_text(&error_response(&HttpError::METHOD_NOT_ALLOWED)),
+            "HTTP/1.1 405 Method Not Allowed\r\nContent-Type: text/plain; charset=utf-8\r\n\
+             Content-Length: 19\r\nConnection: close\r\nAllow: GET\r\n\r\nmethod not allowed\n"
+        );
+        assert_eq!(
+            response_text(&error_response(&HttpError::TOO_LARGE)),
+            "HTTP/1.1 431 Request Header Fields Too Large\r\nContent-Type: text/plain; charset=utf-8\r\n\
+             Content-Length: 25\r\nConnection: close\r\n\r\nrequest header too large\n"
+        );
+        assert_eq!(
+            response_text(&error_response(&HttpError::BAD_KEY)),
+            "HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain; charset=utf-8\r\n\
+             Content-Length: 26\r\nConnection: close\r\n\r\ninvalid Sec-WebSocket-Key\n"
+        );
+    }
+
+    /// Every response must parse as HTTP with the Content-Length it claims.
+    #[test]
+    fn responses_parse_back() {
+        let all = [
+            HttpError::TOO_LARGE,
+            HttpError::TOO_MANY_HEADERS,
+            HttpError::MALFORMED,
+            HttpError::HTTP_1_0,
+            HttpError::HEADER_NOT_UTF8,
+            HttpError::DUPLICATE_HOST,
+            HttpError::DUPLICATE_KEY,
+            HttpError::DUPLICATE_VERSION,
+            HttpError::METHOD_NOT_ALLOWED,
+            HttpError::UPGRADE_REQUIRED,
+            HttpError::MISSING_HOST,
+            HttpError::BAD_KEY,
+            HttpError::BAD_VERSION,
+        ];
+        for e in all {
+            let bytes = error_response(&e);
+            let mut headers = [httparse::EMPTY_HEADER; 16];
+            let mut resp = httparse::Response::new(&mut headers);
+            let Ok(httparse::Status::Complete(n)) = resp.parse(&bytes) else {
+                panic!("{e:?}")
+            };
+            assert_eq!(resp.code, Some(e.status));
+            assert_eq!(resp.reason, Some(reason_phrase(e.status)));
+            assert!(!reason_phrase(e.status).is_empty());
+            let len: usize = resp
+                .headers
+                .iter()
+                .find(|h| h.name == "Content-Length")
+                .map(|h| std::str::from_utf8(h.value).unwrap().parse().unwrap())
+                .unwrap();
+            assert_eq!(bytes.len() - n, len);
+            assert_eq!(&bytes[n..], format!("{}\n", e.reason).as_bytes());
+        }
+    }
+
+    #[test]
+    fn simple_responses() {
+        assert_eq!(
+            response_text(&simple_response(200, "text/plain", b"ok\n")),
+            "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 3\r\n\
+             Connection: close\r\n\r\nok\n"
+        );
+        assert_eq!(
+            response_text(&simple_response(404, "application/json", b"{}")),
+            "HTTP/1.1 404 Not Found\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\
+             Connection: close\r\n\r\n{}"
+        );
+        assert_eq!(
+            response_text(&simple_response(204, "text/plain", b"")),
+            "HTTP/1.1 204 No Content\r\nContent-Type: text/plain\r\nConnection: close\r\n\r\n"
+        );
+    }
+
+    #[test]
+    fn query_params() {
+        let q =
+            "token=a%2Bb+c&vsn=2.0.0&vsn=1.0.0&flag&empty=&sp%61ced=x&pct=100%&bad=%zz&u=%C3%A9";
+        assert_eq!(query_param(q, "token").as_deref(), Some("a+b c"));
+        assert_eq!(
+            query_param(q, "vsn").as_deref(),
+            Some("2.0.0"),
+            "first value wins"
+        );
+        assert_eq!(query_param(q, "flag").as_deref(), Some(""));
+        assert_eq!(query_param(q, "empty").as_deref(), Some(""));
+        assert_eq!(
+            query_param(q, "spaced").as_deref(),
+            Some("x"),
+            "names are decoded"
+        );
+        assert_eq!(query_param(q, "pct").as_deref(), Some("100%"));
+        assert_eq!(query_param(q, "bad").as_deref(), Some("%zz"));
+        assert_eq!(query_param(q, "u").as_deref(), Some("é"));
+        assert_eq!(query_param(q, "missing"), None);
+        assert_eq!(query_param("", "vsn"), None);
+        assert_eq!(query_param("a=%FF", "a").as_deref(), Some("\u{FFFD}"));
+        assert_eq!(query_param("a=1=2", "a").as_deref(), Some("1=2"));
+    }
+
+    proptest! {
+        #[test]
+        fn garbage_never_panics(
+            buf in prop::collection::vec(any::<u8>(), 0..600),
+            max_request_bytes in 0usize..700,
+            max_headers in 0usize..40,
+        ) {
+            let limits = Limits { max_request_bytes, max_headers };
+            if let Ok(Parse::Complete { head, consumed }) = parse_request(&buf, &limits) {
+                prop_assert!(consumed <= buf.len().min(max_request_bytes));
+                let _ = validate_upgrade(&head);
+            }
+        }
+
+        #[test]
+        fn mutated_requests_never_panic(
+            at in any::<prop::sample::Index>(),
+            byte in any::<u8>(),
+            which in 0usize..3,
+        ) {
+            let mut buf = [NODE_WS, CHROME, FIREFOX_VIA_PROXY][which].to_vec();
+            let i = at.index(buf.len());
+            buf[i] = byte;
+            if let Ok(Parse::Complete { head, .. }) = parse_request(&buf, &Limits::default()) {
+                if let Ok(up) = validate_upgrade(&head) {
+                    let _ = accept_response(&up.key, up.protocols.first().map(String::as_str));
+                }
+            }
+        }
+
+        #[test]
+        fn query_param_round_trip(
+            name in "[a-z]{1,8}",
+            value in "\\PC{0,20}",
+            noise in "[a-z]{0,5}",
+        ) {
+            // Encode every byte of the value, so the decoder does all the work.
+            let encoded: String = value.bytes().map(|b| format!("%{b:02X}")).collect();
+            prop_assume!(name != "other");
+            let q = format!("other={noise}&{name}={encoded}&{name}=second");
+            prop_assert_eq!(query_param(&q, &name), Some(value));
+            prop_assert_eq!(query_param(&q, "other"), Some(noise));
+        }
+
+        #[test]
+        fn query_param_garbage(q in "\\PC{0,40}", name in "\\PC{0,4}") {
+            let _ = query_param(&q, &name);
+        }
+    }
+}

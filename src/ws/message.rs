@@ -179,6 +179,7 @@ pub struct MessageReader {
     data: Vec<u8>,
     /// Frames of the message in progress so far, 0 when none.
     fragments: u32,
+    /// Which masking rule applies to received frames.
     role: Role,
     /// `TEXT` or `BINARY` while a fragmented message is in progress, else
     /// `CONTINUATION` (0).
@@ -352,7 +353,8 @@ impl MessageReader {
                 // First fragment of a fragmented message.
                 self.message_opcode = op;
                 self.fragments = 1;
-                self.data.clear();
+                // `decode` released the previous message's buffer on entry.
+                debug_assert!(self.data.is_empty());
                 self.data.extend_from_slice(payload);
                 if op == opcode::TEXT {
                     self.utf8 = Utf8Validator::default();
@@ -539,12 +541,17 @@ mod tests {
     fn client_role_reads_unmasked_server_frames() {
         let mut bytes = frame::server_frame(opcode::TEXT, b"hi").to_vec();
         bytes.extend_from_slice(&frame::server_frame(opcode::PING, b"p"));
+        bytes.extend(sf(false, opcode::BINARY, b"x"));
+        bytes.extend(sf(true, opcode::PONG, b""));
+        bytes.extend(sf(true, opcode::CONTINUATION, b"y"));
         bytes.extend_from_slice(&frame::server_close_frame(1012, "restart"));
         assert_eq!(
             feed_all(Role::Client, &Limits::default(), &bytes),
             Ok(vec![
                 text("hi"),
                 Owned::Ping(b"p".to_vec()),
+                Owned::Pong(vec![]),
+                Owned::Binary(b"xy".to_vec()),
                 Owned::Close(Some((1012, "restart".to_owned())))
             ])
         );
@@ -964,6 +971,37 @@ mod tests {
             feed(Role::Server, &Limits::default(), &chunks, false),
             Ok((vec![Owned::Binary(payload)], 0))
         );
+    }
+
+    #[test]
+    fn every_violation_fits_a_close_frame() {
+        let all = [
+            Violation::LENGTH_MSB_SET,
+            Violation::RESERVED_BITS,
+            Violation::RESERVED_OPCODE,
+            Violation::CONTROL_FRAGMENTED,
+            Violation::CONTROL_TOO_LONG,
+            Violation::UNMASKED,
+            Violation::MASKED,
+            Violation::ORPHAN_CONTINUATION,
+            Violation::INTERLEAVED_MESSAGE,
+            Violation::FRAME_TOO_BIG,
+            Violation::MESSAGE_TOO_BIG,
+            Violation::TOO_MANY_FRAGMENTS,
+            Violation::TEXT_NOT_UTF8,
+            Violation::CLOSE_PAYLOAD_ONE_BYTE,
+            Violation::CLOSE_CODE_INVALID,
+            Violation::CLOSE_REASON_NOT_UTF8,
+        ];
+        for e in all {
+            assert!(close::is_valid_wire_code(e.code), "{e:?}");
+            assert!(
+                e.reason.is_ascii() && e.reason.len() <= close::MAX_REASON_BYTES,
+                "{e:?}"
+            );
+            // The frame carries the reason whole, not truncated.
+            assert_eq!(e.close_frame().len(), 2 + 2 + e.reason.len(), "{e:?}");
+        }
     }
 
     #[test]

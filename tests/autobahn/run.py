@@ -61,8 +61,8 @@ def kosoku_cmd() -> list[str]:
     return [exe]
 
 
-def run_once(url: str, outdir: Path, parallelism: int) -> dict[str, dict[str, str]]:
-    """Run kosoku once; return case id -> {behavior, behaviorClose}."""
+def run_once(url: str, outdir: Path, parallelism: int) -> dict[str, dict]:
+    """Run kosoku once; return case id -> {behavior, behaviorClose, remoteCloseCode}."""
     if outdir.exists():
         shutil.rmtree(outdir)  # never read a previous run's index.json
     cmd = kosoku_cmd() + ["-m", "fuzzingclient", "-p", str(parallelism), "-o", str(outdir)]
@@ -80,11 +80,12 @@ def run_once(url: str, outdir: Path, parallelism: int) -> dict[str, dict[str, st
         sys.stdout.write(proc.stdout + proc.stderr)
         sys.exit(f"run.py: kosoku exited {proc.returncode} without writing {index}")
     agents = json.loads(index.read_text())
-    results: dict[str, dict[str, str]] = {}
+    results: dict[str, dict] = {}
     durations = []
     for cases in agents.values():
         for case_id, entry in cases.items():
             results[case_id] = {f: entry[f] for f in FIELDS}
+            results[case_id]["remoteCloseCode"] = entry.get("remoteCloseCode")  # for messages
             durations.append((entry.get("duration", 0), case_id))
     slowest = ", ".join(f"{c} {d} ms" for d, c in sorted(durations, reverse=True)[:5])
     print(f"kosoku: {len(results)} cases in {elapsed:.1f} s (slowest: {slowest})")
@@ -99,35 +100,42 @@ def as_set(value) -> set[str]:
     return set(value) if isinstance(value, list) else {value}
 
 
-def unacceptable(case_id: str, verdict: dict[str, str]) -> str | None:
-    if verdict["behavior"] in ACCEPTED_BEHAVIOR and verdict["behaviorClose"] in ACCEPTED_CLOSE:
+def conformant(verdict: dict[str, str]) -> bool:
+    return (verdict["behavior"] in ACCEPTED_BEHAVIOR
+            and verdict["behaviorClose"] in ACCEPTED_CLOSE)
+
+
+def describe(case_id: str, verdict: dict, expected: dict | None) -> str | None:
+    """One line for a case that is non-conformant or differs; None if neither."""
+    parts, differs = [], False
+    for field in FIELDS:
+        want = as_set(expected[field]) if expected else None
+        if want is not None and verdict[field] not in want:
+            differs = True
+            parts.append(f"{field} {verdict[field]} (expected {' or '.join(sorted(want))})")
+        else:
+            parts.append(f"{field} {verdict[field]}")
+    if conformant(verdict) and not differs:
         return None
-    return f"{case_id}: not conformant: behavior={verdict['behavior']} " \
-           f"behaviorClose={verdict['behaviorClose']}"
+    tag = "" if conformant(verdict) else " [not conformant]"
+    return f"{case_id}: {', '.join(parts)}, server close code " \
+           f"{verdict.get('remoteCloseCode')}{tag}"
 
 
-def compare(results: dict[str, dict[str, str]], expected: dict) -> list[str]:
+def compare(results: dict[str, dict], expected: dict) -> list[str]:
     problems = []
     for case_id in sorted(set(results) | set(expected), key=case_key):
         if case_id not in results:
             problems.append(f"{case_id}: expected but not run")
-            continue
-        verdict = results[case_id]
-        bad = unacceptable(case_id, verdict)
-        if bad:
-            problems.append(bad)
-        if case_id not in expected:
-            problems.append(f"{case_id}: ran but not in expected.json ({verdict})")
-            continue
-        for field in FIELDS:
-            want = as_set(expected[case_id][field])
-            if verdict[field] not in want:
-                problems.append(f"{case_id}: {field} {verdict[field]}, expected "
-                                f"{' or '.join(sorted(want))}")
+        elif case_id not in expected:
+            problems.append(f"{case_id}: ran but not in expected.json "
+                            f"({describe(case_id, results[case_id], None) or 'conformant'})")
+        elif line := describe(case_id, results[case_id], expected[case_id]):
+            problems.append(line)
     return problems
 
 
-def merge(runs: list[dict[str, dict[str, str]]]) -> dict:
+def merge(runs: list[dict[str, dict]]) -> dict:
     """Union of verdicts per case: a string when all runs agree, else a list."""
     merged = {}
     for case_id in sorted(set().union(*runs), key=case_key):
@@ -137,6 +145,12 @@ def merge(runs: list[dict[str, dict[str, str]]]) -> dict:
             entry[field] = seen[0] if len(seen) == 1 else seen
         merged[case_id] = entry
     return merged
+
+
+def dump_expected(expected: dict) -> str:
+    """JSON with one case per line, in case order, so diffs read per case."""
+    lines = [f"  {json.dumps(k)}: {json.dumps(v)}" for k, v in expected.items()]
+    return "{\n" + ",\n".join(lines) + "\n}\n"
 
 
 def main() -> int:
@@ -157,10 +171,10 @@ def main() -> int:
     problems: list[str] = []
     if args.update:
         merged = merge(runs)
-        EXPECTED.write_text(json.dumps(merged, indent=1, sort_keys=False) + "\n")
+        EXPECTED.write_text(dump_expected(merged))
         print(f"run.py: wrote {EXPECTED} ({len(merged)} cases)")
         for run in runs:
-            problems += [p for c, v in run.items() if (p := unacceptable(c, v))]
+            problems += [p for c, v in run.items() if (p := describe(c, v, None))]
     else:
         if not EXPECTED.exists():
             sys.exit(f"run.py: {EXPECTED} missing; create it with --update")

@@ -1,0 +1,321 @@
+//! The gateway over real loopback sockets: HTTP routing, the echo endpoint with an independent
+//! client (tokio-tungstenite), exact close codes for protocol violations, deadlines, backpressure.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{http_request, Gateway, RawClient};
+use futures_util::{SinkExt, StreamExt};
+use tokio_tungstenite::tungstenite::Message;
+
+fn echo_gateway(extra: &[&str]) -> Gateway {
+    let mut args = vec!["--echo-path", "/echo", "--workers", "2"];
+    args.extend_from_slice(extra);
+    Gateway::start(&args)
+}
+
+#[test]
+fn http_routes_and_errors() {
+    let gw = echo_gateway(&[]);
+    let get = |req: &str| http_request(gw.addr, req).unwrap();
+    let ok = get("GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n");
+    assert!(
+        ok.starts_with("HTTP/1.1 200") && ok.ends_with("ok\n"),
+        "{ok}"
+    );
+    assert!(get("GET /nope HTTP/1.1\r\nHost: t\r\n\r\n").starts_with("HTTP/1.1 404"));
+    let plain = get("GET /echo HTTP/1.1\r\nHost: t\r\n\r\n");
+    assert!(
+        plain.starts_with("HTTP/1.1 426") && plain.contains("Sec-WebSocket-Version: 13"),
+        "{plain}"
+    );
+    let post = common::UPGRADE.replace("GET {path}", "POST /echo");
+    assert!(get(&post).starts_with("HTTP/1.1 405"));
+    let no_key = common::UPGRADE
+        .replace("{path}", "/echo")
+        .replace("Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n", "");
+    assert!(get(&no_key).starts_with("HTTP/1.1 400"));
+    let v8 = common::UPGRADE
+        .replace("{path}", "/echo")
+        .replace("Version: 13", "Version: 8");
+    assert!(get(&v8).starts_with("HTTP/1.1 426"));
+    let huge = format!(
+        "GET /echo HTTP/1.1\r\nHost: t\r\nX-Big: {}\r\n\r\n",
+        "a".repeat(9000)
+    );
+    assert!(get(&huge).starts_with("HTTP/1.1 431"));
+    let garbage = get("\x16\x03\x01garbage\r\n\r\n");
+    assert!(garbage.starts_with("HTTP/1.1 400"), "{garbage}");
+}
+
+#[test]
+fn upgrade_declines_extensions_and_answers_with_the_rfc_accept_key() {
+    let gw = echo_gateway(&[]);
+    let req = common::UPGRADE.replace("{path}", "/echo").replace(
+        "\r\n\r\n",
+        "\r\nSec-WebSocket-Extensions: permessage-deflate; client_max_window_bits\r\n\r\n",
+    );
+    let mut s = std::net::TcpStream::connect(gw.addr).unwrap();
+    use std::io::{Read, Write};
+    s.write_all(req.as_bytes()).unwrap();
+    let mut buf = [0u8; 1024];
+    let n = s.read(&mut buf).unwrap();
+    let head = String::from_utf8_lossy(&buf[..n]);
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    assert!(
+        head.contains("Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo="),
+        "{head}"
+    );
+    assert!(
+        !head
+            .to_ascii_lowercase()
+            .contains("sec-websocket-extensions"),
+        "{head}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn echo_with_tokio_tungstenite() {
+    let gw = echo_gateway(&[]);
+    let (mut ws, _) = tokio_tungstenite::connect_async(gw.url("/echo"))
+        .await
+        .unwrap();
+    let messages = vec![
+        Message::text(""),
+        Message::text("hello"),
+        Message::text("é".repeat(40_000)),
+        Message::binary(vec![7u8; 125]),
+        Message::binary(vec![1u8; 126]),
+        Message::binary((0..65536u32).map(|i| i as u8).collect::<Vec<u8>>()),
+        Message::binary(vec![9u8; 1_000_000]),
+    ];
+    for m in messages {
+        ws.send(m.clone()).await.unwrap();
+        let got = ws.next().await.unwrap().unwrap();
+        assert_eq!(got, m);
+    }
+    ws.send(Message::Ping(b"are you there".to_vec().into()))
+        .await
+        .unwrap();
+    match ws.next().await.unwrap().unwrap() {
+        Message::Pong(p) => assert_eq!(&p[..], b"are you there"),
+        other => panic!("expected pong, got {other:?}"),
+    }
+    ws.close(None).await.unwrap();
+    match ws.next().await {
+        Some(Ok(Message::Close(_))) | None => {}
+        other => panic!("expected close, got {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_concurrent_clients_each_get_their_own_echo() {
+    let gw = echo_gateway(&[]);
+    let url = gw.url("/echo");
+    let mut tasks = Vec::new();
+    for i in 0..200 {
+        let url = url.clone();
+        tasks.push(tokio::spawn(async move {
+            let (mut ws, _) = tokio_tungstenite::connect_async(url).await.unwrap();
+            for j in 0..20 {
+                let text = format!("client {i} message {j}");
+                ws.send(Message::text(text.clone())).await.unwrap();
+                assert_eq!(ws.next().await.unwrap().unwrap(), Message::text(text));
+            }
+            ws.close(None).await.unwrap();
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+}
+
+#[test]
+fn fragmented_message_with_interleaved_ping() {
+    let gw = echo_gateway(&[]);
+    let mut c = RawClient::connect(gw.addr, "/echo");
+    c.send_frame(false, 1, b"Hel");
+    c.send_frame(true, 9, b"p");
+    c.send_frame(false, 0, "lo, wö".as_bytes());
+    c.send_frame(true, 0, b"rld");
+    assert_eq!(c.read_frame().unwrap(), (true, 10, b"p".to_vec()));
+    assert_eq!(
+        c.read_frame().unwrap(),
+        (true, 1, "Hello, wörld".as_bytes().to_vec())
+    );
+}
+
+#[test]
+fn client_close_is_echoed_then_the_server_half_closes() {
+    let gw = echo_gateway(&[]);
+    let mut c = RawClient::connect(gw.addr, "/echo");
+    let mut payload = 4000u16.to_be_bytes().to_vec();
+    payload.extend_from_slice(b"bye");
+    c.send_frame(true, 8, &payload);
+    assert_eq!(c.expect_close(), Some(4000));
+    c.expect_eof();
+}
+
+/// Each violation gets its exact RFC 6455 close code, then the server half-closes.
+#[test]
+fn violations_close_with_exact_codes() {
+    let gw = echo_gateway(&["--max-message-bytes", "1000", "--max-frame-bytes", "1000"]);
+    type Case = (&'static str, Box<dyn Fn(&mut RawClient)>, u16);
+    let cases: Vec<Case> = vec![
+        (
+            "unmasked frame",
+            Box::new(|c| c.send_raw(&[0x81, 0x02, b'h', b'i'])),
+            1002,
+        ),
+        (
+            "rsv1 set",
+            Box::new(|c| c.send_raw(&[0xC1, 0x80, 0, 0, 0, 0])),
+            1002,
+        ),
+        (
+            "reserved opcode",
+            Box::new(|c| c.send_frame(true, 3, b"")),
+            1002,
+        ),
+        (
+            "long ping",
+            Box::new(|c| c.send_frame(true, 9, &[0u8; 126])),
+            1002,
+        ),
+        (
+            "fragmented ping",
+            Box::new(|c| c.send_frame(false, 9, b"")),
+            1002,
+        ),
+        (
+            "bare continuation",
+            Box::new(|c| c.send_frame(true, 0, b"x")),
+            1002,
+        ),
+        (
+            "invalid utf-8",
+            Box::new(|c| c.send_frame(true, 1, &[0xC3, 0x28])),
+            1007,
+        ),
+        (
+            "utf-8 split badly",
+            Box::new(|c| {
+                c.send_frame(false, 1, &[0xE2, 0x82]);
+                c.send_frame(true, 0, &[0x28]);
+            }),
+            1007,
+        ),
+        (
+            "frame too big",
+            Box::new(|c| c.send_frame(true, 2, &[0u8; 1001])),
+            1009,
+        ),
+        (
+            "message too big",
+            Box::new(|c| {
+                c.send_frame(false, 2, &[0u8; 600]);
+                c.send_frame(true, 0, &[0u8; 600]);
+            }),
+            1009,
+        ),
+        (
+            "close code 1005 on the wire",
+            Box::new(|c| c.send_frame(true, 8, &1005u16.to_be_bytes())),
+            1002,
+        ),
+        (
+            "close with one byte",
+            Box::new(|c| c.send_frame(true, 8, &[3])),
+            1002,
+        ),
+        (
+            "close reason not utf-8",
+            Box::new(|c| {
+                let mut p = 1000u16.to_be_bytes().to_vec();
+                p.extend_from_slice(&[0xFF, 0xFE]);
+                c.send_frame(true, 8, &p);
+            }),
+            1007,
+        ),
+    ];
+    for (name, send, code) in cases {
+        let mut c = RawClient::connect(gw.addr, "/echo");
+        send(&mut c);
+        assert_eq!(c.expect_close(), Some(code), "{name}");
+        c.expect_eof();
+    }
+}
+
+#[test]
+fn idle_and_handshake_deadlines() {
+    let gw = echo_gateway(&[
+        "--idle-timeout-ms",
+        "1500",
+        "--handshake-timeout-ms",
+        "1000",
+        "--timer-tick-ms",
+        "100",
+    ]);
+    // A silent WebSocket is closed with 1001 after the idle timeout.
+    let started = Instant::now();
+    let mut idle = RawClient::connect(gw.addr, "/echo");
+    assert_eq!(idle.expect_close(), Some(1001));
+    assert!(
+        started.elapsed() >= Duration::from_millis(1400),
+        "closed early: {:?}",
+        started.elapsed()
+    );
+    // Activity keeps a connection open past the idle timeout.
+    let mut busy = RawClient::connect(gw.addr, "/echo");
+    for _ in 0..6 {
+        std::thread::sleep(Duration::from_millis(400));
+        busy.send_frame(true, 9, b"k");
+        assert_eq!(busy.read_frame().unwrap(), (true, 10, b"k".to_vec()));
+    }
+    // A connection that never completes its handshake is dropped after the handshake timeout.
+    let mut half = std::net::TcpStream::connect(gw.addr).unwrap();
+    use std::io::{Read, Write};
+    half.write_all(b"GET /echo HTTP/1.1\r\n").unwrap();
+    half.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut buf = [0u8; 16];
+    let t = Instant::now();
+    let n = half.read(&mut buf).unwrap_or(0);
+    assert_eq!(n, 0, "expected the server to drop the half-open handshake");
+    assert!(t.elapsed() >= Duration::from_millis(900));
+}
+
+/// A client that never reads while the server has more and more to send is closed with 1008
+/// once its queue passes `max_send_queue_bytes`; memory stays bounded.
+#[test]
+fn slow_consumer_is_closed_with_1008() {
+    let gw = echo_gateway(&[
+        "--max-send-queue-bytes",
+        "65536",
+        "--close-timeout-ms",
+        "20000",
+    ]);
+    let mut c = RawClient::connect(gw.addr, "/echo");
+    let writer = c.stream.try_clone().unwrap();
+    let sender = std::thread::spawn(move || {
+        let mut w = RawClient {
+            stream: writer,
+            buf: Vec::new(),
+        };
+        let chunk = vec![b'x'; 60_000];
+        // Far more than loopback socket buffers and the queue bound together can hold.
+        for _ in 0..2000 {
+            let mut out = Vec::new();
+            ringgate::ws::frame::write_header(&mut out, true, 2, Some([0; 4]), chunk.len());
+            out.extend_from_slice(&chunk);
+            if std::io::Write::write_all(&mut w.stream, &out).is_err() {
+                break;
+            }
+        }
+    });
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(c.expect_close(), Some(1008));
+    drop(c);
+    sender.join().unwrap();
+}
