@@ -12,7 +12,8 @@
 #   node-test   node --test tests/js/ (only if tests/js/package.json exists)
 #
 # Knobs (environment):
-#   RINGGATE_BIN=path  server binary to test (default target/release/ringgate).
+#   RINGGATE_BIN=path  server binary to test (default target/release/ringgate,
+#                      or $CARGO_TARGET_DIR/release/ringgate).
 #                      A *.py path runs under the test venv's python, e.g.
 #                      RINGGATE_BIN=tests/python/standin_server.py.
 #   SKIP_LINT=1        skip fmt and clippy (quick local loops)
@@ -128,8 +129,9 @@ start_server() {
     local rc=0
     for attempt in 1 2 3; do
         SERVER_PORT=$(free_port)
-        echo "+ ${RINGGATE_CMD[*]} serve --listen 127.0.0.1:$SERVER_PORT $*  (log: $log)"
-        "${RINGGATE_CMD[@]}" serve --listen "127.0.0.1:$SERVER_PORT" "$@" >"$log" 2>&1 </dev/null &
+        ADMIN_PORT=$(free_port)
+        echo "+ ${RINGGATE_CMD[*]} serve --listen 127.0.0.1:$SERVER_PORT --admin-listen 127.0.0.1:$ADMIN_PORT $*  (log: $log)"
+        "${RINGGATE_CMD[@]}" serve --listen "127.0.0.1:$SERVER_PORT" --admin-listen "127.0.0.1:$ADMIN_PORT" "$@" >"$log" 2>&1 </dev/null &
         SERVER_PID=$!
         SERVER_PIDS+=("$SERVER_PID")
         rc=0
@@ -239,7 +241,7 @@ stage_lint() { # NAME CMD...
 }
 
 resolve_server_cmd() {
-    local bin=${RINGGATE_BIN:-target/release/ringgate}
+    local bin=${RINGGATE_BIN:-${CARGO_TARGET_DIR:-target}/release/ringgate}
     if [[ $bin != /* && -e $ORIG_PWD/$bin ]]; then bin=$ORIG_PWD/$bin; fi
     if [[ ! -e $bin ]]; then
         echo "server binary not found: $bin (build it, or set RINGGATE_BIN)" >&2
@@ -277,7 +279,8 @@ stage_node() {
     if [[ -f tests/js/ringgate.toml ]]; then config=(--config tests/js/ringgate.toml); fi
     start_server node --echo-path /echo --workers 2 --log-level warn "${config[@]+"${config[@]}"}"
     RINGGATE_URL=ws://127.0.0.1:$SERVER_PORT/echo RINGGATE_HTTP=http://127.0.0.1:$SERVER_PORT \
-        RINGGATE_PORT=$SERVER_PORT timeout -k 10 "$NODE_TIMEOUT_S" node --test tests/js/
+        RINGGATE_PORT=$SERVER_PORT RINGGATE_ADMIN=http://127.0.0.1:$ADMIN_PORT \
+        timeout -k 10 "$NODE_TIMEOUT_S" node --test tests/js/
     stop_server "$SERVER_PID"
     stage_end
 }

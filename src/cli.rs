@@ -7,6 +7,23 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand};
 
 use crate::config::{Config, ConfigError, RecvMode};
+use crate::phoenix::router::{OnPush, Route};
+
+fn parse_route(s: &str) -> Result<Route, String> {
+    let (pattern, on_push) = s
+        .split_once('=')
+        .ok_or("expected PATTERN=broadcast|reject")?;
+    let on_push = match on_push {
+        "broadcast" => OnPush::Broadcast,
+        "reject" => OnPush::Reject,
+        other => {
+            return Err(format!(
+                "unknown on_push {other:?}: expected broadcast or reject"
+            ))
+        }
+    };
+    Ok(Route::new(pattern, on_push))
+}
 
 /// ringgate: a WebSocket gateway on io_uring for millions of idle Phoenix Channels connections.
 #[derive(Debug, Parser)]
@@ -93,6 +110,24 @@ pub struct ServeArgs {
     /// Enable the diagnostic echo endpoint at this path (off by default).
     #[arg(long)]
     pub echo_path: Option<String>,
+    /// Phoenix Channels endpoint path [default: /socket/websocket].
+    #[arg(long)]
+    pub phoenix_path: Option<String>,
+    /// Channels one connection may join [default: 100].
+    #[arg(long)]
+    pub max_channels_per_connection: Option<usize>,
+    /// Lock stripes of the shared topic table [default: 64].
+    #[arg(long)]
+    pub topic_stripes: Option<usize>,
+    /// Control-plane (publish API) listener [default: 127.0.0.1:4001].
+    #[arg(long)]
+    pub admin_listen: Option<SocketAddr>,
+    /// Require `Authorization: Bearer KEY` on the admin API.
+    #[arg(long)]
+    pub api_key: Option<String>,
+    /// A channel route PATTERN=broadcast|reject (repeatable; replaces the configured list).
+    #[arg(long = "channels", value_parser = parse_route)]
+    pub channels: Vec<Route>,
     /// Allowed browser Origin (repeatable); none given = any.
     #[arg(long = "allowed-origins")]
     pub allowed_origins: Vec<String>,
@@ -134,7 +169,17 @@ impl ServeArgs {
             recv_buffers,
             sq_entries,
             cq_entries,
+            phoenix_path,
+            max_channels_per_connection,
+            topic_stripes,
+            admin_listen,
         );
+        if self.api_key.is_some() {
+            cfg.api_key = self.api_key.clone();
+        }
+        if !self.channels.is_empty() {
+            cfg.channels = self.channels.clone();
+        }
         if self.echo_path.is_some() {
             cfg.echo_path = self.echo_path.clone();
         }

@@ -9,6 +9,8 @@ use std::path::Path;
 
 use serde::Deserialize;
 
+use crate::phoenix::router::{OnPush, Route};
+
 /// How an idle connection waits for data (see `docs/architecture.md`, "How an idle connection waits").
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "snake_case")]
@@ -89,6 +91,25 @@ pub struct Config {
     /// Browser `Origin` values allowed to upgrade. Empty (the default) allows any, including none;
     /// non-browser clients send no Origin. Set it on any deployment browsers reach.
     pub allowed_origins: Vec<String>,
+    /// Path of the Phoenix Channels endpoint. Default `/socket/websocket`: phoenix.js appends
+    /// `/websocket` to its socket path `/socket`, and the Phoenix benchmark's Tsung scenario uses it.
+    pub phoenix_path: String,
+    /// Channels one connection may join. Default 100, Phoenix's `max_channels_per_transport`:
+    /// bounds what one connection can make the server hold.
+    pub max_channels_per_connection: usize,
+    /// Lock stripes of the shared topic table. Default 64: contention-free for far more workers
+    /// than a box has cores, at ~64 small maps of overhead.
+    pub topic_stripes: usize,
+    /// Control-plane listener (publish API, topic counts, health). Default `127.0.0.1:4001`:
+    /// separate from the public port and loopback-only until deliberately exposed.
+    pub admin_listen: SocketAddr,
+    /// When set, admin API requests need `Authorization: Bearer <api_key>`. Default unset: the
+    /// admin port listens on loopback only.
+    pub api_key: Option<String>,
+    /// Joinable topic patterns, tried in order, and what a client push does on each
+    /// (`broadcast` to the topic, or `reject`). Default: `rooms:*` with `broadcast`, the Phoenix
+    /// chat example, so the Phoenix benchmark's scenario works out of the box.
+    pub channels: Vec<Route>,
 }
 
 impl Default for Config {
@@ -116,6 +137,12 @@ impl Default for Config {
             cq_entries: 65536,
             echo_path: None,
             allowed_origins: Vec::new(),
+            phoenix_path: "/socket/websocket".into(),
+            max_channels_per_connection: 100,
+            topic_stripes: 64,
+            admin_listen: SocketAddr::from(([127, 0, 0, 1], 4001)),
+            api_key: None,
+            channels: vec![Route::new("rooms:*", OnPush::Broadcast)],
         }
     }
 }
@@ -148,6 +175,13 @@ impl Config {
             path: path.display().to_string(),
             message,
         })
+    }
+
+    /// The channel router built from `channels`.
+    pub fn router(
+        &self,
+    ) -> Result<crate::phoenix::router::Router, crate::phoenix::router::RouteError> {
+        crate::phoenix::router::Router::new(self.channels.clone())
     }
 
     /// Parses TOML text.
@@ -183,6 +217,15 @@ impl Config {
                 return bad("echo_path", "must start with '/'");
             }
         }
+        if !self.phoenix_path.starts_with('/') {
+            return bad("phoenix_path", "must start with '/'");
+        }
+        if self.topic_stripes == 0 || self.topic_stripes > 65536 {
+            return bad("topic_stripes", "must be 1..=65536");
+        }
+        if let Err(e) = self.router() {
+            return bad("channels", &e.to_string());
+        }
         Ok(())
     }
 }
@@ -211,6 +254,32 @@ mod tests {
         assert_eq!(c.echo_path.as_deref(), Some("/e"));
         assert_eq!(c.recv_mode, RecvMode::Multishot);
         assert_eq!(c.handshake_timeout_ms, 10_000);
+    }
+
+    #[test]
+    fn channel_routes_from_toml() {
+        let c = Config::from_toml(
+            "[[channels]]\npattern = \"news:*\"\non_push = \"reject\"\n[[channels]]\npattern = \"chat\"\non_push = \"broadcast\"\n",
+        )
+        .unwrap();
+        assert_eq!(
+            c.channels,
+            vec![
+                Route::new("news:*", OnPush::Reject),
+                Route::new("chat", OnPush::Broadcast)
+            ]
+        );
+        let bad = Config {
+            channels: vec![Route::new("a*b", OnPush::Reject)],
+            ..Config::default()
+        };
+        assert!(matches!(
+            bad.validate(),
+            Err(ConfigError::Invalid {
+                key: "channels",
+                ..
+            })
+        ));
     }
 
     #[test]

@@ -10,13 +10,23 @@
 //! - `net`: connections as slots of a worker — accept, receive, the send path with backpressure,
 //!   the HTTP upgrade, teardown.
 //! - `ws`: RFC 6455, sans-IO — handshake, frames, masking, UTF-8, close codes, message reassembly.
+//! - `phoenix`: Phoenix Channels, sans-IO — serializers V1/V2, the router, per-connection channel
+//!   rules (join, leave, heartbeat, push) behind a `Host` trait the worker implements.
+//! - `topics`: the shared lock-striped topic table, each worker's local members, and broadcasts
+//!   encoded once into complete frames.
+//! - `hub`: what all data-plane threads share, and `publish`, the entry point of every broadcast.
+//! - `admin`: the control-plane thread (tokio + axum): publish API, topic counts, health.
 //!
 //! Data path and design decisions: `docs/architecture.md`.
 
+pub mod admin;
 pub mod cli;
 pub mod config;
+pub mod hub;
 pub mod net;
+pub mod phoenix;
 pub mod ring;
 pub mod server;
+pub mod topics;
 pub mod worker;
 pub mod ws;

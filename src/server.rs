@@ -14,14 +14,20 @@ use std::time::Duration;
 
 use socket2::{Domain, Protocol, Socket, Type};
 
+use crate::admin;
 use crate::config::Config;
+use crate::hub::Hub;
 use crate::ring::probe;
+use crate::topics::table::TopicTable;
 use crate::worker::inbox::{Inbox, Msg};
 use crate::worker::{Stats, Worker, WorkerSetup};
 
 /// A started gateway: its address and the handles to stop it.
 pub struct Server {
     pub local_addr: SocketAddr,
+    pub admin_addr: SocketAddr,
+    admin: Option<admin::Admin>,
+    pub hub: Arc<Hub>,
     inboxes: Vec<Arc<Inbox>>,
     threads: Vec<thread::JoinHandle<io::Result<Stats>>>,
 }
@@ -90,18 +96,21 @@ impl Server {
             sockets.push(listener(local_addr, cfg.listen_backlog)?);
         }
         let slots = table_slots(&cfg);
+        let inboxes = (0..cfg.workers)
+            .map(|_| Inbox::new().map(Arc::new))
+            .collect::<io::Result<Vec<_>>>()?;
+        let table = TopicTable::new(cfg.topic_stripes, cfg.workers);
+        let hub = Arc::new(Hub::new(table, inboxes.clone(), cfg.router()?));
         let (ready_tx, ready_rx) = mpsc::channel::<(usize, io::Result<()>)>();
-        let mut inboxes = Vec::new();
         let mut threads = Vec::new();
         for (id, socket) in sockets.into_iter().enumerate() {
-            let inbox = Arc::new(Inbox::new()?);
-            inboxes.push(inbox.clone());
             let setup = WorkerSetup {
                 id,
                 cfg: cfg.clone(),
                 listener: OwnedFd::from(socket),
-                inbox,
+                inbox: inboxes[id].clone(),
                 table_slots: slots,
+                hub: hub.clone(),
             };
             let ready = ready_tx.clone();
             let handle = thread::Builder::new()
@@ -121,8 +130,22 @@ impl Server {
             threads.push(handle);
         }
         drop(ready_tx);
+        let admin = match admin::start(cfg.clone(), hub.clone()) {
+            Ok(a) => a,
+            Err(e) => {
+                for inbox in &inboxes {
+                    inbox.send(Msg::Stop);
+                }
+                return Err(
+                    format!("cannot start the admin API on {}: {e}", cfg.admin_listen).into(),
+                );
+            }
+        };
         let server = Self {
             local_addr,
+            admin_addr: admin.addr,
+            admin: Some(admin),
+            hub,
             inboxes,
             threads,
         };
@@ -141,12 +164,21 @@ impl Server {
                 Err(_) => return Err("a worker exited during start-up".into()),
             }
         }
-        tracing::info!(addr = %local_addr, workers = cfg.workers, slots_per_worker = slots, "ringgate listening");
+        tracing::info!(
+            addr = %local_addr,
+            admin = %server.admin_addr,
+            workers = cfg.workers,
+            slots_per_worker = slots,
+            "ringgate listening"
+        );
         Ok(server)
     }
 
     /// Asks every worker to stop (close with 1001, then exit).
     pub fn stop(&self) {
+        if let Some(admin) = &self.admin {
+            admin.stop();
+        }
         for inbox in &self.inboxes {
             inbox.send(Msg::Stop);
         }

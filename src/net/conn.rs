@@ -6,6 +6,8 @@
 
 use std::collections::VecDeque;
 
+use crate::phoenix::channels::Channels;
+use crate::phoenix::Vsn;
 use crate::ws::MessageReader;
 
 /// Marks "no frame" in `Conn::tx_head`.
@@ -58,6 +60,8 @@ pub enum App {
     None,
     /// The diagnostic echo endpoint.
     Echo,
+    /// Phoenix Channels with the serializer chosen at the upgrade.
+    Phoenix(Vsn),
 }
 
 /// One connection. Its size is pinned below: it is multiplied by millions.
@@ -78,15 +82,17 @@ pub struct Conn {
     pub rx: Option<Box<Rx>>,
     /// Frames waiting behind `tx_head`.
     pub txq: Option<Box<TxQueue>>,
+    /// Joined Phoenix channels: no heap for one joined topic.
+    pub chans: Channels,
 }
 
 const _: () = assert!(
-    std::mem::size_of::<Conn>() == 40,
+    std::mem::size_of::<Conn>() == 64,
     "Conn is multiplied by millions: keep it small"
 );
 
 impl Conn {
-    pub const fn free(gen: u32) -> Self {
+    pub fn free(gen: u32) -> Self {
         Self {
             gen,
             deadline_tick: 0,
@@ -97,6 +103,7 @@ impl Conn {
             app: App::None,
             rx: None,
             txq: None,
+            chans: Channels::new(),
         }
     }
 

@@ -42,6 +42,29 @@ impl Worker {
             self.close_after(slot, Bytes::from(response));
             return;
         }
+        if head.path == self.cfg.phoenix_path {
+            let vsn = handshake::query_param(&head.query, "vsn");
+            let Some(vsn) = crate::phoenix::vsn_from_query(vsn.as_deref()) else {
+                return self.http_error(
+                    slot,
+                    &HttpError {
+                        status: 403,
+                        reason: "unsupported vsn",
+                    },
+                );
+            };
+            // phoenix.js offers "phoenix" (plus a token entry) when it authenticates by subprotocol.
+            let offers_phoenix = head
+                .upgrade
+                .as_ref()
+                .is_some_and(|u| u.protocols.iter().any(|p| p == "phoenix"));
+            return self.upgrade(
+                slot,
+                head,
+                App::Phoenix(vsn),
+                offers_phoenix.then_some("phoenix"),
+            );
+        }
         if self.cfg.echo_path.as_deref() == Some(head.path.as_str()) {
             return self.upgrade(slot, head, App::Echo, None);
         }

@@ -121,7 +121,7 @@ impl Worker {
                 self.abort(slot);
                 return;
             };
-            self.bufs.note_taken();
+            self.bufs.taken(bid);
             self.note_activity(slot);
             let len = res as usize;
             let data = self.bufs.filled(bid, len);
@@ -137,7 +137,7 @@ impl Worker {
         }
         if let Some(bid) = bid {
             // A buffer with no data (should not happen for res <= 0), give it straight back.
-            self.bufs.note_taken();
+            self.bufs.taken(bid);
             self.bufs.give_back(bid);
         }
         match -res {
@@ -150,6 +150,7 @@ impl Worker {
             // returned this loop turn. Load, not an error.
             libc::ENOBUFS => {
                 self.stats.recv_enobufs += 1;
+                self.bufs.starved();
                 let c = &mut self.conns[slot as usize];
                 if !c.has(flag::STARVED) {
                     c.set(flag::STARVED);
@@ -284,6 +285,8 @@ impl Worker {
         }
     }
 
-    /// Hook for protocol state tied to a connection (topic memberships) when it goes away.
-    pub(crate) fn on_leave(&mut self, _slot: u32) {}
+    /// Protocol state tied to a connection (topic memberships) goes when the connection does.
+    pub(crate) fn on_leave(&mut self, slot: u32) {
+        self.leave_all(slot);
+    }
 }

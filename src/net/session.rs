@@ -123,6 +123,7 @@ impl Worker {
                 let frame: Bytes = ws::frame::server_frame(opcode, payload);
                 self.send_frame(slot, frame);
             }
+            App::Phoenix(vsn) => self.on_phoenix(slot, vsn, opcode, payload),
             App::None => {}
         }
     }

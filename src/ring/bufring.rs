@@ -48,7 +48,15 @@ impl Drop for Mapping {
     }
 }
 
+/// Buffers posted to the ring at start; doubled (up to all of them) each time the ring runs dry.
+const INITIAL_POSTED: u16 = 64;
+
 /// A registered buffer ring and the buffers it hands out.
+///
+/// Not every buffer is posted: the ring holds `target` of them, refilled each loop turn from a LIFO
+/// stack of returned buffers. The kernel consumes ring slots in order, so posting all buffers would
+/// make it cycle through (and fault in) every one of them; refilling with the most recently returned
+/// buffer keeps the touched set near the data actually in flight. `ENOBUFS` raises `target`.
 pub struct BufRing {
     ring: Mapping,
     bufs: Mapping,
@@ -57,8 +65,12 @@ pub struct BufRing {
     /// Our producer index; published to the kernel by `publish`.
     tail: u16,
     pub bgid: u16,
-    /// Buffers currently owned by the kernel or by a completion being processed (for accounting).
-    pub lent: u32,
+    /// Buffers not posted, most recently returned last.
+    free: Vec<u16>,
+    /// Buffers posted to the ring and not yet handed back by a completion.
+    posted: u16,
+    /// How many buffers to keep posted.
+    target: u16,
 }
 
 impl BufRing {
@@ -71,15 +83,18 @@ impl BufRing {
     ) -> io::Result<Self> {
         assert!(entries.is_power_of_two());
         let ring = Mapping::new(usize::from(entries) * std::mem::size_of::<BufRingEntry>())?;
+        // Untouched pages cost nothing: only buffers the kernel actually fills become resident.
         let bufs = Mapping::new(usize::from(entries) * buf_bytes as usize)?;
-        let mut me = Self {
+        let me = Self {
             ring,
             bufs,
             entries,
             buf_bytes,
             tail: 0,
             bgid,
-            lent: u32::from(entries),
+            free: (0..entries).rev().collect(),
+            posted: 0,
+            target: INITIAL_POSTED.min(entries),
         };
         // SAFETY: the ring memory is page aligned, sized for `entries` entries and lives as long as
         // `self`, which the worker drops only after its io_uring (field order in `Worker`).
@@ -91,10 +106,8 @@ impl BufRing {
                 0,
             )?;
         }
-        for bid in 0..entries {
-            me.give_back(bid);
-        }
-        me.publish();
+        let mut me = me;
+        me.refill();
         Ok(me)
     }
 
@@ -102,7 +115,7 @@ impl BufRing {
         self.buf_bytes
     }
 
-    /// The bytes the kernel wrote into buffer `bid`.
+    /// The bytes the kernel wrote into buffer `bid`, which a completion just handed us.
     ///
     /// The slice stays valid until `give_back(bid)`: the kernel does not touch a buffer between
     /// handing it to a completion and seeing it again in the ring.
@@ -114,13 +127,48 @@ impl BufRing {
         let offset = usize::from(bid) * self.buf_bytes as usize;
         // SAFETY: offset+len lies inside the `bufs` mapping (checked above), and the kernel wrote
         // this buffer before posting the completion that gave us `bid`; it will not write it again
-        // until we re-provide it, and `&mut self` keeps this the only live view.
+        // until we re-post it, and `&mut self` keeps this the only live view.
         unsafe { std::slice::from_raw_parts_mut(self.bufs.ptr.as_ptr().add(offset), len) }
     }
 
-    /// Puts buffer `bid` back at the tail (not yet visible to the kernel: call `publish`).
+    /// Notes that a completion took buffer `bid` out of the ring.
+    pub fn taken(&mut self, bid: u16) {
+        assert!(
+            bid < self.entries,
+            "kernel returned bid {bid} outside the ring"
+        );
+        self.posted -= 1;
+    }
+
+    /// Returns buffer `bid` to the free stack (posted again by `refill`).
     pub fn give_back(&mut self, bid: u16) {
-        assert!(bid < self.entries, "bid {bid} out of range");
+        debug_assert!(!self.free.contains(&bid), "bid {bid} returned twice");
+        self.free.push(bid);
+    }
+
+    /// The ring ran dry (`ENOBUFS`): keep more buffers posted from now on.
+    pub fn starved(&mut self) {
+        self.target = self.target.saturating_mul(2).min(self.entries);
+    }
+
+    /// Posts buffers from the free stack until `target` are in the ring, and publishes the tail.
+    pub fn refill(&mut self) {
+        let before = self.tail;
+        while self.posted < self.target {
+            let Some(bid) = self.free.pop() else { break };
+            self.post(bid);
+        }
+        if self.tail != before {
+            self.publish();
+        }
+    }
+
+    /// Buffers currently posted or being processed (for memory accounting).
+    pub fn in_use(&self) -> usize {
+        usize::from(self.entries) - self.free.len()
+    }
+
+    fn post(&mut self, bid: u16) {
         let index = usize::from(self.tail & (self.entries - 1));
         let base = self.ring.ptr.as_ptr().cast::<BufRingEntry>();
         // SAFETY: `index < entries`, so the entry lies inside the ring mapping. The kernel only
@@ -130,16 +178,10 @@ impl BufRing {
         entry.set_len(self.buf_bytes);
         entry.set_bid(bid);
         self.tail = self.tail.wrapping_add(1);
-        self.lent = self.lent.saturating_sub(1);
+        self.posted += 1;
     }
 
-    /// Counts a buffer taken by a completion (for accounting only).
-    pub fn note_taken(&mut self) {
-        self.lent += 1;
-    }
-
-    /// Makes every given-back buffer visible to the kernel.
-    pub fn publish(&self) {
+    fn publish(&self) {
         let base = self.ring.ptr.as_ptr().cast::<BufRingEntry>();
         // SAFETY: the tail field overlays the first entry's reserved field (the kernel ABI); the
         // pointer is valid and aligned for u16, and the kernel reads it atomically.

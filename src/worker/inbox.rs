@@ -4,13 +4,17 @@
 //! on the eventfd). The lock is held only to push or to swap the vector out: never across a syscall.
 
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
+
+use crate::topics::Broadcast;
 
 /// What other threads can ask of a worker.
 #[derive(Debug)]
 pub enum Msg {
     /// Stop accepting, close every connection with 1001, exit.
     Stop,
+    /// Deliver this broadcast to the worker's members of its topic.
+    Broadcast(Arc<Broadcast>),
 }
 
 pub struct Inbox {

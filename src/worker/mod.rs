@@ -18,10 +18,12 @@ use bytes::Bytes;
 use io_uring::{cqueue, types::Timespec};
 
 use crate::config::{Config, RecvMode};
+use crate::hub::Hub;
 use crate::net::conn::{flag, Conn, State};
 use crate::ring::bufring::BufRing;
 use crate::ring::token::{Op, Token};
 use crate::ring::{sqe, Ring};
+use crate::topics::local::LocalTopics;
 use crate::ws;
 use inbox::{Inbox, Msg};
 use timer::{Entry, Verdict, Wheel};
@@ -62,6 +64,11 @@ pub struct Stats {
     pub accept_table_full: u64,
     pub messages_in: u64,
     pub frames_out: u64,
+    pub joins: u64,
+    pub leaves: u64,
+    pub broadcasts: u64,
+    pub deliveries: u64,
+    pub deliveries_dropped: u64,
 }
 
 /// Deadlines in ticks, derived once from the config.
@@ -97,6 +104,10 @@ pub struct Worker {
     batch: Vec<(u64, i32, u32)>,
     expired: Vec<Entry>,
     msgs: Vec<Msg>,
+    pub(crate) hub: Arc<Hub>,
+    pub(crate) topics: LocalTopics,
+    pub(crate) audience: Vec<(usize, u32)>,
+    pub(crate) members_scratch: Vec<u32>,
 }
 
 /// What a worker needs from the thread that starts it.
@@ -107,6 +118,7 @@ pub struct WorkerSetup {
     pub inbox: Arc<Inbox>,
     /// Fixed-file table size (already capped by RLIMIT_NOFILE).
     pub table_slots: u32,
+    pub hub: Arc<Hub>,
 }
 
 fn ms_to_ticks(ms: u64, tick_ms: u64) -> u32 {
@@ -122,6 +134,7 @@ impl Worker {
             listener,
             inbox,
             table_slots,
+            hub,
         } = setup;
         let ring = Ring::new(&cfg)?;
         ring.uring.submitter().register_files_sparse(table_slots)?;
@@ -167,7 +180,8 @@ impl Worker {
             cfg,
             listen_fd: listener,
             inbox,
-            conns: Vec::new(),
+            // Reserved, not touched: pages become resident only as slots are used.
+            conns: Vec::with_capacity(table_slots as usize),
             frames: slab::Slab::new(),
             wheel: Wheel::new(span),
             tick_ts,
@@ -182,6 +196,10 @@ impl Worker {
             batch: Vec::with_capacity(1024),
             expired: Vec::new(),
             msgs: Vec::new(),
+            hub,
+            topics: LocalTopics::default(),
+            audience: Vec::new(),
+            members_scratch: Vec::new(),
         })
     }
 
@@ -200,7 +218,7 @@ impl Worker {
             }
             self.now_tick = self.clock_tick();
             self.drain_completions();
-            self.bufs.publish();
+            self.bufs.refill();
             self.retry_starved();
             if self.finished() {
                 return Ok(self.stats);
@@ -350,6 +368,7 @@ impl Worker {
         for msg in msgs.drain(..) {
             match msg {
                 Msg::Stop => self.begin_stop(),
+                Msg::Broadcast(b) => self.deliver(&b),
             }
         }
         self.msgs = msgs;

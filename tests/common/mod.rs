@@ -10,6 +10,8 @@ use std::time::{Duration, Instant};
 pub struct Gateway {
     pub child: Child,
     pub addr: SocketAddr,
+    /// The control-plane (admin API) address.
+    pub admin: SocketAddr,
 }
 
 pub fn free_port() -> u16 {
@@ -25,11 +27,14 @@ impl Gateway {
     pub fn start(args: &[&str]) -> Self {
         let port = free_port();
         let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
         let child = Command::new(env!("CARGO_BIN_EXE_ringgate"))
             .args([
                 "serve",
                 "--listen",
                 &addr.to_string(),
+                "--admin-listen",
+                &admin.to_string(),
                 "--log-level",
                 "warn",
             ])
@@ -37,7 +42,7 @@ impl Gateway {
             .stdin(Stdio::null())
             .spawn()
             .expect("spawn ringgate");
-        let gw = Self { child, addr };
+        let gw = Self { child, addr, admin };
         let deadline = Instant::now() + Duration::from_secs(20);
         while Instant::now() < deadline {
             if let Ok(resp) = http_request(addr, "GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n") {

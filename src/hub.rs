@@ -1,0 +1,57 @@
+//! The hub: what every thread of the data plane shares — the topic table, the workers' inboxes and
+//! the channel router — and `publish`, the one entry point of a broadcast from anywhere (a worker
+//! handling a client push, the admin API, the multi-node bus).
+
+use std::sync::Arc;
+
+use crate::phoenix::router::Router;
+use crate::topics::table::TopicTable;
+use crate::topics::Broadcast;
+use crate::worker::inbox::{Inbox, Msg};
+
+pub struct Hub {
+    pub table: TopicTable,
+    pub inboxes: Vec<Arc<Inbox>>,
+    pub router: Router,
+}
+
+/// Where a publish went.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Published {
+    /// Members of the topic across workers when it was published.
+    pub members: u64,
+    /// The publishing worker itself has members (it delivers locally, without a message).
+    pub local: bool,
+}
+
+impl Hub {
+    pub fn new(table: TopicTable, inboxes: Vec<Arc<Inbox>>, router: Router) -> Self {
+        Self {
+            table,
+            inboxes,
+            router,
+        }
+    }
+
+    /// Sends `broadcast` to every worker with members of its topic, except `from` (the calling
+    /// worker, which delivers to its own members directly). One stripe lock to read the audience,
+    /// released before any inbox is touched.
+    pub fn publish(
+        &self,
+        broadcast: Arc<Broadcast>,
+        from: Option<usize>,
+        audience: &mut Vec<(usize, u32)>,
+    ) -> Published {
+        audience.clear();
+        let members = self.table.audience(&broadcast.topic, audience);
+        let mut local = false;
+        for &(worker, _) in audience.iter() {
+            if Some(worker) == from {
+                local = true;
+            } else {
+                self.inboxes[worker].send(Msg::Broadcast(broadcast.clone()));
+            }
+        }
+        Published { members, local }
+    }
+}

@@ -1,0 +1,152 @@
+//! Phoenix Channels on a connection: decode, apply the channel rules, fan out broadcasts.
+//!
+//! The rules themselves are sans-IO in `phoenix::channels`; this file implements their `Host` for
+//! one connection of this worker, and delivers broadcasts to the worker's local members.
+
+use std::sync::Arc;
+
+use super::conn::{App, State};
+use super::tx::Sent;
+use crate::phoenix::channels::{Channels, Host, Outcome, TopicId};
+use crate::phoenix::serializer::{self, FrameKind, Payload};
+use crate::phoenix::Vsn;
+use crate::topics::{ws_frame, Broadcast};
+use crate::worker::Worker;
+use crate::ws::frame::opcode;
+
+/// The channel rules' view of one connection on this worker.
+struct ConnHost<'a> {
+    w: &'a mut Worker,
+    slot: u32,
+}
+
+impl Host for ConnHost<'_> {
+    fn intern(&mut self, topic: &str) -> TopicId {
+        self.w.topics.intern(topic)
+    }
+
+    fn topic_name(&self, id: TopicId) -> &str {
+        self.w.topics.name(id)
+    }
+
+    fn lookup(&self, topic: &str) -> Option<TopicId> {
+        self.w.topics.lookup(topic)
+    }
+
+    fn subscribe(&mut self, id: TopicId) {
+        self.w.topics.subscribe(id, self.slot);
+        self.w.hub.table.add(self.w.topics.name(id), self.w.id, 1);
+        self.w.stats.joins += 1;
+    }
+
+    fn unsubscribe(&mut self, id: TopicId) {
+        self.w.hub.table.add(self.w.topics.name(id), self.w.id, -1);
+        self.w.topics.unsubscribe(id, self.slot);
+        self.w.stats.leaves += 1;
+    }
+
+    fn broadcast(&mut self, topic: &str, event: &str, payload: Payload<'_>) {
+        let b = Arc::new(Broadcast::encode(topic, event, payload));
+        self.w.publish(b);
+    }
+
+    fn send(&mut self, kind: FrameKind, payload: Vec<u8>) {
+        self.w.send_frame(self.slot, ws_frame(kind, &payload));
+    }
+}
+
+impl Worker {
+    /// A complete WebSocket data message on a Phoenix connection.
+    pub(crate) fn on_phoenix(&mut self, slot: u32, vsn: Vsn, ws_opcode: u8, data: &[u8]) {
+        let kind = if ws_opcode == opcode::BINARY {
+            FrameKind::Binary
+        } else {
+            FrameKind::Text
+        };
+        let msg = match serializer::decode(vsn, kind, data) {
+            Ok(msg) => msg,
+            Err(e) => {
+                self.stats.protocol_errors += 1;
+                tracing::debug!(worker = self.id, slot, error = %e, "malformed Phoenix message");
+                self.close_with(slot, e.close_code(), &e.to_string());
+                return;
+            }
+        };
+        // The channel set leaves the connection while the rules run, so they can call back into
+        // the worker (which may close this very connection) without aliasing it.
+        let mut chans = std::mem::take(&mut self.conns[slot as usize].chans);
+        let router = self.hub.clone();
+        let max = self.cfg.max_channels_per_connection;
+        let outcome = chans.handle(
+            vsn,
+            &msg,
+            &router.router,
+            max,
+            &mut ConnHost { w: self, slot },
+        );
+        self.restore_channels(slot, chans);
+        if let Outcome::Close { code, reason } = outcome {
+            self.close_with(slot, code, reason);
+        }
+    }
+
+    fn restore_channels(&mut self, slot: u32, mut chans: Channels) {
+        if self.conns[slot as usize].state == State::Open {
+            self.conns[slot as usize].chans = chans;
+        } else {
+            // Closed while the rules ran: its memberships go now.
+            chans.leave_all(&mut ConnHost { w: self, slot });
+        }
+    }
+
+    /// The connection is going away: leave every topic.
+    pub(crate) fn leave_all(&mut self, slot: u32) {
+        let mut chans = std::mem::take(&mut self.conns[slot as usize].chans);
+        if !chans.is_empty() {
+            chans.leave_all(&mut ConnHost { w: self, slot });
+        }
+    }
+
+    /// Publishes from this worker: other workers get a message, local members are served now.
+    pub(crate) fn publish(&mut self, b: Arc<Broadcast>) {
+        let mut audience = std::mem::take(&mut self.audience);
+        let published = self.hub.publish(b.clone(), Some(self.id), &mut audience);
+        self.audience = audience;
+        self.stats.broadcasts += 1;
+        if published.local {
+            self.deliver(&b);
+        }
+    }
+
+    /// Sends a broadcast to every local member: the same frame bytes for all members of one
+    /// serializer version, one frame-table entry, no per-member allocation.
+    pub(crate) fn deliver(&mut self, b: &Broadcast) {
+        let mut members = std::mem::take(&mut self.members_scratch);
+        members.clear();
+        self.topics.members_of(&b.topic, &mut members);
+        let v1 = b.v1.clone().map(|f| self.frame_id(f));
+        let v2 = b.v2.clone().map(|f| self.frame_id(f));
+        for &slot in &members {
+            let frame = match self.conns[slot as usize].app {
+                App::Phoenix(Vsn::V1) => v1,
+                App::Phoenix(Vsn::V2) => v2,
+                App::None | App::Echo => None,
+            };
+            let sent = match frame {
+                Some(id) => self.send_id(slot, id),
+                None => Sent::Dropped,
+            };
+            if sent == Sent::Dropped {
+                self.stats.deliveries_dropped += 1;
+            } else {
+                self.stats.deliveries += 1;
+            }
+        }
+        for id in [v1, v2].into_iter().flatten() {
+            if self.frames[id as usize].refs == 0 {
+                self.frames.remove(id as usize);
+            }
+        }
+        self.members_scratch = members;
+    }
+}
