@@ -1,0 +1,269 @@
+//! Phoenix Channels over real sockets with an independent client (tokio-tungstenite): the seed
+//! scenario verbatim, cross-worker fan-out to many subscribers, joins/leaves/closes racing with
+//! broadcasts, and the admin API.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use common::Gateway;
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{json, Value};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio_tungstenite::tungstenite::Message;
+
+type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+async fn connect(gw: &Gateway, query: &str) -> Ws {
+    let url = format!("{}{}", gw.url("/socket/websocket"), query);
+    tokio_tungstenite::connect_async(url)
+        .await
+        .expect("connect")
+        .0
+}
+
+async fn next_json(ws: &mut Ws) -> Value {
+    loop {
+        let m = tokio::time::timeout(Duration::from_secs(20), ws.next())
+            .await
+            .expect("a message in time")
+            .expect("stream open")
+            .expect("no error");
+        if let Message::Text(t) = m {
+            return serde_json::from_str(&t).unwrap();
+        }
+    }
+}
+
+/// A raw HTTP POST to the admin API; returns (status, body).
+async fn admin_post(admin: SocketAddr, path: &str, body: &str) -> (u16, String) {
+    let mut s = tokio::net::TcpStream::connect(admin).await.unwrap();
+    let req = format!(
+        "POST {path} HTTP/1.1\r\nHost: a\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).await.unwrap();
+    let status = out[9..12].parse().unwrap();
+    let body = out.split("\r\n\r\n").nth(1).unwrap_or("").to_string();
+    (status, body)
+}
+
+async fn admin_get(admin: SocketAddr, path: &str) -> Value {
+    let mut s = tokio::net::TcpStream::connect(admin).await.unwrap();
+    let req = format!("GET {path} HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n");
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).await.unwrap();
+    serde_json::from_str(out.split("\r\n\r\n").nth(1).unwrap()).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn seed_scenario_verbatim() {
+    let gw = Gateway::start(&["--workers", "2"]);
+    let mut ws = connect(&gw, "").await;
+    let join = r#"{"topic":"rooms:lobby","event":"phx_join","payload":{"user":"42"},"ref":"1"}"#;
+    ws.send(Message::text(join)).await.unwrap();
+    let reply = ws.next().await.unwrap().unwrap();
+    assert_eq!(
+        reply,
+        Message::text(
+            r#"{"topic":"rooms:lobby","event":"phx_reply","payload":{"status":"ok","response":{}},"ref":"1"}"#
+        )
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (status, body) = admin_post(
+        gw.admin,
+        "/api/broadcast",
+        r#"{"topic":"rooms:lobby","event":"new_msg","payload":{"body":"hi"}}"#,
+    )
+    .await;
+    assert_eq!(status, 202, "{body}");
+    assert_eq!(
+        serde_json::from_str::<Value>(&body).unwrap()["subscribers"],
+        1
+    );
+    let got = ws.next().await.unwrap().unwrap();
+    assert_eq!(
+        got,
+        Message::text(
+            r#"{"topic":"rooms:lobby","event":"new_msg","payload":{"body":"hi"},"ref":null}"#
+        )
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_vsn_is_refused_with_403() {
+    let gw = Gateway::start(&["--workers", "1"]);
+    let err = tokio_tungstenite::connect_async(gw.url("/socket/websocket?vsn=3.0.0"))
+        .await
+        .unwrap_err();
+    match err {
+        tokio_tungstenite::tungstenite::Error::Http(resp) => assert_eq!(resp.status(), 403),
+        other => panic!("expected HTTP 403, got {other:?}"),
+    }
+}
+
+/// Many subscribers over three workers; every broadcast reaches every one of them, in order,
+/// whether published by the admin API or by a client push on another worker.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fan_out_across_workers_reaches_every_subscriber() {
+    const SUBSCRIBERS: usize = 600;
+    const BROADCASTS: usize = 10;
+    let gw = Gateway::start(&["--workers", "3"]);
+    let mut subs = Vec::new();
+    for i in 0..SUBSCRIBERS {
+        let query = if i % 2 == 0 { "?vsn=2.0.0" } else { "" };
+        let mut ws = connect(&gw, query).await;
+        let join = if i % 2 == 0 {
+            json!(["1", "1", "rooms:fan", "phx_join", {}]).to_string()
+        } else {
+            json!({"topic": "rooms:fan", "event": "phx_join", "payload": {}, "ref": "1"})
+                .to_string()
+        };
+        ws.send(Message::text(join)).await.unwrap();
+        let reply = next_json(&mut ws).await;
+        let status = if i % 2 == 0 {
+            &reply[4]["status"]
+        } else {
+            &reply["payload"]["status"]
+        };
+        assert_eq!(status, "ok", "{reply}");
+        subs.push(ws);
+    }
+    assert_eq!(
+        admin_get(gw.admin, "/api/topics/rooms:fan").await["subscribers"],
+        SUBSCRIBERS as u64
+    );
+    for n in 0..BROADCASTS {
+        let body = json!({"topic": "rooms:fan", "event": "tick", "payload": {"n": n}}).to_string();
+        let (status, resp) = admin_post(gw.admin, "/api/broadcast", &body).await;
+        assert_eq!(status, 202, "{resp}");
+    }
+    // One more from a client push (V2 subscriber 0): sender included, plus its ok reply.
+    subs[0]
+        .send(Message::text(
+            json!(["1", "2", "rooms:fan", "tick", {"n": BROADCASTS}]).to_string(),
+        ))
+        .await
+        .unwrap();
+    let mut tasks = Vec::new();
+    for (i, mut ws) in subs.into_iter().enumerate() {
+        tasks.push(tokio::spawn(async move {
+            let mut seen = Vec::new();
+            while seen.len() < BROADCASTS + 1 {
+                let m = next_json(&mut ws).await;
+                let (event, payload) = if i % 2 == 0 {
+                    (m[3].clone(), m[4].clone())
+                } else {
+                    (m["event"].clone(), m["payload"].clone())
+                };
+                if event == "tick" {
+                    seen.push(payload["n"].as_u64().unwrap());
+                }
+            }
+            assert_eq!(
+                seen,
+                (0..=BROADCASTS as u64).collect::<Vec<_>>(),
+                "subscriber {i}"
+            );
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+}
+
+/// Joins, leaves and abrupt closes racing with a stream of broadcasts: the survivors get every
+/// broadcast, and the member count ends exact (closed connections left every topic).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn joins_leaves_and_closes_race_with_broadcasts() {
+    let gw = Gateway::start(&["--workers", "2"]);
+    let admin = gw.admin;
+    let publisher = tokio::spawn(async move {
+        for n in 0..40 {
+            let body =
+                json!({"topic": "rooms:race", "event": "tick", "payload": {"n": n}}).to_string();
+            assert_eq!(admin_post(admin, "/api/broadcast", &body).await.0, 202);
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    });
+    let mut keep = Vec::new();
+    for i in 0..200 {
+        let mut ws = connect(&gw, "?vsn=2.0.0").await;
+        ws.send(Message::text(
+            json!(["1", "1", "rooms:race", "phx_join", {}]).to_string(),
+        ))
+        .await
+        .unwrap();
+        ws.send(Message::text(
+            json!(["1", "2", "rooms:other", "phx_join", {}]).to_string(),
+        ))
+        .await
+        .unwrap();
+        match i % 4 {
+            0 => drop(ws), // abrupt close, no close frame
+            1 => {
+                ws.send(Message::text(
+                    json!(["1", "3", "rooms:race", "phx_leave", {}]).to_string(),
+                ))
+                .await
+                .unwrap();
+                keep.push((ws, false));
+            }
+            _ => keep.push((ws, true)),
+        }
+    }
+    publisher.await.unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let expected = keep.iter().filter(|(_, member)| *member).count() as u64;
+    assert_eq!(
+        admin_get(gw.admin, "/api/topics/rooms:race").await["subscribers"],
+        expected
+    );
+    assert_eq!(
+        admin_get(gw.admin, "/api/topics/rooms:other").await["subscribers"],
+        keep.len() as u64
+    );
+    // Every remaining member gets a final broadcast.
+    let body = json!({"topic": "rooms:race", "event": "final", "payload": {}}).to_string();
+    assert_eq!(admin_post(gw.admin, "/api/broadcast", &body).await.0, 202);
+    for (mut ws, member) in keep {
+        if !member {
+            continue;
+        }
+        loop {
+            let m = next_json(&mut ws).await;
+            if m[3] == "final" {
+                break;
+            }
+        }
+    }
+    drop(gw);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_api_validates_requests_and_requires_the_key() {
+    let gw = Gateway::start(&["--workers", "1", "--api-key", "sekret"]);
+    let (status, body) = admin_post(
+        gw.admin,
+        "/api/broadcast",
+        r#"{"topic":"a","event":"e","payload":{}}"#,
+    )
+    .await;
+    assert_eq!(status, 401, "{body}");
+    let mut s = tokio::net::TcpStream::connect(gw.admin).await.unwrap();
+    let bad = "{not json";
+    let req = format!(
+        "POST /api/broadcast HTTP/1.1\r\nHost: a\r\nAuthorization: Bearer sekret\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{bad}",
+        bad.len()
+    );
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).await.unwrap();
+    assert!(out.starts_with("HTTP/1.1 400"), "{out}");
+    assert!(out.contains("error"), "{out}");
+}
