@@ -234,6 +234,32 @@ impl Config {
 mod tests {
     use super::*;
 
+    /// docs/configuration.md lists every key of `Config` (the docs are kept true by this test).
+    #[test]
+    fn every_key_is_documented() {
+        let source = include_str!("config.rs");
+        let doc = include_str!("../docs/configuration.md");
+        let body = &source[source.find("pub struct Config {").unwrap()
+            ..source.find("impl Default for Config").unwrap()];
+        let keys: Vec<&str> = body
+            .lines()
+            .filter_map(|l| {
+                l.trim()
+                    .strip_prefix("pub ")?
+                    .split_once(':')
+                    .map(|(k, _)| k)
+            })
+            .filter(|k| !k.contains(' '))
+            .collect();
+        assert!(keys.len() > 20, "{keys:?}");
+        for key in keys {
+            assert!(
+                doc.contains(&format!("| `{key}` |")),
+                "docs/configuration.md misses `{key}`"
+            );
+        }
+    }
+
     #[test]
     fn defaults_validate() {
         Config::default().validate().unwrap();

@@ -77,7 +77,23 @@ fn upgrade_declines_extensions_and_answers_with_the_rfc_accept_key() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn echo_with_tokio_tungstenite() {
-    let gw = echo_gateway(&[]);
+    echo_round_trips(&[]).await;
+}
+
+/// The same traffic with the other way of waiting for data (multishot receive).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn echo_with_multishot_receive() {
+    echo_round_trips(&["--recv-mode", "multishot"]).await;
+}
+
+/// Tiny receive buffers: every message spans many buffers and partial frames are reassembled.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn echo_with_small_receive_buffers() {
+    echo_round_trips(&["--recv-buffer-bytes", "256", "--recv-buffers", "4"]).await;
+}
+
+async fn echo_round_trips(extra: &[&str]) {
+    let gw = echo_gateway(extra);
     let (mut ws, _) = tokio_tungstenite::connect_async(gw.url("/echo"))
         .await
         .unwrap();
