@@ -71,6 +71,9 @@ pub struct ServeArgs {
     /// Wait for the peer's TCP close after our close frame, ms [default: 5000].
     #[arg(long)]
     pub close_timeout_ms: Option<u64>,
+    /// Spread of the closes when draining (SIGTERM, POST /api/drain), ms [default: 30000].
+    #[arg(long)]
+    pub drain_ms: Option<u64>,
     /// Timer wheel resolution, ms [default: 1000].
     #[arg(long)]
     pub timer_tick_ms: Option<u64>,
@@ -157,6 +160,7 @@ impl ServeArgs {
             handshake_timeout_ms,
             idle_timeout_ms,
             close_timeout_ms,
+            drain_ms,
             timer_tick_ms,
             max_frame_bytes,
             max_message_bytes,

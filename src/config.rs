@@ -52,6 +52,10 @@ pub struct Config {
     /// After the close frame is sent, how long to wait for the peer's TCP close before dropping the
     /// socket. Default 5 s: RFC 6455 wants the server to close TCP first but not to wait forever.
     pub close_timeout_ms: u64,
+    /// On SIGTERM/SIGINT or `POST /api/drain`, open connections are closed with 1012 spread over
+    /// this long. Default 30 s: phoenix.js reconnects after any close, so closing everyone at once
+    /// would bring every client back to the next instance in the same second.
+    pub drain_ms: u64,
     /// Resolution of the per-worker timer wheel; deadlines fire up to one tick late. Default 1000 ms:
     /// deadlines are seconds-scale, and one wake-up per second per worker is ~0 idle CPU.
     pub timer_tick_ms: u64,
@@ -123,6 +127,7 @@ impl Default for Config {
             handshake_timeout_ms: 10_000,
             idle_timeout_ms: 60_000,
             close_timeout_ms: 5_000,
+            drain_ms: 30_000,
             timer_tick_ms: 1_000,
             max_frame_bytes: 1 << 20,
             max_message_bytes: 1 << 20,

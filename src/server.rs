@@ -134,7 +134,7 @@ impl Server {
             Ok(a) => a,
             Err(e) => {
                 for inbox in &inboxes {
-                    inbox.send(Msg::Stop);
+                    inbox.send(Msg::Drain { drain_ms: 0 });
                 }
                 return Err(
                     format!("cannot start the admin API on {}: {e}", cfg.admin_listen).into(),
@@ -174,14 +174,17 @@ impl Server {
         Ok(server)
     }
 
-    /// Asks every worker to stop (close with 1001, then exit).
-    pub fn stop(&self) {
-        if let Some(admin) = &self.admin {
-            admin.stop();
-        }
+    /// Asks every worker to drain: stop accepting, close connections with 1012 spread over
+    /// `drain_ms`, exit when empty.
+    pub fn drain(&self, drain_ms: u64) {
         for inbox in &self.inboxes {
-            inbox.send(Msg::Stop);
+            inbox.send(Msg::Drain { drain_ms });
         }
+    }
+
+    /// Drains with no spreading: every connection is sent its close frame now.
+    pub fn stop(&self) {
+        self.drain(0);
     }
 
     /// Whether every worker thread has exited.
@@ -189,15 +192,20 @@ impl Server {
         self.threads.iter().all(|t| t.is_finished())
     }
 
-    /// Waits for the workers and returns their counters.
+    /// Waits for the workers, stops the admin API, and returns the workers' counters.
     pub fn join(self) -> Vec<io::Result<Stats>> {
-        self.threads
+        let stats = self
+            .threads
             .into_iter()
             .map(|t| {
                 t.join()
                     .unwrap_or_else(|_| Err(io::Error::other("worker panicked")))
             })
-            .collect()
+            .collect();
+        if let Some(admin) = &self.admin {
+            admin.stop();
+        }
+        stats
     }
 }
 
@@ -225,9 +233,11 @@ fn wait_signal(set: &libc::sigset_t, timeout: Duration) -> Option<i32> {
     (sig > 0).then_some(sig)
 }
 
-/// Runs the gateway until SIGINT/SIGTERM; a second signal exits at once.
+/// Runs the gateway until SIGINT/SIGTERM (or `POST /api/drain`) has drained it; a second signal
+/// exits at once.
 pub fn run(cfg: Config) -> Result<(), Box<dyn std::error::Error>> {
     let set = block_signals();
+    let drain_ms = cfg.drain_ms;
     let server = Server::start(cfg)?;
     let mut stopping = false;
     while !server.is_finished() {
@@ -236,9 +246,13 @@ pub fn run(cfg: Config) -> Result<(), Box<dyn std::error::Error>> {
                 tracing::warn!(signal = sig, "second signal: exiting now");
                 std::process::exit(130);
             }
-            tracing::info!(signal = sig, "stopping: closing connections with 1001");
+            tracing::info!(
+                signal = sig,
+                drain_ms,
+                "draining: closing connections with 1012; a second signal exits now"
+            );
             stopping = true;
-            server.stop();
+            server.drain(drain_ms);
         }
     }
     for (id, result) in server.join().into_iter().enumerate() {

@@ -4,6 +4,7 @@
 //! - `POST /api/broadcast` — `{"topic","event","payload"}` or an array of them → 202 with the
 //!   number of subscribers the broadcasts were queued for; bad JSON → 400 with the reason.
 //! - `GET /api/topics/{topic}` → `{"topic","subscribers"}`.
+//! - `POST /api/drain` → 202; drains every worker as SIGTERM does (the process exits when empty).
 //! - `GET /healthz` → 200.
 //!
 //! With `api_key` set, `/api/*` requires `Authorization: Bearer <api_key>` (401 otherwise).
@@ -46,6 +47,7 @@ impl Admin {
 #[derive(Clone)]
 struct AppState {
     hub: Arc<Hub>,
+    drain_ms: u64,
     api_key: Option<Arc<str>>,
 }
 
@@ -58,6 +60,7 @@ pub fn start(cfg: Arc<Config>, hub: Arc<Hub>) -> std::io::Result<Admin> {
     let stop = shutdown.clone();
     let state = AppState {
         hub,
+        drain_ms: cfg.drain_ms,
         api_key: cfg.api_key.as_deref().map(Arc::from),
     };
     std::thread::Builder::new()
@@ -90,6 +93,7 @@ fn router(state: AppState) -> Router {
     Router::new()
         .route("/api/broadcast", post(broadcast))
         .route("/api/topics/{topic}", get(topic))
+        .route("/api/drain", post(drain))
         .route("/healthz", get(|| async { "ok\n" }))
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(state)
@@ -171,6 +175,23 @@ async fn broadcast(State(state): State<AppState>, headers: HeaderMap, body: Byte
     (
         StatusCode::ACCEPTED,
         Json(json!({ "broadcasts": requests.len(), "subscribers": subscribers })),
+    )
+        .into_response()
+}
+
+/// Starts a graceful drain of every worker (as SIGTERM does); the process exits when drained.
+async fn drain(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    if !authorized(&state, &headers) {
+        return error(StatusCode::UNAUTHORIZED, "missing or wrong bearer token");
+    }
+    for inbox in &state.hub.inboxes {
+        inbox.send(crate::worker::inbox::Msg::Drain {
+            drain_ms: state.drain_ms,
+        });
+    }
+    (
+        StatusCode::ACCEPTED,
+        Json(json!({ "draining": true, "drain_ms": state.drain_ms })),
     )
         .into_response()
 }

@@ -72,6 +72,12 @@ pub fn cancel_slot(slot: u32, gen: u32) -> squeue::Entry {
     tag(e, Op::Cancel, slot, gen)
 }
 
+/// Cancel every request on an ordinary fd (5.19): the listener's accept when draining.
+pub fn cancel_fd(fd: RawFd) -> squeue::Entry {
+    let e = opcode::AsyncCancel2::new(types::CancelBuilder::fd(types::Fd(fd)).all()).build();
+    e.user_data(Token::global(Op::Cancel).encode())
+}
+
 /// Close a fixed-file slot (5.15 for direct descriptors); the slot is free once this completes.
 pub fn close_slot(slot: u32, gen: u32) -> squeue::Entry {
     tag(

@@ -11,8 +11,8 @@ use crate::topics::Broadcast;
 /// What other threads can ask of a worker.
 #[derive(Debug)]
 pub enum Msg {
-    /// Stop accepting, close every connection with 1001, exit.
-    Stop,
+    /// Stop accepting; close every connection with 1012 spread over `drain_ms`; exit when empty.
+    Drain { drain_ms: u64 },
     /// Deliver this broadcast to the worker's members of its topic.
     Broadcast(Arc<Broadcast>),
 }

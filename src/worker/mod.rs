@@ -5,6 +5,7 @@
 //! the kernel, retry receives that found the buffer ring empty. Connection logic lives in `net/`
 //! as further `impl Worker` blocks; this file holds the loop, the dispatch and the timers.
 
+pub mod drain;
 pub mod inbox;
 pub mod timer;
 
@@ -72,7 +73,7 @@ pub struct Stats {
 }
 
 /// Deadlines in ticks, derived once from the config.
-struct Ticks {
+pub(crate) struct Ticks {
     handshake: u32,
     idle: u32,
     close: u32,
@@ -87,7 +88,10 @@ pub struct Worker {
     pub(crate) cfg: Arc<Config>,
     pub(crate) ws_limits: ws::Limits,
     pub(crate) http_limits: ws::handshake::Limits,
-    listen_fd: OwnedFd,
+    /// The listener; `None` once draining.
+    pub(crate) listen_fd: Option<OwnedFd>,
+    /// Descriptors kept until the ring is gone (a cancelled request may still reference them).
+    pub(crate) retired_fds: Vec<OwnedFd>,
     inbox: Arc<Inbox>,
     pub(crate) conns: Vec<Conn>,
     pub(crate) frames: slab::Slab<Frame>,
@@ -95,11 +99,11 @@ pub struct Worker {
     tick_ts: Box<Timespec>,
     start: Instant,
     pub(crate) now_tick: u32,
-    ticks: Ticks,
+    pub(crate) ticks: Ticks,
     pub(crate) starved: VecDeque<u32>,
     pub(crate) accept: AcceptState,
     pub(crate) live: u32,
-    stop_deadline: Option<u32>,
+    pub(crate) drain: Option<drain::Drain>,
     pub(crate) stats: Stats,
     batch: Vec<(u64, i32, u32)>,
     expired: Vec<Entry>,
@@ -178,7 +182,8 @@ impl Worker {
             ws_limits,
             http_limits,
             cfg,
-            listen_fd: listener,
+            listen_fd: Some(listener),
+            retired_fds: Vec::new(),
             inbox,
             // Reserved, not touched: pages become resident only as slots are used.
             conns: Vec::with_capacity(table_slots as usize),
@@ -191,7 +196,7 @@ impl Worker {
             starved: VecDeque::new(),
             accept: AcceptState::Stopped,
             live: 0,
-            stop_deadline: None,
+            drain: None,
             stats: Stats::default(),
             batch: Vec::with_capacity(1024),
             expired: Vec::new(),
@@ -232,10 +237,7 @@ impl Worker {
     }
 
     fn finished(&self) -> bool {
-        match self.stop_deadline {
-            Some(deadline) => self.live == 0 || self.now_tick >= deadline,
-            None => false,
-        }
+        self.drained()
     }
 
     fn drain_completions(&mut self) {
@@ -309,6 +311,7 @@ impl Worker {
         if self.accept == AcceptState::PausedError {
             self.arm_accept();
         }
+        self.drain_step();
     }
 
     fn on_deadline(&mut self, slot: u32) {
@@ -367,42 +370,17 @@ impl Worker {
         self.inbox.drain(&mut msgs);
         for msg in msgs.drain(..) {
             match msg {
-                Msg::Stop => self.begin_stop(),
+                Msg::Drain { drain_ms } => self.begin_drain(drain_ms),
                 Msg::Broadcast(b) => self.deliver(&b),
             }
         }
         self.msgs = msgs;
     }
 
-    /// Stop accepting; close open connections with 1001 ("going away"); drop handshakes.
-    fn begin_stop(&mut self) {
-        if self.stop_deadline.is_some() {
-            return;
-        }
-        tracing::debug!(worker = self.id, live = self.live, "stopping");
-        self.stop_deadline = Some(self.now_tick + self.ticks.close + 1);
-        self.accept = AcceptState::Stopped;
-        let cancel = io_uring::opcode::AsyncCancel2::new(io_uring::types::CancelBuilder::fd(
-            io_uring::types::Fd(self.listen_fd.as_raw_fd()),
-        ))
-        .build()
-        .user_data(Token::global(Op::Cancel).encode());
-        self.ring.push(&cancel);
-        for slot in 0..self.conns.len() as u32 {
-            match self.conns[slot as usize].state {
-                State::Open => self.close_with(slot, ws::close::GOING_AWAY, "server shutting down"),
-                State::Handshake => self.abort(slot),
-                _ => {}
-            }
-        }
-    }
-
     pub(crate) fn arm_accept(&mut self) {
-        if self.stop_deadline.is_some() {
-            return;
-        }
+        let Some(fd) = &self.listen_fd else { return };
+        let entry = sqe::accept_multi(fd.as_raw_fd());
         self.accept = AcceptState::Armed;
-        let entry = sqe::accept_multi(self.listen_fd.as_raw_fd());
         self.ring.push(&entry);
     }
 

@@ -1,0 +1,355 @@
+//! The servers under test and how the benches drive them: start one on free loopback ports, wait for
+//! `GET /healthz` → 200, publish a broadcast through its admin API (or as a Phoenix client push), and
+//! stop it by PID when its `Server` drops.
+//!
+//! Roles: `ringgate` (`target/release/ringgate serve …`), `peer` (tokio-tungstenite with tungstenite's
+//! default buffers) and `peer4k` (the same peer with 4 KiB read/write buffers, the tuned baseline).
+//! `--ringgate-bin` may point at the peer binary, which accepts ringgate's command line, to try the
+//! harness before ringgate serves.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use super::clock::mono_ns;
+use super::guard::{self, ProcGuard};
+use super::wsclient::{join_reply, join_text, TOPIC};
+use super::wsframe::{self, OP_TEXT};
+
+/// Time a server gets to answer /healthz after start.
+const READY_TIMEOUT: Duration = Duration::from_secs(20);
+/// Time one admin publish (connect, request, answer) may take.
+const PUBLISH_TIMEOUT: Duration = Duration::from_secs(10);
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    Ringgate,
+    Peer,
+    Peer4k,
+}
+
+impl Role {
+    /// Parses a comma-separated list such as `ringgate,peer,peer4k` (repeats allowed).
+    pub fn parse_list(s: &str) -> Result<Vec<Role>, String> {
+        s.split(',')
+            .map(|name| match name.trim() {
+                "ringgate" => Ok(Role::Ringgate),
+                "peer" => Ok(Role::Peer),
+                "peer4k" => Ok(Role::Peer4k),
+                other => Err(format!(
+                    "unknown server {other:?}: expected ringgate, peer or peer4k"
+                )),
+            })
+            .collect()
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Role::Ringgate => "ringgate",
+            Role::Peer => "peer",
+            Role::Peer4k => "peer4k",
+        }
+    }
+
+    pub fn is_peer(self) -> bool {
+        self != Role::Ringgate
+    }
+}
+
+/// Binaries and settings shared by every server of a run.
+#[derive(Clone, Debug)]
+pub struct ServerOpts {
+    pub ringgate_bin: PathBuf,
+    pub peer_bin: PathBuf,
+    /// ringgate `--workers` and peer `--threads`.
+    pub workers: usize,
+    /// Start an admin listener too (the broadcast bench publishes through it).
+    pub admin: bool,
+}
+
+impl ServerOpts {
+    /// Default binary paths under the target directory, or the given overrides; checks they exist.
+    pub fn resolve(
+        ringgate_bin: Option<PathBuf>,
+        peer_bin: Option<PathBuf>,
+        roles: &[Role],
+        workers: usize,
+        admin: bool,
+    ) -> Result<ServerOpts, String> {
+        let release = super::report::target_dir().join("release");
+        let ringgate_bin = ringgate_bin.unwrap_or_else(|| release.join("ringgate"));
+        let peer_bin =
+            peer_bin.unwrap_or_else(|| release.join("examples").join("peer_tokio_tungstenite"));
+        let need_ringgate = roles.contains(&Role::Ringgate);
+        let need_peer = roles.iter().any(|r| r.is_peer());
+        for (needed, path) in [(need_ringgate, &ringgate_bin), (need_peer, &peer_bin)] {
+            if needed && !path.is_file() {
+                return Err(format!(
+                    "{} is missing: build the servers first with `cargo build --release --bins --examples`",
+                    path.display()
+                ));
+            }
+        }
+        Ok(ServerOpts {
+            ringgate_bin,
+            peer_bin,
+            workers,
+            admin,
+        })
+    }
+}
+
+/// A running server, stopped by PID on drop.
+pub struct Server {
+    pub role: Role,
+    /// `role` plus an index when a role appears twice in one run.
+    pub label: String,
+    pub addr: SocketAddr,
+    pub admin_addr: Option<SocketAddr>,
+    guard: ProcGuard,
+}
+
+impl Server {
+    /// Starts `role` on free loopback ports and waits for /healthz.
+    pub fn start(role: Role, label: &str, opts: &ServerOpts) -> Result<Server, String> {
+        let addr = free_port()?;
+        let admin_addr = if opts.admin { Some(free_port()?) } else { None };
+        let mut cmd = match role {
+            Role::Ringgate => {
+                let mut cmd = Command::new(&opts.ringgate_bin);
+                cmd.args([
+                    "serve",
+                    "--listen",
+                    &addr.to_string(),
+                    "--workers",
+                    &opts.workers.to_string(),
+                ])
+                .args(["--echo-path", "/echo", "--log-level", "warn"]);
+                cmd
+            }
+            Role::Peer | Role::Peer4k => {
+                let read_buffer_bytes = if role == Role::Peer4k { "4096" } else { "0" };
+                let mut cmd = Command::new(&opts.peer_bin);
+                cmd.args([
+                    "--listen",
+                    &addr.to_string(),
+                    "--threads",
+                    &opts.workers.to_string(),
+                ])
+                .args(["--read-buffer-bytes", read_buffer_bytes]);
+                cmd
+            }
+        };
+        if let Some(admin) = admin_addr {
+            cmd.args(["--admin-listen", &admin.to_string()]);
+        }
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit());
+        let guard = ProcGuard::spawn(label, &mut cmd).map_err(|e| format!("start {label}: {e}"))?;
+        let mut server = Server {
+            role,
+            label: label.to_owned(),
+            addr,
+            admin_addr,
+            guard,
+        };
+        server.wait_ready()?;
+        Ok(server)
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.guard.pid()
+    }
+
+    /// Err when the server process has exited (say so instead of measuring a corpse).
+    pub fn check_alive(&mut self) -> Result<(), String> {
+        match self.guard.exited() {
+            Some(status) => Err(format!("{} exited: {status}", self.label)),
+            None => Ok(()),
+        }
+    }
+
+    fn wait_ready(&mut self) -> Result<(), String> {
+        let until = Instant::now() + READY_TIMEOUT;
+        let mut last_error = String::new();
+        while Instant::now() < until {
+            self.check_alive()?;
+            match http_request(
+                self.addr,
+                "GET /healthz HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n",
+            ) {
+                Ok(answer) if answer.starts_with(b"HTTP/1.1 200") => return Ok(()),
+                Ok(answer) => {
+                    last_error =
+                        String::from_utf8_lossy(&answer[..answer.len().min(40)]).into_owned()
+                }
+                Err(e) => last_error = e,
+            }
+            guard::sleep_checked(Duration::from_millis(50))?;
+        }
+        Err(format!(
+            "{} not ready within {} s: {last_error}",
+            self.label,
+            READY_TIMEOUT.as_secs()
+        ))
+    }
+
+    /// Publishes `event` with a JSON object payload through the admin API; returns the CLOCK_MONOTONIC
+    /// time taken after the connection is up and just before the request is written, which is also
+    /// written into the payload as `t_ns`. `payload_fields` is the inside of the payload object.
+    pub fn publish_admin(&self, event: &str, payload_fields: &str) -> Result<u64, String> {
+        let admin = self
+            .admin_addr
+            .ok_or("server started without an admin listener")?;
+        let mut stream = TcpStream::connect(admin).map_err(|e| format!("admin connect: {e}"))?;
+        let _ = stream.set_nodelay(true);
+        stream
+            .set_read_timeout(Some(PUBLISH_TIMEOUT))
+            .map_err(|e| e.to_string())?;
+        let t_ns = mono_ns();
+        let body = format!(
+            r#"{{"topic":"{TOPIC}","event":"{event}","payload":{{{payload_fields},"t_ns":{t_ns}}}}}"#
+        );
+        let request = format!(
+            "POST /api/broadcast HTTP/1.1\r\nHost: bench\r\nContent-Type: application/json\r\n\
+             Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        );
+        stream
+            .write_all(request.as_bytes())
+            .map_err(|e| format!("admin write: {e}"))?;
+        let answer = read_http_head(&mut stream)?;
+        if !answer.starts_with(b"HTTP/1.1 2") {
+            let line = String::from_utf8_lossy(&answer[..answer.len().min(60)]).into_owned();
+            return Err(format!("admin publish answered {line:?}"));
+        }
+        Ok(t_ns)
+    }
+}
+
+/// A joined Phoenix V1 connection that publishes by client push (the chat-room path): the server
+/// broadcasts any event pushed on a joined `rooms:*` topic to all members, this one included.
+pub struct PushPublisher {
+    stream: TcpStream,
+    next_ref: u64,
+}
+
+impl PushPublisher {
+    pub fn connect(server: SocketAddr) -> Result<PushPublisher, String> {
+        let mut stream =
+            TcpStream::connect(server).map_err(|e| format!("publisher connect: {e}"))?;
+        let _ = stream.set_nodelay(true);
+        stream
+            .set_read_timeout(Some(PUBLISH_TIMEOUT))
+            .map_err(|e| e.to_string())?;
+        stream
+            .write_all(wsframe::upgrade_request(server, "/socket/websocket").as_bytes())
+            .map_err(|e| format!("publisher upgrade: {e}"))?;
+        let mut buf = Vec::new();
+        let head = loop {
+            if let Some(n) = wsframe::head_len(&buf) {
+                break n;
+            }
+            read_more(&mut stream, &mut buf)?;
+        };
+        wsframe::check_upgrade_response(&buf[..head])?;
+        buf.drain(..head);
+        let join = wsframe::client_frame(OP_TEXT, join_text(false).as_bytes(), [9, 8, 7, 6]);
+        stream
+            .write_all(&join)
+            .map_err(|e| format!("publisher join: {e}"))?;
+        loop {
+            while let Some(frame) = wsframe::parse_server_frame(&buf)? {
+                let reply =
+                    join_reply(&String::from_utf8_lossy(&buf[frame.payload.clone()]), false);
+                buf.drain(..frame.len);
+                match reply {
+                    Some(true) => {
+                        let reader = stream.try_clone().map_err(|e| e.to_string())?;
+                        std::thread::spawn(move || drain(reader));
+                        return Ok(PushPublisher {
+                            stream,
+                            next_ref: 2,
+                        });
+                    }
+                    Some(false) => return Err("publisher join refused".to_owned()),
+                    None => {}
+                }
+            }
+            read_more(&mut stream, &mut buf)?;
+        }
+    }
+
+    /// Pushes `event`; returns the CLOCK_MONOTONIC time written into the payload as `t_ns`.
+    pub fn publish(&mut self, event: &str, payload_fields: &str) -> Result<u64, String> {
+        let t_ns = mono_ns();
+        let text = format!(
+            r#"{{"topic":"{TOPIC}","event":"{event}","payload":{{{payload_fields},"t_ns":{t_ns}}},"ref":"{}"}}"#,
+            self.next_ref
+        );
+        self.next_ref += 1;
+        let frame = wsframe::client_frame(OP_TEXT, text.as_bytes(), [4, 3, 2, 1]);
+        self.stream
+            .write_all(&frame)
+            .map_err(|e| format!("publisher push: {e}"))?;
+        Ok(t_ns)
+    }
+}
+
+/// Reads and discards what the server sends the publisher (its own copies of the broadcasts), so its
+/// receive window never closes.
+fn drain(mut stream: TcpStream) {
+    let _ = stream.set_read_timeout(None);
+    let mut buf = [0u8; 16384];
+    while matches!(stream.read(&mut buf), Ok(n) if n > 0) {}
+}
+
+fn read_more(stream: &mut TcpStream, buf: &mut Vec<u8>) -> Result<(), String> {
+    let mut chunk = [0u8; 4096];
+    match stream.read(&mut chunk) {
+        Ok(0) => Err("closed by server".to_owned()),
+        Ok(n) => {
+            buf.extend_from_slice(&chunk[..n]);
+            Ok(())
+        }
+        Err(e) => Err(format!("read: {e}")),
+    }
+}
+
+/// A loopback address with a port that was free a moment ago.
+fn free_port() -> Result<SocketAddr, String> {
+    let listener = TcpListener::bind("127.0.0.1:0").map_err(|e| format!("free port: {e}"))?;
+    listener.local_addr().map_err(|e| e.to_string())
+}
+
+/// Sends `request` and returns the answer's head (and whatever body bytes came with it).
+fn http_request(addr: SocketAddr, request: &str) -> Result<Vec<u8>, String> {
+    let mut stream =
+        TcpStream::connect_timeout(&addr, Duration::from_secs(1)).map_err(|e| e.to_string())?;
+    stream
+        .set_read_timeout(Some(Duration::from_secs(2)))
+        .map_err(|e| e.to_string())?;
+    stream
+        .write_all(request.as_bytes())
+        .map_err(|e| e.to_string())?;
+    read_http_head(&mut stream)
+}
+
+fn read_http_head(stream: &mut TcpStream) -> Result<Vec<u8>, String> {
+    let mut buf = Vec::new();
+    while wsframe::head_len(&buf).is_none() {
+        if buf.len() > wsframe::RESPONSE_HEAD_BYTES_MAX {
+            return Err("HTTP answer head too large".to_owned());
+        }
+        read_more(stream, &mut buf)?;
+    }
+    Ok(buf)
+}
+
+/// Path of a results file under the target directory.
+pub fn results_path(name: &str) -> PathBuf {
+    super::report::target_dir().join("bench-results").join(name)
+}

@@ -1,0 +1,68 @@
+// Heartbeats and ping through phoenix.js 1.8. The client sends the next heartbeat only after the
+// reply to the last one, and closes the connection ("heartbeat timeout") when a reply takes
+// longer than the interval, so a short interval makes a missing reply visible quickly.
+
+import assert from 'node:assert/strict'
+import { test } from 'node:test'
+
+import { join, openSocket, recorder, sleep, uniqueTopic, withTimeout } from './helpers.mjs'
+
+const T = { timeout: 15_000 }
+const HEARTBEAT_MS = 300
+const OBSERVE_MS = 2000
+
+test('heartbeats every 300 ms are all answered and the socket stays open', T, async t => {
+  const socket = await openSocket(t, { heartbeatIntervalMs: HEARTBEAT_MS })
+  const channel = await join(socket, uniqueTopic())
+  const closes = recorder()
+  const errors = recorder()
+  socket.onClose(closes.record)
+  socket.onError(errors.record)
+  const channelErrors = recorder()
+  channel.onError(channelErrors.record)
+
+  const sent = []
+  const replies = []
+  const originalPush = socket.push.bind(socket)
+  socket.push = (data, chan) => {
+    if (data.topic === 'phoenix' && data.event === 'heartbeat') sent.push(data.ref)
+    return originalPush(data, chan)
+  }
+  socket.onMessage(msg => { if (msg.topic === 'phoenix') replies.push(msg) })
+
+  await sleep(OBSERVE_MS)
+
+  // One heartbeat per interval once the previous reply is in: ~6 in 2 s; 4 leaves slack for
+  // a slow box while still proving replies keep the cycle going.
+  assert.ok(sent.length >= 4, `only ${sent.length} heartbeats sent in ${OBSERVE_MS} ms`)
+  assert.ok(replies.length >= sent.length - 1, `${sent.length} heartbeats, ${replies.length} replies`)
+  for (const [i, reply] of replies.entries()) {
+    assert.deepEqual(reply, {
+      join_ref: null,
+      ref: sent[i],
+      topic: 'phoenix',
+      event: 'phx_reply',
+      payload: { status: 'ok', response: {} }
+    })
+  }
+  assert.deepEqual(closes.items, [], 'no close (a missed reply closes with "heartbeat timeout")')
+  assert.deepEqual(errors.items, [])
+  assert.deepEqual(channelErrors.items, [])
+  assert.ok(socket.isConnected())
+  assert.equal(channel.state, 'joined')
+})
+
+test('socket.ping reports a round-trip time', T, async t => {
+  const socket = await openSocket(t)
+  const rtts = []
+  for (let i = 0; i < 3; i++) {
+    const rtt = await withTimeout(new Promise(resolve => {
+      assert.equal(socket.ping(resolve), true, 'ping pushed on an open socket')
+    }), `ping ${i} reply`)
+    rtts.push(rtt)
+  }
+  for (const rtt of rtts) {
+    assert.equal(typeof rtt, 'number')
+    assert.ok(rtt >= 0 && rtt < 3000, `rtt ${rtt} ms`)
+  }
+})
