@@ -267,3 +267,49 @@ async fn admin_api_validates_requests_and_requires_the_key() {
     assert!(out.starts_with("HTTP/1.1 400"), "{out}");
     assert!(out.contains("error"), "{out}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stats_and_metrics_account_connections_and_memberships() {
+    let gw = Gateway::start(&["--workers", "2"]);
+    let mut conns = Vec::new();
+    for _ in 0..10 {
+        let mut ws = connect(&gw, "?vsn=2.0.0").await;
+        ws.send(Message::text(
+            json!(["1", "1", "rooms:acct", "phx_join", {}]).to_string(),
+        ))
+        .await
+        .unwrap();
+        assert_eq!(next_json(&mut ws).await[4]["status"], "ok");
+        conns.push(ws);
+    }
+    let stats = admin_get(gw.admin, "/api/stats").await;
+    let workers = stats["workers"].as_array().unwrap();
+    assert_eq!(workers.len(), 2);
+    let sum = |key: &str| {
+        workers
+            .iter()
+            .map(|w| w[key].as_u64().unwrap())
+            .sum::<u64>()
+    };
+    let mem_sum = |key: &str| {
+        workers
+            .iter()
+            .map(|w| w["memory"][key].as_u64().unwrap())
+            .sum::<u64>()
+    };
+    assert_eq!(sum("open"), 10);
+    assert_eq!(mem_sum("memberships"), 10);
+    assert_eq!(stats["topics"], 1);
+    let mut s = tokio::net::TcpStream::connect(gw.admin).await.unwrap();
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).await.unwrap();
+    let open: u64 = text
+        .lines()
+        .filter(|l| l.starts_with("ringgate_connections_open{"))
+        .map(|l| l.rsplit(' ').next().unwrap().parse::<u64>().unwrap())
+        .sum();
+    assert_eq!(open, 10, "{text}");
+}

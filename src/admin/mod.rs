@@ -4,6 +4,8 @@
 //! - `POST /api/broadcast` — `{"topic","event","payload"}` or an array of them → 202 with the
 //!   number of subscribers the broadcasts were queued for; bad JSON → 400 with the reason.
 //! - `GET /api/topics/{topic}` → `{"topic","subscribers"}`.
+//! - `GET /api/stats` → every worker's counters and memory accounting (JSON).
+//! - `GET /metrics` → the same in Prometheus text format (not behind the API key: scrapers).
 //! - `POST /api/drain` → 202; drains every worker as SIGTERM does (the process exits when empty).
 //! - `GET /healthz` → 200.
 //!
@@ -22,6 +24,8 @@ use serde::Deserialize;
 use serde_json::json;
 use serde_json::value::RawValue;
 use tokio::sync::Notify;
+
+pub mod metrics;
 
 use crate::config::Config;
 use crate::hub::Hub;
@@ -94,6 +98,8 @@ fn router(state: AppState) -> Router {
         .route("/api/broadcast", post(broadcast))
         .route("/api/topics/{topic}", get(topic))
         .route("/api/drain", post(drain))
+        .route("/api/stats", get(stats))
+        .route("/metrics", get(prometheus))
         .route("/healthz", get(|| async { "ok\n" }))
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(state)
@@ -192,6 +198,35 @@ async fn drain(State(state): State<AppState>, headers: HeaderMap) -> Response {
     (
         StatusCode::ACCEPTED,
         Json(json!({ "draining": true, "drain_ms": state.drain_ms })),
+    )
+        .into_response()
+}
+
+async fn reports(hub: Arc<Hub>) -> Vec<crate::worker::report::Report> {
+    tokio::task::spawn_blocking(move || metrics::gather(&hub))
+        .await
+        .unwrap_or_default()
+}
+
+/// Every worker's counters and memory accounting, as JSON (what `ringgate profile` reads).
+async fn stats(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    if !authorized(&state, &headers) {
+        return error(StatusCode::UNAUTHORIZED, "missing or wrong bearer token");
+    }
+    let topics = state.hub.table.topic_count();
+    let workers = reports(state.hub.clone()).await;
+    Json(json!({ "topics": topics, "workers": workers })).into_response()
+}
+
+async fn prometheus(State(state): State<AppState>) -> Response {
+    let topics = state.hub.table.topic_count();
+    let workers = reports(state.hub.clone()).await;
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4",
+        )],
+        metrics::prometheus(&workers, topics),
     )
         .into_response()
 }

@@ -15,6 +15,8 @@ pub enum Msg {
     Drain { drain_ms: u64 },
     /// Deliver this broadcast to the worker's members of its topic.
     Broadcast(Arc<Broadcast>),
+    /// Send back the worker's counters and memory accounting.
+    Report(std::sync::mpsc::SyncSender<super::report::Report>),
 }
 
 pub struct Inbox {

@@ -7,6 +7,7 @@
 
 pub mod drain;
 pub mod inbox;
+pub mod report;
 pub mod timer;
 
 use std::collections::VecDeque;
@@ -51,7 +52,7 @@ pub enum AcceptState {
 }
 
 /// Per-worker counters: plain integers, no atomics, read by the worker itself.
-#[derive(Debug, Default, Clone)]
+#[derive(Debug, Default, Clone, serde::Serialize)]
 pub struct Stats {
     pub accepted: u64,
     pub closed: u64,
@@ -371,6 +372,9 @@ impl Worker {
         for msg in msgs.drain(..) {
             match msg {
                 Msg::Drain { drain_ms } => self.begin_drain(drain_ms),
+                Msg::Report(reply) => {
+                    let _ = reply.send(self.report());
+                }
                 Msg::Broadcast(b) => self.deliver(&b),
             }
         }

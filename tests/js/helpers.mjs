@@ -133,9 +133,12 @@ export async function openV1Socket (t, opts = {}) {
     clearInterval(socket.heartbeatTimer)
   })
   const opened = waitFor(cb => socket.onOpen(cb), 'V1 socket open')
-  opened.catch(() => {}) // awaited below, or moot when connect throws
+  opened.catch(() => {}) // settled by the race below, or moot when connect throws
+  const failed = new Promise((_resolve, reject) => {
+    socket.onError(err => reject(new Error(`V1 socket error before open: ${err?.message ?? err}`)))
+  })
   socket.connect()
-  await opened
+  await Promise.race([opened, failed])
   assert.ok(socket.conn instanceof WebSocket, 'V1 connection must be a ws WebSocket')
   assert.ok(socket.conn.url.endsWith('vsn=1.0.0'), `url ${socket.conn.url}`)
   return socket
