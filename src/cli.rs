@@ -95,6 +95,15 @@ pub struct ServeArgs {
     /// Outbound bytes queued per connection before it is closed with 1008 [default: 262144].
     #[arg(long)]
     pub max_send_queue_bytes: Option<usize>,
+    /// Upgrades in progress per worker before new connections are dropped [default: 4096].
+    #[arg(long)]
+    pub max_handshakes_per_worker: Option<u32>,
+    /// Messages per second per connection before close 1008; 0 = off [default: 100].
+    #[arg(long)]
+    pub max_messages_per_second: Option<u32>,
+    /// Joins per second per connection before join errors [default: 10].
+    #[arg(long)]
+    pub max_joins_per_second: Option<u32>,
     /// How idle connections wait: poll (cheaper kernel memory) or multishot [default: poll].
     #[arg(long, value_enum)]
     pub recv_mode: Option<RecvMode>,
@@ -168,6 +177,9 @@ impl ServeArgs {
             max_handshake_bytes,
             max_handshake_headers,
             max_send_queue_bytes,
+            max_handshakes_per_worker,
+            max_messages_per_second,
+            max_joins_per_second,
             recv_mode,
             recv_buffer_bytes,
             recv_buffers,

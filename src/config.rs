@@ -75,6 +75,19 @@ pub struct Config {
     /// closed with 1008 and counted, so a client that stops reading cannot grow server memory.
     /// Default 256 KiB: hundreds of typical broadcasts of burst room.
     pub max_send_queue_bytes: usize,
+    /// Upgrades in progress per worker; a connection past it is dropped at once. Default 4096:
+    /// bounds the memory of partial request heads (≤ `max_handshake_bytes` each) under a slowloris
+    /// wave or a reconnect storm, far above a healthy accept rate × handshake time.
+    pub max_handshakes_per_worker: u32,
+    /// Data messages (and pings) per second per connection, sustained; bursts of twice that.
+    /// Past it the connection is closed with 1008 and counted. Default 100: a chat client sends a
+    /// few per second; a flood must not take a worker's time from everyone else. 0 disables.
+    pub max_messages_per_second: u32,
+    /// Channel joins per second per connection, sustained, with bursts of twice that; past it a
+    /// join gets an error reply `{"reason":"too many joins"}` and phoenix.js retries it with its
+    /// rejoin backoff. Default 10: a page joins a handful of topics; a loop of joins is refused.
+    /// 0 disables.
+    pub max_joins_per_second: u32,
     /// How idle connections wait for data. Default `poll` (the cheaper kernel memory).
     pub recv_mode: RecvMode,
     /// Size of each provided receive buffer. Default 4096: one page; a typical client message is
@@ -135,6 +148,9 @@ impl Default for Config {
             max_handshake_bytes: 8192,
             max_handshake_headers: 32,
             max_send_queue_bytes: 256 << 10,
+            max_handshakes_per_worker: 4096,
+            max_messages_per_second: 100,
+            max_joins_per_second: 10,
             recv_mode: RecvMode::Poll,
             recv_buffer_bytes: 4096,
             recv_buffers: 1024,
@@ -213,6 +229,15 @@ impl Config {
         }
         if !(256..=1 << 20).contains(&self.recv_buffer_bytes) {
             return bad("recv_buffer_bytes", "must be 256..=1048576");
+        }
+        if self.idle_timeout_ms > 3_600_000 {
+            return bad("idle_timeout_ms", "must be ≤ 3600000 (1 h)");
+        }
+        if self.max_messages_per_second > 32767 {
+            return bad("max_messages_per_second", "must be ≤ 32767");
+        }
+        if self.max_joins_per_second > 127 {
+            return bad("max_joins_per_second", "must be ≤ 127");
         }
         if self.timer_tick_ms == 0 || self.timer_tick_ms > 60_000 {
             return bad("timer_tick_ms", "must be 1..=60000");

@@ -67,7 +67,7 @@ pub fn table_slots(cfg: &Config) -> u32 {
     let cap = u32::try_from(nofile_soft_limit()).unwrap_or(u32::MAX);
     let wanted = cfg.max_connections_per_worker;
     if wanted > cap {
-        tracing::warn!(
+        tracing::info!(
             wanted,
             cap,
             workers = cfg.workers,

@@ -335,3 +335,58 @@ fn slow_consumer_is_closed_with_1008() {
     drop(c);
     sender.join().unwrap();
 }
+
+/// A flood past `max_messages_per_second` (bursts of twice that) is closed with 1008.
+#[test]
+fn message_flood_is_closed_with_1008() {
+    let gw = echo_gateway(&["--max-messages-per-second", "50"]);
+    let mut c = RawClient::connect(gw.addr, "/echo");
+    for _ in 0..150 {
+        c.send_frame(true, 1, b"x");
+    }
+    assert_eq!(c.expect_close(), Some(1008));
+    // A client within the rate is untouched.
+    let mut calm = RawClient::connect(gw.addr, "/echo");
+    for _ in 0..60 {
+        calm.send_frame(true, 1, b"y");
+        assert_eq!(calm.read_frame().unwrap(), (true, 1, b"y".to_vec()));
+    }
+}
+
+/// Upgrades in progress past `max_handshakes_per_worker` are dropped at once; completed ones are not
+/// affected.
+#[test]
+fn handshakes_in_flight_are_bounded() {
+    let gw = Gateway::start(&[
+        "--echo-path",
+        "/echo",
+        "--workers",
+        "1",
+        "--max-handshakes-per-worker",
+        "5",
+    ]);
+    use std::io::{Read, Write};
+    let stalled: Vec<_> = (0..5)
+        .map(|_| {
+            let mut s = std::net::TcpStream::connect(gw.addr).unwrap();
+            s.write_all(b"GET /echo HTTP/1.1\r\n").unwrap();
+            s
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(200));
+    let mut extra = std::net::TcpStream::connect(gw.addr).unwrap();
+    extra
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let mut buf = [0u8; 1];
+    assert_eq!(
+        extra.read(&mut buf).unwrap_or(0),
+        0,
+        "the sixth handshake must be dropped"
+    );
+    drop(stalled);
+    std::thread::sleep(Duration::from_millis(200));
+    let mut ok = RawClient::connect(gw.addr, "/echo");
+    ok.send_frame(true, 1, b"fine");
+    assert_eq!(ok.read_frame().unwrap(), (true, 1, b"fine".to_vec()));
+}

@@ -313,3 +313,37 @@ async fn stats_and_metrics_account_connections_and_memberships() {
         .sum();
     assert_eq!(open, 10, "{text}");
 }
+
+/// Joins past `max_joins_per_second` (after the burst) get an error reply; the connection stays.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn join_rate_is_limited_with_an_error_reply() {
+    // Two joins per second, bursts of four: four joins pass at once, the fifth does not.
+    let gw = Gateway::start(&["--workers", "1", "--max-joins-per-second", "2"]);
+    let mut ws = connect(&gw, "?vsn=2.0.0").await;
+    let mut statuses = Vec::new();
+    for i in 0..5 {
+        let r = i.to_string();
+        ws.send(Message::text(
+            json!([r, r, format!("rooms:{i}"), "phx_join", {}]).to_string(),
+        ))
+        .await
+        .unwrap();
+        let reply = next_json(&mut ws).await;
+        statuses.push((
+            reply[4]["status"].clone(),
+            reply[4]["response"]["reason"].clone(),
+        ));
+    }
+    assert_eq!(
+        statuses[..4].iter().filter(|(s, _)| s == "ok").count(),
+        4,
+        "{statuses:?}"
+    );
+    assert_eq!(statuses[4], (json!("error"), json!("too many joins")));
+    ws.send(Message::text(
+        json!([null, "9", "phoenix", "heartbeat", {}]).to_string(),
+    ))
+    .await
+    .unwrap();
+    assert_eq!(next_json(&mut ws).await[4]["status"], "ok");
+}

@@ -54,7 +54,6 @@ pub mod flag {
 
 /// Which application protocol an open connection speaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[repr(u8)]
 pub enum App {
     /// Not upgraded yet.
     None,
@@ -77,6 +76,12 @@ pub struct Conn {
     pub state: State,
     pub flags: u8,
     pub app: App,
+    /// Message-rate token bucket: tokens left, and the second (worker clock, mod 2^16) of the
+    /// last refill. Fits in the padding before `rx`, so it costs nothing.
+    pub tokens: u16,
+    pub refill_s: u16,
+    /// Join token bucket, refilled on the same clock.
+    pub join_tokens: u8,
     /// Receive state that outlives one buffer: bytes of an incomplete frame or request head, and a
     /// fragmented message in progress.
     pub rx: Option<Box<Rx>>,
@@ -101,6 +106,9 @@ impl Conn {
             state: State::Free,
             flags: 0,
             app: App::None,
+            tokens: 0,
+            refill_s: 0,
+            join_tokens: 0,
             rx: None,
             txq: None,
             chans: Channels::new(),

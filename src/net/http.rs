@@ -101,9 +101,8 @@ impl Worker {
             );
         }
         let response = handshake::accept_response(&request.key, protocol);
-        let c = &mut self.conns[slot as usize];
-        c.state = State::Open;
-        c.app = app;
+        self.set_state(slot, State::Open);
+        self.conns[slot as usize].app = app;
         self.stats.upgrades += 1;
         self.send_frame(slot, Bytes::from(response));
         self.set_deadline(slot, Deadline::Idle);

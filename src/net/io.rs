@@ -65,6 +65,15 @@ impl Worker {
         c.flags = 0;
         self.live += 1;
         self.stats.accepted += 1;
+        self.handshaking += 1;
+        self.reset_tokens(slot);
+        if self.handshaking > self.cfg.max_handshakes_per_worker {
+            // Too many upgrades in progress (a slowloris wave, or a reconnect storm): refuse this
+            // one now rather than let partial request heads pile up.
+            self.stats.handshakes_refused += 1;
+            self.abort(slot);
+            return;
+        }
         self.set_deadline(slot, Deadline::Handshake);
         self.arm_wait(slot);
     }
@@ -242,10 +251,10 @@ impl Worker {
             return;
         }
         tracing::trace!(worker = self.id, slot, state = ?c.state, "abort");
-        c.state = State::Aborting;
         c.rx = None;
         let gen = c.gen;
         let queued = c.txq.take();
+        self.set_state(slot, State::Aborting);
         if let Some(q) = queued {
             for id in q.frames {
                 self.release_frame(id);
@@ -256,6 +265,15 @@ impl Worker {
             self.ring.push(&sqe::cancel_slot(slot, gen));
         }
         self.maybe_close_fd(slot);
+    }
+
+    /// Changes a connection's state, keeping the per-state counts true.
+    pub(crate) fn set_state(&mut self, slot: u32, state: State) {
+        let c = &mut self.conns[slot as usize];
+        if c.state == State::Handshake && state != State::Handshake {
+            self.handshaking -= 1;
+        }
+        c.state = state;
     }
 
     /// Closes the slot if no request on it is still owned by the kernel.

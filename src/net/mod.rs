@@ -6,6 +6,7 @@
 pub mod conn;
 pub mod http;
 pub mod io;
+pub mod limits;
 pub mod phoenix;
 pub mod session;
 pub mod tx;

@@ -50,6 +50,14 @@ impl Host for ConnHost<'_> {
         self.w.publish(b);
     }
 
+    fn authorize_join(&mut self, _topic: &str, _payload: &Payload<'_>) -> Result<(), &'static str> {
+        if !self.w.take_join(self.slot) {
+            self.w.stats.joins_refused += 1;
+            return Err("too many joins");
+        }
+        Ok(())
+    }
+
     fn send(&mut self, kind: FrameKind, payload: Vec<u8>) {
         self.w.send_frame(self.slot, ws_frame(kind, &payload));
     }

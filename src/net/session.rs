@@ -92,6 +92,18 @@ impl Worker {
     }
 
     fn on_event(&mut self, slot: u32, event: Event<'_>) {
+        if matches!(event, Event::Text(_) | Event::Binary(_) | Event::Ping(_))
+            && !self.take_tokens(slot, 1)
+        {
+            self.stats.rate_limited += 1;
+            tracing::debug!(worker = self.id, slot, "message rate limit exceeded");
+            self.close_with(
+                slot,
+                ws::close::POLICY_VIOLATION,
+                "message rate limit exceeded",
+            );
+            return;
+        }
         match event {
             Event::Text(text) => {
                 self.stats.messages_in += 1;

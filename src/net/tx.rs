@@ -178,8 +178,8 @@ impl Worker {
             return;
         }
         c.set(flag::CLOSE_SENT);
-        c.state = State::Closing;
         c.rx = None;
+        self.set_state(slot, State::Closing);
         self.on_leave(slot);
         let id = self.frame_id(last);
         self.enqueue(slot, id, true);

@@ -71,6 +71,9 @@ pub struct Stats {
     pub broadcasts: u64,
     pub deliveries: u64,
     pub deliveries_dropped: u64,
+    pub rate_limited: u64,
+    pub joins_refused: u64,
+    pub handshakes_refused: u64,
 }
 
 /// Deadlines in ticks, derived once from the config.
@@ -104,6 +107,8 @@ pub struct Worker {
     pub(crate) starved: VecDeque<u32>,
     pub(crate) accept: AcceptState,
     pub(crate) live: u32,
+    /// Connections in the Handshake state (bounded by `max_handshakes_per_worker`).
+    pub(crate) handshaking: u32,
     pub(crate) drain: Option<drain::Drain>,
     pub(crate) stats: Stats,
     batch: Vec<(u64, i32, u32)>,
@@ -197,6 +202,7 @@ impl Worker {
             starved: VecDeque::new(),
             accept: AcceptState::Stopped,
             live: 0,
+            handshaking: 0,
             drain: None,
             stats: Stats::default(),
             batch: Vec::with_capacity(1024),

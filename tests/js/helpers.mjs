@@ -29,6 +29,8 @@ export const WS_URL = `${SOCKET_URL}/websocket`
 
 const toml = readFileSync(new URL('./ringgate.toml', import.meta.url), 'utf8')
 export const ADMIN_KEY = /^api_key\s*=\s*"([^"]*)"/m.exec(toml)?.[1] ?? null
+/** Channels one connection may join: ringgate.toml's value, else the default (Phoenix's 100). */
+export const MAX_CHANNELS = Number(/^max_channels_per_connection\s*=\s*(\d+)/m.exec(toml)?.[1] ?? 100)
 
 /** Longest any single awaited event may take on loopback, even on a loaded CI box. */
 export const WAIT_MS = 3000
@@ -81,11 +83,10 @@ export function recorder () {
 }
 
 /**
- * Opens an official phoenix.js (1.8) socket over `ws` and waits for the open. The socket is
- * disconnected when test `t` ends. Asserts the connection really is a WebSocket: without a
- * transport phoenix.js silently falls back to long-polling.
+ * An official phoenix.js (1.8) socket over `ws`, not yet connected; it is disconnected when
+ * test `t` ends. Channels joined before `connect` are buffered by the client.
  */
-export async function openSocket (t, opts = {}) {
+export function newSocket (t, opts = {}) {
   const socket = new Socket(SOCKET_URL, {
     transport: WebSocket,
     timeout: PUSH_TIMEOUT_MS,
@@ -94,6 +95,14 @@ export async function openSocket (t, opts = {}) {
     ...opts
   })
   t.after(() => disconnect(socket))
+  return socket
+}
+
+/**
+ * Connects `socket` and waits for the open. Asserts the connection really is a WebSocket:
+ * without a transport phoenix.js silently falls back to long-polling.
+ */
+export async function connect (socket) {
   const opened = waitFor(cb => socket.onOpen(cb), 'socket open')
   const failed = new Promise((_resolve, reject) => {
     socket.onError(err => reject(new Error(`socket error before open: ${err?.message ?? err}`)))
@@ -101,11 +110,18 @@ export async function openSocket (t, opts = {}) {
   opened.catch(() => {}) // settled by the race below, or moot when connect throws
   socket.connect()
   await Promise.race([opened, failed])
-  assert.equal(socket.transport, opts.transport ?? WebSocket, 'phoenix.js must use the ws transport')
+  assert.ok(socket.transport === WebSocket || socket.transport.prototype instanceof WebSocket,
+    'phoenix.js must use the ws transport')
   assert.ok(socket.conn instanceof WebSocket, 'connection must be a ws WebSocket, not LongPoll')
   assert.equal(socket.conn.readyState, WebSocket.OPEN)
   assert.ok(socket.conn.url.startsWith(`${WS_URL}?`), `url ${socket.conn.url}`)
+  assert.ok(socket.conn.url.endsWith('vsn=2.0.0'), `url ${socket.conn.url}`)
   return socket
+}
+
+/** `newSocket` + `connect`: an open phoenix.js 1.8 socket, closed when `t` ends. */
+export function openSocket (t, opts = {}) {
+  return connect(newSocket(t, opts))
 }
 
 /** Disconnects a phoenix.js 1.8 socket and waits (bounded) until its connection is closed. */
@@ -163,6 +179,18 @@ export async function join (socket, topic, params = {}) {
   const reply = await replyOf(channel.join(), `join ${topic}`)
   assert.deepEqual(reply, { status: 'ok', response: {} }, `join ${topic}`)
   return channel
+}
+
+/**
+ * Leaves `channel` and resolves once the server has answered: phoenix.js reports a leave ok
+ * locally at once, before the phx_leave has even reached the server.
+ */
+export async function leave (socket, channel) {
+  const push = channel.leave()
+  const reply = await waitFor(cb => socket.onMessage(cb), `server reply to leave ${channel.topic}`, {
+    accept: m => m.topic === channel.topic && m.event === 'phx_reply' && m.ref === push.ref
+  })
+  assert.deepEqual(reply.payload, { status: 'ok', response: {} })
 }
 
 /** Next `event` on `channel` whose payload has `payload.id === id` (other tests share topics). */

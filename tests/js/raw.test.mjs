@@ -18,6 +18,9 @@ test('seed scenario: V1 join of rooms:lobby, idle, then an admin broadcast arriv
   c.send('{"topic":"rooms:lobby","event":"phx_join","payload":{"user":"42"},"ref":"1"}')
   assert.deepEqual(await c.next('join reply'),
     { topic: 'rooms:lobby', event: 'phx_reply', payload: { status: 'ok', response: {} }, ref: '1' })
+  // Load tools match replies as text (Tsung's <match>), so the bytes are checked too.
+  assert.equal(c.frames[0].text,
+    '{"topic":"rooms:lobby","event":"phx_reply","payload":{"status":"ok","response":{}},"ref":"1"}')
 
   await sleep(1000)
   assert.equal(c.ws.readyState, WebSocket.OPEN, 'an idle member stays connected')

@@ -1,11 +1,12 @@
-// Topic routes from ringgate.toml, seen through phoenix.js 1.8: a topic without a route cannot
-// be joined, and `news:*` is receive-only (client pushes refused, server broadcasts delivered).
+// Topic routes and limits from ringgate.toml, seen through phoenix.js 1.8: a topic without a
+// route cannot be joined, `news:*` is receive-only (client pushes refused, server broadcasts
+// delivered), and a connection holds at most max_channels_per_connection channels.
 
 import assert from 'node:assert/strict'
 import { test } from 'node:test'
 
 import {
-  admin, join, nextEvent, nonce, openSocket, recorder, replyOf, sleep, uniqueTopic
+  MAX_CHANNELS, admin, join, leave, nextEvent, nonce, openSocket, recorder, replyOf, sleep, uniqueTopic
 } from './helpers.mjs'
 
 const T = { timeout: 15_000 }
@@ -54,4 +55,24 @@ test('news:* still receives broadcasts published through the admin API', T, asyn
   })
   assert.equal(res.status, 202, res.text)
   assert.deepEqual(await got, { id })
+})
+
+test('one channel past max_channels_per_connection is refused with "too many channels joined"', T, async t => {
+  const socket = await openSocket(t)
+  const prefix = uniqueTopic()
+  const replies = await Promise.all(Array.from({ length: MAX_CHANNELS }, (_, i) =>
+    replyOf(socket.channel(`${prefix}:${i}`).join(), `join ${i}`)))
+  assert.ok(replies.every(r => r.status === 'ok'), JSON.stringify(replies.filter(r => r.status !== 'ok')))
+
+  const extra = socket.channel(`${prefix}:${MAX_CHANNELS}`)
+  assert.deepEqual(await replyOf(extra.join(), `join ${MAX_CHANNELS + 1}`),
+    { status: 'error', response: { reason: 'too many channels joined' } })
+  // Stops the client's rejoin of the refused channel (it would retry after 1 s); the server
+  // answers a leave of a topic not joined with ok.
+  await leave(socket, extra)
+
+  // Leaving one makes room again.
+  const first = socket.channels.find(c => c.topic === `${prefix}:0`)
+  await leave(socket, first)
+  await join(socket, `${prefix}:again`)
 })
