@@ -140,6 +140,24 @@ pub struct ServeArgs {
     /// A channel route PATTERN=broadcast|reject (repeatable; replaces the configured list).
     #[arg(long = "channels", value_parser = parse_route)]
     pub channels: Vec<Route>,
+    /// [auth] HS256 secret: require a JWT on connect.
+    #[arg(long)]
+    pub auth_secret: Option<String>,
+    /// [auth] PEM public key (RS256, or ES256 with --auth-algorithm ES256): require a JWT.
+    #[arg(long)]
+    pub auth_public_key_file: Option<String>,
+    /// [auth] HS256, RS256 or ES256 [default: from the key kind].
+    #[arg(long)]
+    pub auth_algorithm: Option<String>,
+    /// [auth] Required `aud` claim.
+    #[arg(long)]
+    pub auth_audience: Option<String>,
+    /// [auth] Required `iss` claim.
+    #[arg(long)]
+    pub auth_issuer: Option<String>,
+    /// [auth] Clock skew tolerated on exp/nbf, seconds [default: 30].
+    #[arg(long)]
+    pub auth_leeway_s: Option<u64>,
     /// Allowed browser Origin (repeatable); none given = any.
     #[arg(long = "allowed-origins")]
     pub allowed_origins: Vec<String>,
@@ -190,6 +208,21 @@ impl ServeArgs {
             topic_stripes,
             admin_listen,
         );
+        let auth = &mut cfg.auth;
+        for (flag, key) in [
+            (&self.auth_secret, &mut auth.secret),
+            (&self.auth_public_key_file, &mut auth.public_key_file),
+            (&self.auth_algorithm, &mut auth.algorithm),
+            (&self.auth_audience, &mut auth.audience),
+            (&self.auth_issuer, &mut auth.issuer),
+        ] {
+            if flag.is_some() {
+                key.clone_from(flag);
+            }
+        }
+        if self.auth_leeway_s.is_some() {
+            auth.leeway_s = self.auth_leeway_s;
+        }
         if self.api_key.is_some() {
             cfg.api_key = self.api_key.clone();
         }

@@ -9,6 +9,7 @@ use std::path::Path;
 
 use serde::Deserialize;
 
+use crate::auth::AuthConfig;
 use crate::phoenix::router::{OnPush, Route};
 
 /// How an idle connection waits for data (see `docs/architecture.md`, "How an idle connection waits").
@@ -127,6 +128,8 @@ pub struct Config {
     /// (`broadcast` to the topic, or `reject`). Default: `rooms:*` with `broadcast`, the Phoenix
     /// chat example, so the Phoenix benchmark's scenario works out of the box.
     pub channels: Vec<Route>,
+    /// Connect authentication (JWT). Off by default; see `[auth]` in docs/configuration.md.
+    pub auth: AuthConfig,
 }
 
 impl Default for Config {
@@ -164,6 +167,7 @@ impl Default for Config {
             admin_listen: SocketAddr::from(([127, 0, 0, 1], 4001)),
             api_key: None,
             channels: vec![Route::new("rooms:*", OnPush::Broadcast)],
+            auth: AuthConfig::default(),
         }
     }
 }
@@ -255,6 +259,9 @@ impl Config {
         }
         if let Err(e) = self.router() {
             return bad("channels", &e.to_string());
+        }
+        if let Err(e) = crate::auth::Authenticator::from_config(&self.auth) {
+            return bad("auth", &e);
         }
         Ok(())
     }

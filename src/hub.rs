@@ -4,6 +4,7 @@
 
 use std::sync::Arc;
 
+use crate::auth::Authenticator;
 use crate::phoenix::router::Router;
 use crate::topics::table::TopicTable;
 use crate::topics::Broadcast;
@@ -13,6 +14,8 @@ pub struct Hub {
     pub table: TopicTable,
     pub inboxes: Vec<Arc<Inbox>>,
     pub router: Router,
+    /// Connect authentication, when configured.
+    pub auth: Option<Authenticator>,
 }
 
 /// Where a publish went.
@@ -25,11 +28,17 @@ pub struct Published {
 }
 
 impl Hub {
-    pub fn new(table: TopicTable, inboxes: Vec<Arc<Inbox>>, router: Router) -> Self {
+    pub fn new(
+        table: TopicTable,
+        inboxes: Vec<Arc<Inbox>>,
+        router: Router,
+        auth: Option<Authenticator>,
+    ) -> Self {
         Self {
             table,
             inboxes,
             router,
+            auth,
         }
     }
 

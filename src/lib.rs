@@ -15,11 +15,13 @@
 //! - `topics`: the shared lock-striped topic table, each worker's local members, and broadcasts
 //!   encoded once into complete frames.
 //! - `hub`: what all data-plane threads share, and `publish`, the entry point of every broadcast.
+//! - `auth`: connect-time JWT validation and the `channels` claim.
 //! - `admin`: the control-plane thread (tokio + axum): publish API, topic counts, health.
 //!
 //! Data path and design decisions: `docs/architecture.md`.
 
 pub mod admin;
+pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod hub;

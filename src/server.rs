@@ -100,7 +100,12 @@ impl Server {
             .map(|_| Inbox::new().map(Arc::new))
             .collect::<io::Result<Vec<_>>>()?;
         let table = TopicTable::new(cfg.topic_stripes, cfg.workers);
-        let hub = Arc::new(Hub::new(table, inboxes.clone(), cfg.router()?));
+        let hub = Arc::new(Hub::new(
+            table,
+            inboxes.clone(),
+            cfg.router()?,
+            crate::auth::Authenticator::from_config(&cfg.auth)?,
+        ));
         let (ready_tx, ready_rx) = mpsc::channel::<(usize, io::Result<()>)>();
         let mut threads = Vec::new();
         for (id, socket) in sockets.into_iter().enumerate() {

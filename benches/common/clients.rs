@@ -8,7 +8,7 @@
 //! | command        | answer                                                          |
 //! |----------------|-----------------------------------------------------------------|
 //! | `OPEN n`       | `OPENED ok failed elapsed_ns live first_error_or_-`              |
-//! | `HB`           | `HB written` (one heartbeat per joined connection)               |
+//! | `HB`           | `HB written` (a keepalive per connection: heartbeat or ping)     |
 //! | `RESET base`   | `RESET` (a new round of broadcasts numbered base..)              |
 //! | `COLLECT`      | `R seq count t_ns…` per slot, then `END`                         |
 //! | `STATUS`       | `STATUS live closed`                                             |
@@ -379,7 +379,7 @@ impl ClientSet {
         Ok(opened)
     }
 
-    /// One heartbeat per joined connection; returns how many were written.
+    /// One keepalive per connection (Phoenix heartbeat, or ping); returns how many were written.
     pub fn heartbeat(&mut self, timeout: Duration) -> Result<usize, String> {
         self.all("HB", timeout).map(|answers| {
             answers

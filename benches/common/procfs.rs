@@ -155,7 +155,7 @@ pub fn slabinfo_bytes() -> Option<BTreeMap<String, u64>> {
 }
 
 /// Caches always reported (when present), whether or not they moved: the ones a TCP socket and its
-/// waiting machinery (epoll for tokio, io_uring for ringgate) allocate.
+/// waiting machinery (epoll for tokio, io_uring for ringgate) allocate, and `dentry`.
 pub const SLAB_CACHES_NAMED: &[&str] = &[
     "TCP",
     "sock_inode_cache",
@@ -166,14 +166,25 @@ pub const SLAB_CACHES_NAMED: &[&str] = &[
     "eventpoll_pwq",
 ];
 
-/// Sums every `kmalloc-*` (and `kmalloc-cg-*`, `kmalloc-rcl-*`) cache into one figure: they are the
-/// general-purpose allocations (socket buffers' heads, io_uring async data) and are easier to read summed.
-pub fn kmalloc_total(caches: &BTreeMap<String, u64>) -> u64 {
-    caches
-        .iter()
-        .filter(|(name, _)| name.starts_with("kmalloc-"))
-        .map(|(_, b)| b)
-        .sum()
+/// The caches a connection's socket, file and wait machinery live in. Summed, they give a kernel figure
+/// that other processes on the machine barely disturb, unlike the whole `Slab` (a compiler running next
+/// to the bench moves `dentry` and the inode caches by megabytes). `dentry` is left out for that reason
+/// (each socket's own dentry, 192 B, is then missing); `kmalloc-*` is kept because io_uring's per-request
+/// async data (e.g. an armed recv's msghdr) lives there.
+pub fn is_socket_cache(name: &str) -> bool {
+    const SOCKET_CACHES: &[&str] = &[
+        "TCP",
+        "TCPv6",
+        "sock_inode_cache",
+        "filp",
+        "lsm_file_cache",
+        "lsm_inode_cache",
+        "eventpoll_epi",
+        "eventpoll_pwq",
+        "ep_head",
+        "io_kiocb",
+    ];
+    SOCKET_CACHES.contains(&name) || name.starts_with("kmalloc-")
 }
 
 /// `TcpExt: ListenOverflows` from `/proc/net/netstat`: connections the kernel dropped because a listen

@@ -38,13 +38,18 @@ pub fn spread(s: Option<Spread>, digits: usize) -> String {
     }
 }
 
-/// `a / b` as "×1.23", or "–" when undefined.
+/// `a / b` as "×1.23" (two significant digits below 0.1, e.g. "×0.00058"), or "–" when undefined.
 pub fn ratio(a: f64, b: f64) -> String {
     if b == 0.0 || !a.is_finite() || !b.is_finite() {
-        "–".to_owned()
-    } else {
-        format!("×{:.2}", a / b)
+        return "–".to_owned();
     }
+    let r = a / b;
+    let digits = if r.abs() >= 0.1 || r == 0.0 {
+        2
+    } else {
+        (1.0 - r.abs().log10().floor()).min(9.0) as usize
+    };
+    format!("×{r:.digits$}")
 }
 
 pub fn spread_json(s: Option<Spread>) -> serde_json::Value {

@@ -178,6 +178,7 @@ pub struct Shared {
     pub live: AtomicUsize,
     /// Connections that ended after having been live (closed by the server or broken).
     pub closed: AtomicUsize,
+    /// Every raw connection, for keepalives (`Weak`, so a closed connection frees its socket).
     raw_streams: Mutex<Vec<Weak<TcpStream>>>,
     heartbeat_tx: watch::Sender<u64>,
     got_tx: mpsc::UnboundedSender<u64>,
@@ -228,15 +229,17 @@ impl Shared {
         opened.unwrap_or_else(|_| Err(format!("open timed out after {} s", OPEN_TIMEOUT.as_secs())))
     }
 
-    /// Sends one heartbeat on every joined connection; returns how many were written.
+    /// Sends one keepalive on every connection: a Phoenix heartbeat on joined ones, an empty ping on
+    /// plain ones (servers such as ringgate close a connection that sent nothing for 60 s). Returns how
+    /// many were written.
     pub fn heartbeat(&self) -> usize {
-        let Some(v2) = self.spec.join.serializer_v2() else {
-            return 0;
-        };
         match self.spec.imp {
             ClientImpl::Raw => {
-                let frame =
-                    wsframe::client_frame(OP_TEXT, heartbeat_text(v2).as_bytes(), [7, 3, 5, 1]);
+                let mask = [7, 3, 5, 1];
+                let frame = match self.spec.join.serializer_v2() {
+                    Some(v2) => wsframe::client_frame(OP_TEXT, heartbeat_text(v2).as_bytes(), mask),
+                    None => wsframe::client_frame(OP_PING, &[], mask),
+                };
                 let streams = self.raw_streams.lock().unwrap_or_else(|e| e.into_inner());
                 let written = streams
                     .iter()
@@ -351,7 +354,7 @@ impl Shared {
             }
         }
         let stream = Arc::new(stream);
-        if self.spec.join != JoinMode::None {
+        {
             let mut streams = self.raw_streams.lock().unwrap_or_else(|e| e.into_inner());
             streams.push(Arc::downgrade(&stream));
         }
@@ -470,8 +473,11 @@ impl Shared {
                         Some(Err(_)) | None => break,
                     },
                     changed = heartbeats.changed() => {
-                        let Some(v2) = v2 else { continue };
-                        if changed.is_err() || ws.send(Message::text(heartbeat_text(v2))).await.is_err() {
+                        let keepalive = match v2 {
+                            Some(v2) => Message::text(heartbeat_text(v2)),
+                            None => Message::Ping(Default::default()),
+                        };
+                        if changed.is_err() || ws.send(keepalive).await.is_err() {
                             break;
                         }
                     }

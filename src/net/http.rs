@@ -43,27 +43,7 @@ impl Worker {
             return;
         }
         if head.path == self.cfg.phoenix_path {
-            let vsn = handshake::query_param(&head.query, "vsn");
-            let Some(vsn) = crate::phoenix::vsn_from_query(vsn.as_deref()) else {
-                return self.http_error(
-                    slot,
-                    &HttpError {
-                        status: 403,
-                        reason: "unsupported vsn",
-                    },
-                );
-            };
-            // phoenix.js offers "phoenix" (plus a token entry) when it authenticates by subprotocol.
-            let offers_phoenix = head
-                .upgrade
-                .as_ref()
-                .is_some_and(|u| u.protocols.iter().any(|p| p == "phoenix"));
-            return self.upgrade(
-                slot,
-                head,
-                App::Phoenix(vsn),
-                offers_phoenix.then_some("phoenix"),
-            );
+            return self.phoenix_upgrade(slot, head);
         }
         if self.cfg.echo_path.as_deref() == Some(head.path.as_str()) {
             return self.upgrade(slot, head, App::Echo, None);
@@ -74,6 +54,47 @@ impl Worker {
                 status: 404,
                 reason: "no such endpoint",
             },
+        );
+    }
+
+    /// The Phoenix endpoint: serializer from `vsn` (403 when unknown), then the token when auth is
+    /// on (403 when missing or invalid, before any upgrade).
+    fn phoenix_upgrade(&mut self, slot: u32, head: &RequestHead) {
+        let vsn = handshake::query_param(&head.query, "vsn");
+        let Some(vsn) = crate::phoenix::vsn_from_query(vsn.as_deref()) else {
+            return self.http_error(
+                slot,
+                &HttpError {
+                    status: 403,
+                    reason: "unsupported vsn",
+                },
+            );
+        };
+        match self.verify_token(crate::auth::token_from_request(head).as_deref()) {
+            Ok(Some(claims)) => self.apply_claims(slot, claims),
+            Ok(None) => {}
+            Err(e) => {
+                self.stats.auth_failures += 1;
+                tracing::debug!(worker = self.id, slot, reason = %e, "connect refused");
+                return self.http_error(
+                    slot,
+                    &HttpError {
+                        status: 403,
+                        reason: "forbidden",
+                    },
+                );
+            }
+        }
+        // phoenix.js offers "phoenix" (plus a token entry) when it authenticates by subprotocol.
+        let offers_phoenix = head
+            .upgrade
+            .as_ref()
+            .is_some_and(|u| u.protocols.iter().any(|p| p == "phoenix"));
+        self.upgrade(
+            slot,
+            head,
+            App::Phoenix(vsn),
+            offers_phoenix.then_some("phoenix"),
         );
     }
 

@@ -232,6 +232,7 @@ impl Worker {
         debug_assert!(!c.has_inflight());
         let gen = c.gen.wrapping_add(1);
         *c = Conn::free(gen);
+        self.clear_auth(slot);
         self.live -= 1;
         self.stats.closed += 1;
         if self.accept == AcceptState::PausedFull {

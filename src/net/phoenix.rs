@@ -50,7 +50,12 @@ impl Host for ConnHost<'_> {
         self.w.publish(b);
     }
 
-    fn authorize_join(&mut self, _topic: &str, _payload: &Payload<'_>) -> Result<(), &'static str> {
+    fn authorize_join(&mut self, topic: &str, _payload: &Payload<'_>) -> Result<(), &'static str> {
+        let route = self.w.hub.router.route(topic);
+        if !crate::auth::join_allowed(route, self.w.claim_patterns(self.slot), topic) {
+            self.w.stats.joins_refused += 1;
+            return Err("unauthorized");
+        }
         if !self.w.take_join(self.slot) {
             self.w.stats.joins_refused += 1;
             return Err("too many joins");
@@ -63,7 +68,51 @@ impl Host for ConnHost<'_> {
     }
 }
 
+/// The event a client sends on topic `phoenix` with payload `{"token": "..."}` to replace its
+/// connect token before it expires (phoenix.js has no such call; clients send it with
+/// `socket.push({topic: "phoenix", event: "access_token", payload: {token}})`).
+pub const ACCESS_TOKEN_EVENT: &str = "access_token";
+
+#[derive(serde::Deserialize)]
+struct TokenPayload<'a> {
+    #[serde(borrow)]
+    token: std::borrow::Cow<'a, str>,
+}
+
 impl Worker {
+    /// Replaces the connection's token: ok reply and a new expiry, or an error reply (the old token
+    /// stays in force until it expires).
+    fn refresh_token(&mut self, slot: u32, vsn: Vsn, msg: &serializer::Message<'_>) {
+        let token = match &msg.payload {
+            Payload::Json(raw) => serde_json::from_str::<TokenPayload<'_>>(raw.get())
+                .ok()
+                .map(|p| p.token),
+            Payload::Binary(_) => None,
+        };
+        let result = self.verify_token(token.as_deref());
+        let (status, response): (&str, &[u8]) = match result {
+            Ok(Some(claims)) => {
+                self.apply_claims(slot, claims);
+                self.set_deadline(slot, crate::worker::Deadline::Idle);
+                ("ok", b"{}")
+            }
+            Ok(None) => ("error", br#"{"reason":"auth not enabled"}"#),
+            Err(_) => {
+                self.stats.auth_failures += 1;
+                ("error", br#"{"reason":"invalid token"}"#)
+            }
+        };
+        let body = serializer::reply_frame(
+            vsn,
+            None,
+            msg.msg_ref.as_deref(),
+            "phoenix",
+            status,
+            response,
+        );
+        self.send_frame(slot, ws_frame(FrameKind::Text, &body));
+    }
+
     /// A complete WebSocket data message on a Phoenix connection.
     pub(crate) fn on_phoenix(&mut self, slot: u32, vsn: Vsn, ws_opcode: u8, data: &[u8]) {
         let kind = if ws_opcode == opcode::BINARY {
@@ -80,6 +129,9 @@ impl Worker {
                 return;
             }
         };
+        if msg.topic == "phoenix" && msg.event == ACCESS_TOKEN_EVENT {
+            return self.refresh_token(slot, vsn, &msg);
+        }
         // The channel set leaves the connection while the rules run, so they can call back into
         // the worker (which may close this very connection) without aliasing it.
         let mut chans = std::mem::take(&mut self.conns[slot as usize].chans);

@@ -30,6 +30,10 @@ pub struct Route {
     /// An exact topic, or a prefix ending in `*`.
     pub pattern: String,
     pub on_push: OnPush,
+    /// Joins need a connect token whose `channels` claim allows the topic (only meaningful with
+    /// auth on). Default false: any routed topic may be joined unless the token restricts it.
+    #[serde(default)]
+    pub require_claim: bool,
 }
 
 impl Route {
@@ -37,6 +41,7 @@ impl Route {
         Route {
             pattern: pattern.into(),
             on_push,
+            require_claim: false,
         }
     }
 

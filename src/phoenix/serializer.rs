@@ -32,11 +32,12 @@ use std::borrow::Cow;
 use serde_json::value::RawValue;
 
 pub use self::decode::{decode, decode_binary, decode_text};
+pub use self::encode::reply_frame;
 pub use self::encode::{
     encode_broadcast, encode_broadcast_into, encode_message, encode_push, encode_reply,
     encode_reply_binary, BINARY_FIELD_MAX_BYTES,
 };
-pub(super) use self::encode::{message_frame, reason_json, reply_frame};
+pub(super) use self::encode::{message_frame, reason_json};
 
 /// A message payload, kept raw.
 #[derive(Clone, Copy, Debug)]

@@ -74,6 +74,8 @@ pub struct Stats {
     pub rate_limited: u64,
     pub joins_refused: u64,
     pub handshakes_refused: u64,
+    pub auth_failures: u64,
+    pub auth_expired: u64,
 }
 
 /// Deadlines in ticks, derived once from the config.
@@ -118,6 +120,9 @@ pub struct Worker {
     pub(crate) topics: LocalTopics,
     pub(crate) audience: Vec<(usize, u32)>,
     pub(crate) members_scratch: Vec<u32>,
+    /// Per-connection auth state, by slot (empty unless auth is configured).
+    pub(crate) auth_slots: Vec<crate::net::auth::ConnAuth>,
+    pub(crate) claim_sets: crate::net::auth::ClaimSets,
 }
 
 /// What a worker needs from the thread that starts it.
@@ -212,6 +217,8 @@ impl Worker {
             topics: LocalTopics::default(),
             audience: Vec::new(),
             members_scratch: Vec::new(),
+            auth_slots: Vec::new(),
+            claim_sets: Default::default(),
         })
     }
 
@@ -328,6 +335,15 @@ impl Worker {
                 tracing::debug!(worker = self.id, slot, "handshake timeout");
                 self.abort(slot);
             }
+            State::Open
+                if self
+                    .token_exp_tick(slot)
+                    .is_some_and(|t| t <= self.now_tick) =>
+            {
+                self.stats.auth_expired += 1;
+                tracing::debug!(worker = self.id, slot, "token expired");
+                self.close_with(slot, ws::close::POLICY_VIOLATION, "token expired");
+            }
             State::Open => {
                 self.stats.idle_timeouts += 1;
                 tracing::debug!(worker = self.id, slot, "idle timeout");
@@ -346,9 +362,12 @@ impl Worker {
             Deadline::Idle => self.ticks.idle,
             Deadline::Close => self.ticks.close,
         };
-        let now = self.now_tick;
+        let mut deadline = self.now_tick.saturating_add(ticks.max(1));
+        if let (Deadline::Idle, Some(exp)) = (kind, self.token_exp_tick(slot)) {
+            // An open connection's deadline is also its token's expiry.
+            deadline = deadline.min(exp);
+        }
         let c = &mut self.conns[slot as usize];
-        let deadline = now.saturating_add(ticks.max(1));
         // Moving a deadline later needs no wheel work (the entry is re-filed when it comes due);
         // moving it earlier needs an entry that comes due in time. A stale extra entry is judged
         // against the connection when it comes due and dropped.
@@ -364,9 +383,11 @@ impl Worker {
 
     /// Idle deadline refresh on activity: no wheel work, just a later deadline.
     pub(crate) fn touch(&mut self, slot: u32) {
-        let now = self.now_tick;
-        let c = &mut self.conns[slot as usize];
-        c.deadline_tick = now.saturating_add(self.ticks.idle);
+        let mut deadline = self.now_tick.saturating_add(self.ticks.idle);
+        if let Some(exp) = self.token_exp_tick(slot) {
+            deadline = deadline.min(exp);
+        }
+        self.conns[slot as usize].deadline_tick = deadline;
     }
 
     fn on_inbox(&mut self, flags: u32) {

@@ -20,10 +20,10 @@ function requireEnv (name) {
   return value
 }
 
-export const PORT = Number(requireEnv('RINGGATE_PORT'))
-export const ADMIN = requireEnv('RINGGATE_ADMIN')
+const PORT = Number(requireEnv('RINGGATE_PORT'))
+const ADMIN = requireEnv('RINGGATE_ADMIN')
 /** Socket endpoint as an app configures it; phoenix.js appends `/websocket`. */
-export const SOCKET_URL = `ws://127.0.0.1:${PORT}/socket`
+const SOCKET_URL = `ws://127.0.0.1:${PORT}/socket`
 /** The websocket path itself, for raw `ws` clients. */
 export const WS_URL = `${SOCKET_URL}/websocket`
 
