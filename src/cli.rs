@@ -95,6 +95,9 @@ pub struct ServeArgs {
     /// Outbound bytes queued per connection before it is closed with 1008 [default: 262144].
     #[arg(long)]
     pub max_send_queue_bytes: Option<usize>,
+    /// Connections per source address across workers; 0 = off [default: 0].
+    #[arg(long)]
+    pub max_connections_per_ip: Option<u32>,
     /// Upgrades in progress per worker before new connections are dropped [default: 4096].
     #[arg(long)]
     pub max_handshakes_per_worker: Option<u32>,
@@ -195,6 +198,7 @@ impl ServeArgs {
             max_handshake_bytes,
             max_handshake_headers,
             max_send_queue_bytes,
+            max_connections_per_ip,
             max_handshakes_per_worker,
             max_messages_per_second,
             max_joins_per_second,

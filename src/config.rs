@@ -76,6 +76,11 @@ pub struct Config {
     /// closed with 1008 and counted, so a client that stops reading cannot grow server memory.
     /// Default 256 KiB: hundreds of typical broadcasts of burst room.
     pub max_send_queue_bytes: usize,
+    /// Connections from one source address, across workers; past it new ones are dropped before
+    /// their upgrade is answered. Default 0 (off): behind a load balancer or carrier-grade NAT one
+    /// address is thousands of users. Set it on a gateway exposed directly. Needs Linux 6.7
+    /// (`getsockopt` through io_uring) and costs ~40 bytes per connection while on.
+    pub max_connections_per_ip: u32,
     /// Upgrades in progress per worker; a connection past it is dropped at once. Default 4096:
     /// bounds the memory of partial request heads (≤ `max_handshake_bytes` each) under a slowloris
     /// wave or a reconnect storm, far above a healthy accept rate × handshake time.
@@ -151,6 +156,7 @@ impl Default for Config {
             max_handshake_bytes: 8192,
             max_handshake_headers: 32,
             max_send_queue_bytes: 256 << 10,
+            max_connections_per_ip: 0,
             max_handshakes_per_worker: 4096,
             max_messages_per_second: 100,
             max_joins_per_second: 10,

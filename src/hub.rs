@@ -5,6 +5,7 @@
 use std::sync::Arc;
 
 use crate::auth::Authenticator;
+use crate::net::peers::PeerTable;
 use crate::phoenix::router::Router;
 use crate::topics::table::TopicTable;
 use crate::topics::Broadcast;
@@ -16,6 +17,8 @@ pub struct Hub {
     pub router: Router,
     /// Connect authentication, when configured.
     pub auth: Option<Authenticator>,
+    /// Connections per source address (used when `max_connections_per_ip` is set).
+    pub peers: PeerTable,
 }
 
 /// Where a publish went.
@@ -39,6 +42,7 @@ impl Hub {
             inboxes,
             router,
             auth,
+            peers: PeerTable::new(64),
         }
     }
 

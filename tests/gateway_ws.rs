@@ -390,3 +390,49 @@ fn handshakes_in_flight_are_bounded() {
     ok.send_frame(true, 1, b"fine");
     assert_eq!(ok.read_frame().unwrap(), (true, 1, b"fine".to_vec()));
 }
+
+/// `max_connections_per_ip`: the connections past the limit from one address are dropped; another
+/// address is unaffected; closing one frees room.
+#[test]
+fn connections_per_source_address_are_limited() {
+    let gw = Gateway::start(&[
+        "--echo-path",
+        "/echo",
+        "--workers",
+        "2",
+        "--max-connections-per-ip",
+        "3",
+    ]);
+    let from = |last: u8| {
+        let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+        s.bind(&std::net::SocketAddr::from(([127, 0, 0, last], 0)).into())
+            .unwrap();
+        s.connect(&gw.addr.into()).unwrap();
+        let stream: std::net::TcpStream = s.into();
+        stream
+    };
+    let upgrade = |mut s: std::net::TcpStream| -> Option<std::net::TcpStream> {
+        use std::io::{Read, Write};
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        s.write_all(common::UPGRADE.replace("{path}", "/echo").as_bytes())
+            .ok()?;
+        let mut buf = [0u8; 12];
+        s.read_exact(&mut buf).ok()?;
+        buf.starts_with(b"HTTP/1.1 101").then_some(s)
+    };
+    let kept: Vec<_> = (0..3)
+        .map(|_| upgrade(from(2)).expect("within the limit"))
+        .collect();
+    std::thread::sleep(Duration::from_millis(100));
+    assert!(
+        upgrade(from(2)).is_none(),
+        "the fourth from 127.0.0.2 must be dropped"
+    );
+    assert!(
+        upgrade(from(3)).is_some(),
+        "another address is not affected"
+    );
+    drop(kept);
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(upgrade(from(2)).is_some(), "closing frees room");
+}

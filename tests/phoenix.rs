@@ -39,7 +39,9 @@ async fn next_json(ws: &mut Ws) -> Value {
 
 /// A raw HTTP POST to the admin API; returns (status, body).
 async fn admin_post(admin: SocketAddr, path: &str, body: &str) -> (u16, String) {
-    let mut s = tokio::net::TcpStream::connect(admin).await.unwrap();
+    let mut s = tokio::net::TcpStream::connect(admin)
+        .await
+        .unwrap_or_else(|e| panic!("connect to the admin API {admin}: {e}"));
     let req = format!(
         "POST {path} HTTP/1.1\r\nHost: a\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()

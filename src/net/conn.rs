@@ -50,6 +50,8 @@ pub mod flag {
     pub const CLOSE_SENT: u8 = 1 << 5;
     /// Waiting in the worker's list of receives starved of buffers (ENOBUFS).
     pub const STARVED: u8 = 1 << 6;
+    /// A `getsockopt(SO_PEERNAME)` is in flight (per-address limit on).
+    pub const PEER_INFLIGHT: u8 = 1 << 7;
 }
 
 /// Which application protocol an open connection speaks.
@@ -134,7 +136,7 @@ impl Conn {
 
     /// Any request of this slot is still owned by the kernel.
     pub fn has_inflight(&self) -> bool {
-        self.has(flag::POLL_ARMED | flag::RECV_INFLIGHT | flag::SHUT_INFLIGHT)
+        self.has(flag::POLL_ARMED | flag::RECV_INFLIGHT | flag::SHUT_INFLIGHT | flag::PEER_INFLIGHT)
             || self.tx_head != NO_FRAME
     }
 }

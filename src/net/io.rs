@@ -76,6 +76,9 @@ impl Worker {
         }
         self.set_deadline(slot, Deadline::Handshake);
         self.arm_wait(slot);
+        if self.cfg.max_connections_per_ip > 0 {
+            self.request_peer_name(slot);
+        }
     }
 
     pub(crate) fn on_poll(&mut self, token: Token, res: i32, flags: u32) {
@@ -233,6 +236,7 @@ impl Worker {
         let gen = c.gen.wrapping_add(1);
         *c = Conn::free(gen);
         self.clear_auth(slot);
+        self.forget_peer(slot);
         self.live -= 1;
         self.stats.closed += 1;
         if self.accept == AcceptState::PausedFull {

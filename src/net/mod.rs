@@ -8,6 +8,7 @@ pub mod conn;
 pub mod http;
 pub mod io;
 pub mod limits;
+pub mod peers;
 pub mod phoenix;
 pub mod session;
 pub mod tx;

@@ -49,6 +49,10 @@ impl Worker {
     fn consume(&mut self, slot: u32, buf: &mut [u8], rx: &mut Option<Box<Rx>>) -> usize {
         let mut used = 0;
         if self.conns[slot as usize].state == State::Handshake {
+            if self.conns[slot as usize].has(super::conn::flag::PEER_INFLIGHT) {
+                // Not admitted yet (per-address limit): keep the request until it is.
+                return 0;
+            }
             match self.handshake(slot, buf) {
                 Some(n) => used = n,
                 None => return 0,

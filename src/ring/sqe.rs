@@ -78,6 +78,22 @@ pub fn cancel_fd(fd: RawFd) -> squeue::Entry {
     e.user_data(Token::global(Op::Cancel).encode())
 }
 
+/// `getsockopt(SOL_SOCKET, SO_PEERNAME)` on a direct descriptor (6.7, `SOCKET_URING_OP_GETSOCKOPT`):
+/// direct descriptors have no fd for `getpeername(2)`. The kernel refuses a length longer than the
+/// address, so `len` is the exact size for the listener's family. `buf` must stay valid until the
+/// completion; the worker holds it in a box keyed by slot until then.
+pub fn peer_name(slot: u32, gen: u32, buf: *mut libc::sockaddr_storage, len: u32) -> squeue::Entry {
+    let e = opcode::GetSockOpt::new(
+        types::Fixed(slot),
+        libc::SOL_SOCKET as u32,
+        libc::SO_PEERNAME as u32,
+        buf.cast(),
+        len,
+    )
+    .build();
+    tag(e, Op::PeerName, slot, gen)
+}
+
 /// Close a fixed-file slot (5.15 for direct descriptors); the slot is free once this completes.
 pub fn close_slot(slot: u32, gen: u32) -> squeue::Entry {
     tag(

@@ -26,6 +26,8 @@ pub enum Op {
     Tick = 8,
     /// The cross-thread inbox eventfd became readable.
     Inbox = 9,
+    /// `getsockopt(SO_PEERNAME)` of a new connection (for the per-address limit).
+    PeerName = 10,
 }
 
 impl Op {
@@ -40,6 +42,7 @@ impl Op {
             7 => Self::Close,
             8 => Self::Tick,
             9 => Self::Inbox,
+            10 => Self::PeerName,
             _ => return None,
         })
     }

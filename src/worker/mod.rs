@@ -76,6 +76,7 @@ pub struct Stats {
     pub handshakes_refused: u64,
     pub auth_failures: u64,
     pub auth_expired: u64,
+    pub per_ip_refused: u64,
 }
 
 /// Deadlines in ticks, derived once from the config.
@@ -123,6 +124,10 @@ pub struct Worker {
     /// Per-connection auth state, by slot (empty unless auth is configured).
     pub(crate) auth_slots: Vec<crate::net::auth::ConnAuth>,
     pub(crate) claim_sets: crate::net::auth::ClaimSets,
+    /// Peer addresses of connections, and buffers of `SO_PEERNAME` reads in flight (both only
+    /// when `max_connections_per_ip` is set).
+    pub(crate) peer_ips: std::collections::HashMap<u32, std::net::IpAddr>,
+    pub(crate) peer_bufs: std::collections::HashMap<u32, Box<libc::sockaddr_storage>>,
 }
 
 /// What a worker needs from the thread that starts it.
@@ -219,6 +224,8 @@ impl Worker {
             members_scratch: Vec::new(),
             auth_slots: Vec::new(),
             claim_sets: Default::default(),
+            peer_ips: Default::default(),
+            peer_bufs: Default::default(),
         })
     }
 
@@ -294,6 +301,7 @@ impl Worker {
             Op::Close => self.on_close(token, res),
             Op::Tick => self.on_tick(),
             Op::Inbox => self.on_inbox(flags),
+            Op::PeerName => self.on_peer_name(token, res),
         }
     }
 
