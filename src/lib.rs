@@ -16,12 +16,14 @@
 //!   encoded once into complete frames.
 //! - `hub`: what all data-plane threads share, and `publish`, the entry point of every broadcast.
 //! - `admin`: the control-plane thread (tokio + axum): publish API, topic counts, health.
+//! - `doctor`: `ringgate doctor`, every limit that caps connections on a box, against a target.
 //!
 //! Data path and design decisions: `docs/architecture.md`.
 
 pub mod admin;
 pub mod cli;
 pub mod config;
+pub mod doctor;
 pub mod hub;
 pub mod net;
 pub mod phoenix;
