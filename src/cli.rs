@@ -39,6 +39,10 @@ pub enum Command {
     ///
     /// Example: `ringgate serve --listen 0.0.0.0:4000 --workers 4`
     Serve(Box<ServeArgs>),
+    /// Check every limit that caps connections on this box against a target.
+    ///
+    /// Example: `ringgate doctor --target-connections 1000000 --workers 50`
+    Doctor(crate::doctor::DoctorArgs),
 }
 
 /// Flags of `ringgate serve`; each overrides the config key of the same name (see `config.rs`).
@@ -264,7 +268,9 @@ mod tests {
             "--max-frame-bytes",
             "99",
         ]);
-        let Command::Serve(args) = cli.command;
+        let Command::Serve(args) = cli.command else {
+            panic!("parsed as another subcommand");
+        };
         let cfg = args.resolve().unwrap();
         assert_eq!(cfg.workers, 5);
         assert_eq!(cfg.idle_timeout_ms, 1234);

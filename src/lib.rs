@@ -17,6 +17,7 @@
 //! - `hub`: what all data-plane threads share, and `publish`, the entry point of every broadcast.
 //! - `auth`: connect-time JWT validation and the `channels` claim.
 //! - `admin`: the control-plane thread (tokio + axum): publish API, topic counts, health.
+//! - `doctor`: `ringgate doctor`, every limit that caps connections on a box, against a target.
 //!
 //! Data path and design decisions: `docs/architecture.md`.
 
@@ -24,6 +25,7 @@ pub mod admin;
 pub mod auth;
 pub mod cli;
 pub mod config;
+pub mod doctor;
 pub mod hub;
 pub mod net;
 pub mod phoenix;

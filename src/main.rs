@@ -22,6 +22,11 @@ fn main() {
             }
             Err(e) => Err(e.into()),
         },
+        Command::Doctor(args) => ringgate::doctor::run(&args).map(|code| {
+            if code != 0 {
+                std::process::exit(code)
+            }
+        }),
     };
     if let Err(e) = result {
         eprintln!("ringgate: {e}");

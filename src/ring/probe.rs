@@ -39,8 +39,12 @@ pub fn kernel_release() -> String {
 
 /// `(major, minor)` of the running kernel, if it can be read.
 pub fn kernel_version() -> Option<(u32, u32)> {
-    let release = kernel_release();
-    let mut parts = release.split(|c: char| !c.is_ascii_digit());
+    release_version(&kernel_release())
+}
+
+/// `(major, minor)` of a release string such as `6.18.44-fc-v669`.
+pub fn release_version(release: &str) -> Option<(u32, u32)> {
+    let mut parts = release.trim().split(|c: char| !c.is_ascii_digit());
     let major = parts.next()?.parse().ok()?;
     let minor = parts.next()?.parse().ok()?;
     Some((major, minor))
@@ -69,25 +73,58 @@ fn setup_hint(e: &io::Error) -> String {
     }
 }
 
-/// Checks every feature; `Ok` means workers can start.
-pub fn check() -> Result<(), Missing> {
-    let ring: IoUring = IoUring::builder()
+/// One feature the gateway uses, and whether this kernel (with its settings) gives it.
+#[derive(Debug)]
+pub struct Feature {
+    pub feature: &'static str,
+    pub since: &'static str,
+    /// `None` when present; otherwise what failed and what to do about it.
+    pub missing: Option<String>,
+}
+
+impl Feature {
+    fn new(feature: &'static str, since: &'static str, missing: Option<String>) -> Self {
+        Self {
+            feature,
+            since,
+            missing,
+        }
+    }
+}
+
+/// Checks every feature and returns each outcome, in the order `check` reports them. When the ring
+/// itself cannot be set up (or probed) nothing else can be checked, and the list ends there.
+pub fn features() -> Vec<Feature> {
+    let mut out = Vec::new();
+    let setup = IoUring::builder()
         .setup_single_issuer()
         .setup_defer_taskrun()
-        .build(8)
-        .map_err(|e| Missing {
-            feature: "io_uring with SINGLE_ISSUER | DEFER_TASKRUN",
-            since: "6.1",
-            hint: setup_hint(&e),
-        })?;
+        .build(8);
+    let ring: IoUring = match setup {
+        Ok(ring) => ring,
+        Err(e) => {
+            out.push(Feature::new(
+                "io_uring with SINGLE_ISSUER | DEFER_TASKRUN",
+                "6.1",
+                Some(setup_hint(&e)),
+            ));
+            return out;
+        }
+    };
+    out.push(Feature::new(
+        "io_uring with SINGLE_ISSUER | DEFER_TASKRUN",
+        "6.1",
+        None,
+    ));
     let mut probe = Probe::new();
-    ring.submitter()
-        .register_probe(&mut probe)
-        .map_err(|e| Missing {
-            feature: "IORING_REGISTER_PROBE",
-            since: "5.6",
-            hint: format!("register_probe failed: {e}"),
-        })?;
+    if let Err(e) = ring.submitter().register_probe(&mut probe) {
+        out.push(Feature::new(
+            "IORING_REGISTER_PROBE",
+            "5.6",
+            Some(format!("register_probe failed: {e}")),
+        ));
+        return out;
+    }
     let ops: [(u8, &'static str, &'static str); 8] = [
         (opcode::AcceptMulti::CODE, "IORING_OP_ACCEPT", "5.5"),
         (opcode::PollAdd::CODE, "IORING_OP_POLL_ADD", "5.1"),
@@ -99,39 +136,51 @@ pub fn check() -> Result<(), Missing> {
         (opcode::Timeout::CODE, "IORING_OP_TIMEOUT", "5.4"),
     ];
     for (code, feature, since) in ops {
-        if !probe.is_supported(code) {
-            return Err(Missing {
-                feature,
-                since,
-                hint: "Upgrade the kernel.".into(),
-            });
-        }
+        let missing = (!probe.is_supported(code)).then(|| "Upgrade the kernel.".to_string());
+        out.push(Feature::new(feature, since, missing));
     }
     // Flags and register calls the opcode probe cannot see: multishot accept into auto-allocated
     // direct descriptors, ring-provided buffers, cancel-by-fd. All arrived in 5.19.
-    if kernel_version().is_some_and(|v| v < (5, 19)) {
-        return Err(Missing {
-            feature: "multishot accept with direct descriptors, provided-buffer rings",
-            since: "5.19",
-            hint: "Upgrade the kernel (6.1 or later is recommended).".into(),
-        });
-    }
-    ring.submitter()
-        .register_files_sparse(1)
-        .map_err(|e| Missing {
-            feature: "sparse fixed-file table (IORING_REGISTER_FILES2 sparse)",
-            since: "5.19",
-            hint: format!("register_files_sparse failed: {e}"),
-        })?;
-    let bufs = super::bufring::BufRing::new(&ring.submitter(), 2, 256, 0).map_err(|e| Missing {
-        feature: "provided-buffer ring (IORING_REGISTER_PBUF_RING)",
-        since: "5.19",
-        hint: format!("register_buf_ring failed: {e}"),
-    })?;
+    let old = kernel_version().is_some_and(|v| v < (5, 19));
+    out.push(Feature::new(
+        "multishot accept with direct descriptors, provided-buffer rings",
+        "5.19",
+        old.then(|| "Upgrade the kernel (6.1 or later is recommended).".to_string()),
+    ));
+    out.push(Feature::new(
+        "sparse fixed-file table (IORING_REGISTER_FILES2 sparse)",
+        "5.19",
+        ring.submitter()
+            .register_files_sparse(1)
+            .err()
+            .map(|e| format!("register_files_sparse failed: {e}")),
+    ));
+    let bufs = super::bufring::BufRing::new(&ring.submitter(), 2, 256, 0);
+    out.push(Feature::new(
+        "provided-buffer ring (IORING_REGISTER_PBUF_RING)",
+        "5.19",
+        bufs.as_ref()
+            .err()
+            .map(|e| format!("register_buf_ring failed: {e}")),
+    ));
     // The ring goes first: the buffer memory must outlive its registration.
     drop(ring);
     drop(bufs);
-    Ok(())
+    out
+}
+
+/// Checks every feature; `Ok` means workers can start, `Err` names the first one missing.
+pub fn check() -> Result<(), Missing> {
+    features()
+        .into_iter()
+        .find_map(|f| {
+            f.missing.map(|hint| Missing {
+                feature: f.feature,
+                since: f.since,
+                hint,
+            })
+        })
+        .map_or(Ok(()), Err)
 }
 
 #[cfg(test)]
@@ -145,10 +194,27 @@ mod tests {
     }
 
     #[test]
+    fn release_version_reads_major_and_minor() {
+        assert_eq!(release_version("6.18.44-fc-v669\n"), Some((6, 18)));
+        assert_eq!(release_version("5.4.0-150-generic"), Some((5, 4)));
+        assert_eq!(release_version("6"), None);
+        assert_eq!(release_version("unknown"), None);
+    }
+
+    #[test]
     fn this_kernel_has_every_feature() {
         // The project's machines run 6.x with io_uring enabled; a failure here names what is missing.
         if let Err(m) = check() {
             panic!("{m}");
         }
+    }
+
+    #[test]
+    fn features_lists_each_check_once() {
+        let all = features();
+        // Setup, 8 opcodes, the 5.19 version gate, the sparse table, the buffer ring.
+        assert_eq!(all.len(), 12, "{all:?}");
+        let missing: Vec<_> = all.iter().filter(|f| f.missing.is_some()).collect();
+        assert!(missing.is_empty(), "{missing:?}");
     }
 }
