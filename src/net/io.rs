@@ -9,7 +9,7 @@ use io_uring::cqueue;
 use super::conn::{flag, Conn, State, NO_FRAME};
 use crate::config::RecvMode;
 use crate::ring::sqe;
-use crate::ring::token::Token;
+use crate::ring::token::{Op, Token};
 use crate::worker::{AcceptState, Deadline, Worker};
 
 impl Worker {
@@ -266,9 +266,7 @@ impl Worker {
             }
         }
         self.on_leave(slot);
-        if self.conns[slot as usize].has_inflight() {
-            self.ring.push(&sqe::cancel_slot(slot, gen));
-        }
+        self.cancel_inflight(slot, gen);
         self.maybe_close_fd(slot);
     }
 
@@ -279,6 +277,24 @@ impl Worker {
             self.handshaking -= 1;
         }
         c.state = state;
+    }
+
+    /// Cancels each request the kernel still holds for this connection, by its token. A send or a
+    /// shutdown usually completes on its own right away; cancelling them too is harmless (ENOENT).
+    fn cancel_inflight(&mut self, slot: u32, gen: u32) {
+        let c = &self.conns[slot as usize];
+        let ops = [
+            (c.has(flag::POLL_ARMED), Op::Poll),
+            (c.has(flag::RECV_INFLIGHT), Op::Recv),
+            (c.tx_head != NO_FRAME, Op::Send),
+            (c.has(flag::SHUT_INFLIGHT), Op::Shutdown),
+            (c.has(flag::PEER_INFLIGHT), Op::PeerName),
+        ];
+        for (inflight, op) in ops {
+            if inflight {
+                self.ring.push(&sqe::cancel_op(op, slot, gen));
+            }
+        }
     }
 
     /// Closes the slot if no request on it is still owned by the kernel.

@@ -65,10 +65,14 @@ pub fn shutdown_write(slot: u32, gen: u32) -> squeue::Entry {
     tag(e, Op::Shutdown, slot, gen)
 }
 
-/// Cancel every request on a fixed slot (5.19, `IORING_ASYNC_CANCEL_FD | ALL`). Each cancelled
-/// request still posts its own CQE (`ECANCELED`), which is when its buffers are released.
-pub fn cancel_slot(slot: u32, gen: u32) -> squeue::Entry {
-    let e = opcode::AsyncCancel2::new(types::CancelBuilder::fd(types::Fixed(slot)).all()).build();
+/// Cancel the request of one connection that carries token `op` (5.5). The cancelled request still
+/// posts its own CQE (`ECANCELED`), which is when its buffer or frame is released.
+///
+/// Cancelling by `user_data` finds a poll through the kernel's hash of armed polls, in O(1).
+/// Cancelling by fd (`IORING_ASYNC_CANCEL_FD`) walks every armed poll of the ring instead: with
+/// N connections closing that is O(N²), measured as 90% of a worker's time when 15k clients left.
+pub fn cancel_op(op: Op, slot: u32, gen: u32) -> squeue::Entry {
+    let e = opcode::AsyncCancel::new(Token::new(op, slot, gen).encode()).build();
     tag(e, Op::Cancel, slot, gen)
 }
 
