@@ -39,6 +39,11 @@ pub enum Command {
     ///
     /// Example: `ringgate serve --listen 0.0.0.0:4000 --workers 4`
     Serve(Box<ServeArgs>),
+    /// Measure what an idle joined connection costs (user and kernel memory) by ramping real
+    /// connections against a gateway.
+    ///
+    /// Example: `ringgate profile --max 20000 --step 4000 --out /tmp/profile`
+    Profile(crate::profile::ProfileArgs),
     /// Check every limit that caps connections on this box against a target.
     ///
     /// Example: `ringgate doctor --target-connections 1000000 --workers 50`

@@ -16,6 +16,7 @@
 //!   encoded once into complete frames.
 //! - `hub`: what all data-plane threads share, and `publish`, the entry point of every broadcast.
 //! - `auth`: connect-time JWT validation and the `channels` claim.
+//! - `profile`: `ringgate profile`, bytes per connection measured by ramping real connections.
 //! - `admin`: the control-plane thread (tokio + axum): publish API, topic counts, health.
 //! - `doctor`: `ringgate doctor`, every limit that caps connections on a box, against a target.
 //!
@@ -29,6 +30,7 @@ pub mod doctor;
 pub mod hub;
 pub mod net;
 pub mod phoenix;
+pub mod profile;
 pub mod ring;
 pub mod server;
 pub mod topics;

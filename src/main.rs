@@ -15,6 +15,7 @@ fn init_logging(level: &str) {
 fn main() {
     let cli = Cli::parse();
     let result = match cli.command {
+        Command::Profile(args) => ringgate::profile::run(args).map_err(Into::into),
         Command::Serve(args) => match args.resolve() {
             Ok(cfg) => {
                 init_logging(&cfg.log_level);
