@@ -11,6 +11,7 @@ pub mod probe;
 pub mod sqe;
 pub mod token;
 
+use std::collections::VecDeque;
 use std::io;
 
 use io_uring::{squeue, IoUring};
@@ -20,6 +21,9 @@ use crate::config::Config;
 /// One worker's ring. Created and used on the worker's thread only (`SINGLE_ISSUER`).
 pub struct Ring {
     pub uring: IoUring,
+    /// Entries that found the submission queue full while the kernel refused to take more
+    /// (`EBUSY`: its completion queue overflowed). They go in order once completions are reaped.
+    backlog: VecDeque<squeue::Entry>,
 }
 
 impl Ring {
@@ -32,29 +36,53 @@ impl Ring {
             .setup_submit_all()
             .setup_cqsize(cfg.cq_entries)
             .build(cfg.sq_entries)?;
-        Ok(Self { uring })
+        Ok(Self {
+            uring,
+            backlog: VecDeque::new(),
+        })
     }
 
     /// Queues an entry; when the submission queue is full, submits what is queued first. An entry is
-    /// never dropped: a lost SQE would leak a connection or a buffer.
+    /// never dropped (a lost SQE would leak a connection or a buffer) and the caller never spins:
+    /// if the kernel cannot take more now, the entry waits in the backlog for `flush_backlog`.
     pub fn push(&mut self, entry: &squeue::Entry) {
-        loop {
-            // SAFETY: every entry is built by `sqe`, whose constructors document that the memory
-            // an entry points to (send buffers, timespecs) outlives its completion.
-            let pushed = unsafe { self.uring.submission().push(entry) };
-            if pushed.is_ok() {
-                return;
-            }
-            if let Err(e) = self.uring.submit() {
-                // EBUSY: the CQ is overflowing; the entries stay queued and are submitted on the
-                // next enter, after the loop has drained completions. Nothing else is expected.
-                if e.raw_os_error() != Some(libc::EBUSY) {
-                    tracing::error!(error = %e, "io_uring submit failed while the SQ was full");
-                }
-                // With the queue still full there is no progress without reaping; reap inline by
-                // waiting for nothing and retry (the caller's loop drains the CQ next).
-                std::thread::yield_now();
+        if self.backlog.is_empty() && self.try_push(entry) {
+            return;
+        }
+        self.backlog.push_back(entry.clone());
+    }
+
+    fn try_push(&mut self, entry: &squeue::Entry) -> bool {
+        // SAFETY: every entry is built by `sqe`, whose constructors document that the memory an
+        // entry points to (send buffers, timespecs, sockaddr buffers) outlives its completion.
+        if unsafe { self.uring.submission().push(entry) }.is_ok() {
+            return true;
+        }
+        match self.uring.submit() {
+            // The queue drained into the kernel: there is room now.
+            // SAFETY: as above.
+            Ok(_) => unsafe { self.uring.submission().push(entry) }.is_ok(),
+            // EBUSY: the completion queue overflowed; the kernel takes nothing until it is reaped.
+            Err(e) if e.raw_os_error() == Some(libc::EBUSY) => false,
+            Err(e) => {
+                tracing::error!(error = %e, "io_uring submit failed while the SQ was full");
+                false
             }
         }
+    }
+
+    /// Moves backlogged entries into the submission queue (after completions were reaped).
+    pub fn flush_backlog(&mut self) {
+        while let Some(entry) = self.backlog.pop_front() {
+            if !self.try_push(&entry) {
+                self.backlog.push_front(entry);
+                return;
+            }
+        }
+    }
+
+    /// Entries waiting for room.
+    pub fn backlog_len(&self) -> usize {
+        self.backlog.len()
     }
 }

@@ -244,6 +244,7 @@ impl Worker {
             }
             self.now_tick = self.clock_tick();
             self.drain_completions();
+            self.ring.flush_backlog();
             self.bufs.refill();
             self.retry_starved();
             if self.finished() {
