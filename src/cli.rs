@@ -39,6 +39,10 @@ pub enum Command {
     ///
     /// Example: `ringgate serve --listen 0.0.0.0:4000 --workers 4`
     Serve(Box<ServeArgs>),
+    /// Load a WebSocket / Phoenix server with simulated users and write a report.
+    ///
+    /// Example: `ringgate load --url ws://127.0.0.1:4000/socket/websocket --scenario seed --users 20000`
+    Load(Box<crate::load::LoadArgs>),
 }
 
 /// Flags of `ringgate serve`; each overrides the config key of the same name (see `config.rs`).
@@ -211,7 +215,9 @@ mod tests {
             "--max-frame-bytes",
             "99",
         ]);
-        let Command::Serve(args) = cli.command;
+        let Command::Serve(args) = cli.command else {
+            panic!("expected serve");
+        };
         let cfg = args.resolve().unwrap();
         assert_eq!(cfg.workers, 5);
         assert_eq!(cfg.idle_timeout_ms, 1234);

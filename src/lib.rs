@@ -16,6 +16,7 @@
 //!   encoded once into complete frames.
 //! - `hub`: what all data-plane threads share, and `publish`, the entry point of every broadcast.
 //! - `admin`: the control-plane thread (tokio + axum): publish API, topic counts, health.
+//! - `load`: `ringgate load`, the load generator (io_uring clients, scenarios, reports).
 //!
 //! Data path and design decisions: `docs/architecture.md`.
 
@@ -23,6 +24,7 @@ pub mod admin;
 pub mod cli;
 pub mod config;
 pub mod hub;
+pub mod load;
 pub mod net;
 pub mod phoenix;
 pub mod ring;

@@ -22,6 +22,7 @@ fn main() {
             }
             Err(e) => Err(e.into()),
         },
+        Command::Load(args) => std::process::exit(ringgate::load::main(*args)),
     };
     if let Err(e) = result {
         eprintln!("ringgate: {e}");

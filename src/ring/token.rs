@@ -26,6 +26,14 @@ pub enum Op {
     Tick = 8,
     /// The cross-thread inbox eventfd became readable.
     Inbox = 9,
+    /// Load generator: a client socket created into a fixed slot (posts only on failure).
+    Socket = 10,
+    /// Load generator: a socket option set on a new client socket (posts only on failure).
+    SockOpt = 11,
+    /// Load generator: a client socket bound to a source address (posts only on failure).
+    Bind = 12,
+    /// Load generator: the connect that ends a client socket's set-up chain (always posts).
+    Connect = 13,
 }
 
 impl Op {
@@ -40,6 +48,10 @@ impl Op {
             7 => Self::Close,
             8 => Self::Tick,
             9 => Self::Inbox,
+            10 => Self::Socket,
+            11 => Self::SockOpt,
+            12 => Self::Bind,
+            13 => Self::Connect,
             _ => return None,
         })
     }
@@ -100,6 +112,10 @@ mod tests {
             Op::Close,
             Op::Tick,
             Op::Inbox,
+            Op::Socket,
+            Op::SockOpt,
+            Op::Bind,
+            Op::Connect,
         ] {
             for slot in [0, 1, MAX_SLOT] {
                 for gen in [0, 1, u32::MAX] {

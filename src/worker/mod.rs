@@ -278,6 +278,10 @@ impl Worker {
             Op::Close => self.on_close(token, res),
             Op::Tick => self.on_tick(),
             Op::Inbox => self.on_inbox(flags),
+            // Client-side set-up ops belong to the load generator; a gateway never issues them.
+            Op::Socket | Op::SockOpt | Op::Bind | Op::Connect => {
+                tracing::error!(worker = self.id, ?token, res, "client op on a gateway ring");
+            }
         }
     }
 
