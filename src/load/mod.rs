@@ -137,7 +137,9 @@ fn sizing(args: &LoadArgs, users: u64, procs: u32) -> Result<(u32, u32), String>
         workers = needed;
     }
     if workers > MAX_WORKERS {
-        return Err(format!("{per_proc} users per process need more than {MAX_WORKERS} workers: use --procs"));
+        return Err(format!(
+            "{per_proc} users per process need more than {MAX_WORKERS} workers: use --procs"
+        ));
     }
     let total = u64::from(workers) * u64::from(procs);
     let slots = (users.div_ceil(total) + SPARE_SLOTS).min(cap) as u32;
@@ -171,16 +173,24 @@ fn probe(need_bind: bool) -> Result<bool, String> {
         (opcode::Connect::CODE, "IORING_OP_CONNECT", "5.5"),
     ] {
         if !p.is_supported(code) {
-            return Err(format!("io_uring feature missing: {name} (Linux {since}+); upgrade the kernel"));
+            return Err(format!(
+                "io_uring feature missing: {name} (Linux {since}+); upgrade the kernel"
+            ));
         }
     }
     if need_bind && !p.is_supported(opcode::Bind::CODE) {
-        return Err("--source needs IORING_OP_BIND (Linux 6.11+); upgrade the kernel or drop --source".into());
+        return Err(
+            "--source needs IORING_OP_BIND (Linux 6.11+); upgrade the kernel or drop --source"
+                .into(),
+        );
     }
     let sockopt = p.is_supported(opcode::SetSockOpt::CODE)
         && crate::ring::probe::kernel_version().is_some_and(|v| v >= (6, 7));
     if need_bind && !sockopt {
-        return Err("--source needs setsockopt through io_uring (Linux 6.7+) for IP_BIND_ADDRESS_NO_PORT".into());
+        return Err(
+            "--source needs setsockopt through io_uring (Linux 6.7+) for IP_BIND_ADDRESS_NO_PORT"
+                .into(),
+        );
     }
     Ok(sockopt)
 }
@@ -222,7 +232,7 @@ fn run(args: LoadArgs) -> Result<(), String> {
     }
     let stop = Arc::new(AtomicBool::new(false));
     if !child && args.procs > 1 {
-        return procs::run_parent(&args, &scenario, stop);
+        return procs::run_parent(&args, &scenario, workers, stop);
     }
     sys::handle_stop_signals(stop.clone(), |_| {});
     let start_mono_ns = args.start_mono_ns.unwrap_or_else(mono_ns);
@@ -230,10 +240,7 @@ fn run(args: LoadArgs) -> Result<(), String> {
         dest: target::sockaddr(*url.addr.ip(), url.addr.port()),
         host: url.host_header.clone(),
         default_target: url.target.clone().unwrap_or_else(|| "/".into()),
-        sources: sources
-            .iter()
-            .map(|ip| target::sockaddr(*ip, 0))
-            .collect(),
+        sources: sources.iter().map(|ip| target::sockaddr(*ip, 0)).collect(),
         seed: mono_ns() ^ u64::from(std::process::id()) << 40,
         proc_index: args.child_index.unwrap_or(0),
         total_workers: workers * args.procs,
@@ -259,7 +266,12 @@ fn run(args: LoadArgs) -> Result<(), String> {
     }
     let mut collector = Collector::new(setup.scenario.transactions.clone(), args.quiet);
     let result = run_process(&setup, workers, slots, &mut |s| collector.add(s));
-    let meta = report::Meta::new(&args, &setup.scenario, workers, setup.stop.load(std::sync::atomic::Ordering::Relaxed));
+    let meta = report::Meta::new(
+        &args,
+        &setup.scenario,
+        workers,
+        setup.stop.load(std::sync::atomic::Ordering::Relaxed),
+    );
     report::write(&args.out, &meta, &collector)?;
     result
 }
@@ -319,7 +331,7 @@ fn run_process(
     };
     while let Ok(report) = rx.recv() {
         match report {
-            Report::Sample(w, s) => emit(merger.push(w, s), sink),
+            Report::Sample(w, s) => emit(merger.push(w, *s), sink),
             Report::Done(w, err) => {
                 if let Some(e) = err {
                     // A worker that cannot start is fatal for the run: stop the others.

@@ -21,13 +21,14 @@ use super::{report, sys, LoadArgs, CHILD_START_DELAY_NS};
 const MAX_LINE_BYTES: usize = 4 << 20;
 
 enum Msg {
-    Sample(usize, Sample),
+    Sample(usize, Box<Sample>),
     End(usize, Option<String>),
 }
 
 pub(super) fn run_parent(
     args: &LoadArgs,
     scenario: &Scenario,
+    workers: u32,
     stop: Arc<AtomicBool>,
 ) -> Result<(), String> {
     let exe = std::env::current_exe().map_err(|e| format!("cannot find our own binary: {e}"))?;
@@ -66,11 +67,13 @@ pub(super) fn run_parent(
                 match reader.read_line(&mut line) {
                     Ok(0) => break None,
                     Ok(_) if line.len() > MAX_LINE_BYTES => {
-                        break Some(format!("load process {idx} sent a line over {MAX_LINE_BYTES} bytes"))
+                        break Some(format!(
+                            "load process {idx} sent a line over {MAX_LINE_BYTES} bytes"
+                        ))
                     }
                     Ok(_) => match serde_json::from_str::<Sample>(line.trim_end()) {
                         Ok(s) => {
-                            let _ = tx.send(Msg::Sample(idx, s));
+                            let _ = tx.send(Msg::Sample(idx, Box::new(s)));
                         }
                         Err(e) => break Some(format!("load process {idx} sent a bad sample: {e}")),
                     },
@@ -87,7 +90,7 @@ pub(super) fn run_parent(
     let mut failures = Vec::new();
     while let Ok(msg) = rx.recv() {
         let done = match msg {
-            Msg::Sample(i, s) => merger.push(i, s),
+            Msg::Sample(i, s) => merger.push(i, *s),
             Msg::End(i, err) => {
                 failures.extend(err);
                 merger.end(i)
@@ -108,7 +111,7 @@ pub(super) fn run_parent(
         }
     }
     let interrupted = stop.load(std::sync::atomic::Ordering::Relaxed);
-    let meta = report::Meta::new(args, scenario, 0, interrupted);
+    let meta = report::Meta::new(args, scenario, workers, interrupted);
     report::write(&args.out, &meta, &collector)?;
     if failures.is_empty() {
         Ok(())

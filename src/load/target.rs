@@ -25,7 +25,9 @@ pub fn parse_url(url: &str) -> Result<WsUrl, String> {
             "{url}: wss:// (TLS) is not supported; put a TLS-terminating proxy in front or load the plain ws:// port"
         ));
     } else {
-        return Err(format!("{url}: expected a ws:// URL, e.g. ws://127.0.0.1:4000/socket/websocket"));
+        return Err(format!(
+            "{url}: expected a ws:// URL, e.g. ws://127.0.0.1:4000/socket/websocket"
+        ));
     };
     let (authority, target) = match rest.find(['/', '?']) {
         Some(i) => (&rest[..i], &rest[i..]),
@@ -116,7 +118,9 @@ mod tests {
         );
         assert_eq!(parse_url("ws://localhost/x").unwrap().addr.port(), 80);
         assert!(parse_url("wss://x/").unwrap_err().contains("not supported"));
-        assert!(parse_url("http://x/").unwrap_err().contains("expected a ws:// URL"));
+        assert!(parse_url("http://x/")
+            .unwrap_err()
+            .contains("expected a ws:// URL"));
     }
 
     #[test]
@@ -131,9 +135,13 @@ mod tests {
                 Ipv4Addr::new(10, 0, 0, 1)
             ]
         );
-        assert!(parse_sources("127.0.0.9-127.0.0.2").unwrap_err().contains("backwards"));
+        assert!(parse_sources("127.0.0.9-127.0.0.2")
+            .unwrap_err()
+            .contains("backwards"));
         assert!(parse_sources("x").unwrap_err().contains("not an IPv4"));
-        assert!(parse_sources("10.0.0.0-10.2.0.0").unwrap_err().contains("more than"));
+        assert!(parse_sources("10.0.0.0-10.2.0.0")
+            .unwrap_err()
+            .contains("more than"));
         let a = sockaddr(Ipv4Addr::new(127, 0, 0, 1), 4000);
         assert_eq!(u16::from_be(a.sin_port), 4000);
     }

@@ -42,7 +42,11 @@ const B64: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz012
 fn base64_16(bytes: &[u8; 16]) -> String {
     let mut out = String::with_capacity(24);
     for chunk in bytes.chunks(3) {
-        let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
         let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
         for i in 0..4 {
             if i <= chunk.len() {
@@ -161,24 +165,42 @@ mod tests {
         );
         assert_eq!(
             parse_response(
-                response("s3pPLMBiTxaQ9kYGzzhZRbK+xOo=", "Sec-WebSocket-Extensions: permessage-deflate\r\n").as_bytes(),
+                response(
+                    "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=",
+                    "Sec-WebSocket-Extensions: permessage-deflate\r\n"
+                )
+                .as_bytes(),
                 k
             ),
             Err(UpgradeError::UnofferedExtension)
         );
         assert_eq!(
-            parse_response(b"HTTP/1.1 101 OK\r\nUpgrade: h2c\r\nConnection: Upgrade\r\n\r\n", k),
+            parse_response(
+                b"HTTP/1.1 101 OK\r\nUpgrade: h2c\r\nConnection: Upgrade\r\n\r\n",
+                k
+            ),
             Err(UpgradeError::NotUpgrade)
         );
-        assert!(matches!(parse_response(b"garbage\r\n\r\n", k), Err(UpgradeError::Malformed(_))));
+        assert!(matches!(
+            parse_response(b"garbage\r\n\r\n", k),
+            Err(UpgradeError::Malformed(_))
+        ));
         let big = format!("HTTP/1.1 101 OK\r\nX: {}", "a".repeat(MAX_RESPONSE_BYTES));
-        assert_eq!(parse_response(big.as_bytes(), k), Err(UpgradeError::TooLarge));
+        assert_eq!(
+            parse_response(big.as_bytes(), k),
+            Err(UpgradeError::TooLarge)
+        );
     }
 
     #[test]
     fn request_is_a_valid_upgrade_for_our_server_parser() {
         let mut out = Vec::new();
-        write_request(&mut out, "127.0.0.1:4000", b"/socket/websocket?vsn=2.0.0", &key(9, 9, 0));
+        write_request(
+            &mut out,
+            "127.0.0.1:4000",
+            b"/socket/websocket?vsn=2.0.0",
+            &key(9, 9, 0),
+        );
         let limits = crate::ws::handshake::Limits::default();
         match crate::ws::handshake::parse_request(&out, &limits).unwrap() {
             crate::ws::handshake::Parse::Complete { head, consumed } => {

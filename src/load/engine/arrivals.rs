@@ -55,9 +55,7 @@ impl Arrivals {
             phase: 0,
             in_phase: 0,
             started: 0,
-            cap: scenario
-                .users
-                .map_or(u64::MAX, |u| share(u, g, workers)),
+            cap: scenario.users.map_or(u64::MAX, |u| share(u, g, workers)),
             g,
             workers,
         }

@@ -240,7 +240,10 @@ impl Engine {
             // EOF. After our Close it is the normal end; before, the server dropped us.
             0 => {
                 if state == State::Open || state == State::Handshake {
-                    self.disconnected(slot, "connection closed by the server without a Close frame");
+                    self.disconnected(
+                        slot,
+                        "connection closed by the server without a Close frame",
+                    );
                 }
                 self.abort(slot);
             }
@@ -361,7 +364,14 @@ impl Engine {
     }
 
     /// Keeps `input[off..]` (and the reader of a fragmented message) for the next receive.
-    fn stash(&mut self, slot: u32, rx: Option<Box<Rx>>, input: &[u8], off: usize, reader: MessageReader) {
+    fn stash(
+        &mut self,
+        slot: u32,
+        rx: Option<Box<Rx>>,
+        input: &[u8],
+        off: usize,
+        reader: MessageReader,
+    ) {
         let mut rx = rx.unwrap_or_else(Rx::new);
         rx.buf.clear();
         rx.buf.extend_from_slice(&input[off..]);
@@ -446,13 +456,20 @@ impl Engine {
 
     /// Sends `bytes` after whatever `slot` is already sending.
     pub(super) fn queue(&mut self, slot: u32, bytes: Vec<u8>, data: bool) {
-        let id = self.tx.insert(TxBuf { bytes, off: 0, data }) as u32;
+        let id = self.tx.insert(TxBuf {
+            bytes,
+            off: 0,
+            data,
+        }) as u32;
         let u = &mut self.users[slot as usize];
         if u.tx_head == NO_TX {
             u.tx_head = id;
             self.submit_send(slot);
         } else {
-            self.txq.entry(slot).or_insert_with(VecDeque::new).push_back(id);
+            self.txq
+                .entry(slot)
+                .or_default()
+                .push_back(id);
         }
     }
 
@@ -505,11 +522,17 @@ impl Engine {
         let (state, id) = (u.state, u.user_id);
         if res < 0 {
             // EPIPE / ECONNRESET: the peer is gone; ECANCELED: our teardown.
-            if res != -libc::ECANCELED && matches!(state, State::Open | State::Handshake) && !self.ending {
+            if res != -libc::ECANCELED
+                && matches!(state, State::Open | State::Handshake)
+                && !self.ending
+            {
                 self.record_error(ErrorKind::Send);
                 self.setup.report_error(
                     ErrorKind::Send,
-                    format_args!("user {id}: send: {}", std::io::Error::from_raw_os_error(-res)),
+                    format_args!(
+                        "user {id}: send: {}",
+                        std::io::Error::from_raw_os_error(-res)
+                    ),
                 );
             }
             self.abort(slot);

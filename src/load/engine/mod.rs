@@ -105,7 +105,7 @@ impl Setup {
 /// What a worker tells its process.
 pub enum Report {
     /// One second of worker `.0`.
-    Sample(usize, Sample),
+    Sample(usize, Box<Sample>),
     /// Worker `.0` ended; `Some` says why it failed.
     Done(usize, Option<String>),
 }
@@ -295,7 +295,12 @@ impl Engine {
             Ok(_) => Ok(()),
             // ETIME: the wait ended without a completion (normal). EINTR: a signal.
             // EBUSY: the CQ is full; we reap next and submit again.
-            Err(e) if matches!(e.raw_os_error(), Some(libc::ETIME | libc::EINTR | libc::EBUSY)) => {
+            Err(e)
+                if matches!(
+                    e.raw_os_error(),
+                    Some(libc::ETIME | libc::EINTR | libc::EBUSY)
+                ) =>
+            {
                 Ok(())
             }
             Err(e) => Err(e),
@@ -306,7 +311,8 @@ impl Engine {
         loop {
             self.batch.clear();
             for cqe in self.ring.uring.completion().take(4096) {
-                self.batch.push((cqe.user_data(), cqe.result(), cqe.flags()));
+                self.batch
+                    .push((cqe.user_data(), cqe.result(), cqe.flags()));
             }
             if self.batch.is_empty() {
                 return;
@@ -370,8 +376,7 @@ impl Engine {
     fn set_deadline(&mut self, slot: u32, deadline_ns: u64) {
         let u = &mut self.users[slot as usize];
         u.deadline_ns = deadline_ns.max(1);
-        self.timers
-            .push(Reverse((u.deadline_ns, slot, u.gen)));
+        self.timers.push(Reverse((u.deadline_ns, slot, u.gen)));
     }
 
     fn fire_timers(&mut self, now: u64) {
@@ -430,7 +435,7 @@ impl Engine {
         s.delivery_us = stats::sparse(&self.cur.delivery);
         self.cur.delivery.reset();
         // The process side may have gone (it stops reading only at exit): nothing to do then.
-        let _ = self.reports.send(Report::Sample(self.local_index, s));
+        let _ = self.reports.send(Report::Sample(self.local_index, Box::new(s)));
     }
 
     /// The last, partial second.

@@ -63,7 +63,11 @@ impl Engine {
                         Think::Fixed { ms } => now + ms * 1_000_000,
                         Think::Random { min_ms, max_ms } => {
                             let span = (max_ms - min_ms) * 1_000_000;
-                            let r = if span == 0 { 0 } else { self.next_random() % (span + 1) };
+                            let r = if span == 0 {
+                                0
+                            } else {
+                                self.next_random() % (span + 1)
+                            };
                             now + min_ms * 1_000_000 + r
                         }
                         Think::UntilMs(ms) => ms * 1_000_000,
@@ -124,7 +128,9 @@ impl Engine {
                 let setup = self.setup.clone();
                 let session = &setup.scenario.sessions[usize::from(session)];
                 match session.steps.get(usize::from(pc)) {
-                    Some(Step::Expect { timeout_ms, txn, .. }) => {
+                    Some(Step::Expect {
+                        timeout_ms, txn, ..
+                    }) => {
                         self.record_error(ErrorKind::ExpectTimeout);
                         self.setup.report_error(
                             ErrorKind::ExpectTimeout,

@@ -14,7 +14,11 @@ fn err(e: impl std::fmt::Display) -> String {
 }
 
 /// A line per `(name, points)` over time (x in seconds).
-pub fn lines(title: &str, y_desc: &str, series: &[(String, Vec<(f64, f64)>)]) -> Result<String, String> {
+pub fn lines(
+    title: &str,
+    y_desc: &str,
+    series: &[(String, Vec<(f64, f64)>)],
+) -> Result<String, String> {
     let x_max = series
         .iter()
         .flat_map(|(_, p)| p.iter().map(|q| q.0))
@@ -44,10 +48,15 @@ pub fn lines(title: &str, y_desc: &str, series: &[(String, Vec<(f64, f64)>)]) ->
         for (i, (name, points)) in series.iter().enumerate() {
             let color = Palette99::pick(i).to_rgba();
             chart
-                .draw_series(LineSeries::new(points.iter().copied(), color.stroke_width(2)))
+                .draw_series(LineSeries::new(
+                    points.iter().copied(),
+                    color.stroke_width(2),
+                ))
                 .map_err(err)?
                 .label(name.as_str())
-                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(2)));
+                .legend(move |(x, y)| {
+                    PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(2))
+                });
         }
         chart
             .configure_series_labels()
@@ -67,7 +76,9 @@ pub fn bins(h: &Sparse) -> Vec<(f64, f64, u64)> {
         return Vec::new();
     };
     let lo = (first.0.max(1) as f64).log10();
-    let hi = ((last.0.min(MAX_LATENCY_US) + 1) as f64).log10().max(lo + 0.01);
+    let hi = ((last.0.min(MAX_LATENCY_US) + 1) as f64)
+        .log10()
+        .max(lo + 0.01);
     let width = (hi - lo) / HISTOGRAM_BINS as f64;
     let mut out: Vec<(f64, f64, u64)> = (0..HISTOGRAM_BINS)
         .map(|i| (lo + width * i as f64, lo + width * (i + 1) as f64, 0))
@@ -143,7 +154,12 @@ mod tests {
 
     #[test]
     fn charts_are_svg_with_drawn_data() {
-        let svg = lines("users", "users", &[("users".into(), vec![(0.0, 1.0), (1.0, 5.0), (2.0, 3.0)])]).unwrap();
+        let svg = lines(
+            "users",
+            "users",
+            &[("users".into(), vec![(0.0, 1.0), (1.0, 5.0), (2.0, 3.0)])],
+        )
+        .unwrap();
         assert!(svg.starts_with("<svg"), "{}", &svg[..40]);
         assert!(svg.contains("<polyline"), "no line drawn");
         let svg = histogram("latency", &vec![(100, 5), (2000, 1)]).unwrap();

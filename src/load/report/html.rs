@@ -19,11 +19,18 @@ fn opt(v: Option<f64>) -> String {
 }
 
 fn per_second(series: &[Sample], f: impl Fn(&Sample) -> f64) -> Vec<(f64, f64)> {
-    series.iter().map(|s| (f64::from(s.t) + 1.0, f(s))).collect()
+    series
+        .iter()
+        .map(|s| (f64::from(s.t) + 1.0, f(s)))
+        .collect()
 }
 
 /// p50 and p99 lines (ms) of one latency per second, skipping seconds without data.
-fn quantile_lines(name: &str, series: &[Sample], h: impl Fn(&Sample) -> &Sparse) -> Vec<(String, Vec<(f64, f64)>)> {
+fn quantile_lines(
+    name: &str,
+    series: &[Sample],
+    h: impl Fn(&Sample) -> &Sparse,
+) -> Vec<(String, Vec<(f64, f64)>)> {
     let mut p50 = Vec::new();
     let mut p99 = Vec::new();
     for s in series {
@@ -40,7 +47,11 @@ fn quantile_lines(name: &str, series: &[Sample], h: impl Fn(&Sample) -> &Sparse)
 }
 
 fn section(out: &mut String, id: &str, title: &str, svgs: &[String]) {
-    let _ = write!(out, "<section class=\"chart\" id=\"{id}\"><h2>{}</h2>", esc(title));
+    let _ = write!(
+        out,
+        "<section class=\"chart\" id=\"{id}\"><h2>{}</h2>",
+        esc(title)
+    );
     for svg in svgs {
         out.push_str("<div class=\"svg\">");
         out.push_str(svg);
@@ -83,15 +94,42 @@ pub fn page(sum: &Summary, names: &[String], series: &[Sample]) -> Result<String
     out.push_str("<table id=\"summary\"><tbody>");
     let rows: Vec<(&str, String)> = vec![
         ("URL", esc(&m.url)),
-        ("processes × workers", format!("{} × {}", m.procs, m.workers_per_proc)),
+        (
+            "processes × workers",
+            format!("{} × {}", m.procs, m.workers_per_proc),
+        ),
         ("planned users", m.users_planned.to_string()),
-        ("run time (s)", format!("{} of {}{}", sum.elapsed_s, m.duration_s, if m.interrupted { " (interrupted)" } else { "" })),
-        ("users arrived / connected / finished", format!("{} / {} / {}", sum.arrivals, sum.connected, sum.finished)),
+        (
+            "run time (s)",
+            format!(
+                "{} of {}{}",
+                sum.elapsed_s,
+                m.duration_s,
+                if m.interrupted { " (interrupted)" } else { "" }
+            ),
+        ),
+        (
+            "users arrived / connected / finished",
+            format!("{} / {} / {}", sum.arrivals, sum.connected, sum.finished),
+        ),
         ("peak simultaneous users", sum.peak_users.to_string()),
-        ("connections per second: peak / mean", format!("{} / {:.1}", sum.peak_connect_rate, sum.mean_connect_rate)),
-        ("messages sent / received", format!("{} / {}", sum.messages_sent, sum.messages_received)),
+        (
+            "connections per second: peak / mean",
+            format!("{} / {:.1}", sum.peak_connect_rate, sum.mean_connect_rate),
+        ),
+        (
+            "messages sent / received",
+            format!("{} / {}", sum.messages_sent, sum.messages_received),
+        ),
         ("errors", sum.errors_total.to_string()),
-        ("load generator: peak RSS (MiB) / CPU (s)", format!("{:.1} / {:.1}", sum.peak_rss_bytes as f64 / 1048576.0, sum.cpu_s)),
+        (
+            "load generator: peak RSS (MiB) / CPU (s)",
+            format!(
+                "{:.1} / {:.1}",
+                sum.peak_rss_bytes as f64 / 1048576.0,
+                sum.cpu_s
+            ),
+        ),
     ];
     for (k, v) in rows {
         let _ = write!(out, "<tr><th>{k}</th><td>{v}</td></tr>");
@@ -111,8 +149,14 @@ pub fn page(sum: &Summary, names: &[String], series: &[Sample]) -> Result<String
         "Simultaneous users",
         "users",
         &[
-            ("open WebSockets".into(), per_second(series, |s| s.users as f64)),
-            ("connecting".into(), per_second(series, |s| s.connecting as f64)),
+            (
+                "open WebSockets".into(),
+                per_second(series, |s| s.users as f64),
+            ),
+            (
+                "connecting".into(),
+                per_second(series, |s| s.connecting as f64),
+            ),
         ],
     )?;
     section(&mut out, "chart-users", "Simultaneous users", &[users]);
@@ -120,8 +164,14 @@ pub fn page(sum: &Summary, names: &[String], series: &[Sample]) -> Result<String
         "Arrival rate",
         "per second",
         &[
-            ("arrivals/s".into(), per_second(series, |s| s.arrivals as f64)),
-            ("connected/s".into(), per_second(series, |s| s.connected as f64)),
+            (
+                "arrivals/s".into(),
+                per_second(series, |s| s.arrivals as f64),
+            ),
+            (
+                "connected/s".into(),
+                per_second(series, |s| s.connected as f64),
+            ),
         ],
     )?;
     section(&mut out, "chart-arrivals", "Arrival rate", &[arrivals]);
@@ -130,7 +180,12 @@ pub fn page(sum: &Summary, names: &[String], series: &[Sample]) -> Result<String
         lat.extend(quantile_lines(name, series, |s| &s.txn_us[i]));
     }
     let latency = charts::lines("Transaction latency over time", "ms", &lat)?;
-    section(&mut out, "chart-latency", "Transaction latency over time", &[latency]);
+    section(
+        &mut out,
+        "chart-latency",
+        "Transaction latency over time",
+        &[latency],
+    );
     let mut hists = Vec::new();
     let mut add_hist = |title: String, h: Sparse| -> Result<(), String> {
         if !h.is_empty() {
@@ -142,7 +197,10 @@ pub fn page(sum: &Summary, names: &[String], series: &[Sample]) -> Result<String
     for s in series {
         total.absorb(s);
     }
-    add_hist("Delivery latency (timestamped messages)".into(), total.delivery_us.clone())?;
+    add_hist(
+        "Delivery latency (timestamped messages)".into(),
+        total.delivery_us.clone(),
+    )?;
     for (i, name) in names.iter().enumerate() {
         add_hist(format!("Latency of {name}"), total.txn_us[i].clone())?;
     }
@@ -155,8 +213,14 @@ pub fn page(sum: &Summary, names: &[String], series: &[Sample]) -> Result<String
         "per second",
         &[
             ("sent/s".into(), per_second(series, |s| s.sent as f64)),
-            ("received/s".into(), per_second(series, |s| s.received as f64)),
-            ("errors/s".into(), per_second(series, |s| s.errors_total() as f64)),
+            (
+                "received/s".into(),
+                per_second(series, |s| s.received as f64),
+            ),
+            (
+                "errors/s".into(),
+                per_second(series, |s| s.errors_total() as f64),
+            ),
         ],
     )?;
     section(&mut out, "chart-messages", "Messages and errors", &[msgs]);
@@ -164,11 +228,22 @@ pub fn page(sum: &Summary, names: &[String], series: &[Sample]) -> Result<String
         "Load generator resources",
         "MiB / % of a core",
         &[
-            ("RSS (MiB)".into(), per_second(series, |s| s.rss_bytes as f64 / 1048576.0)),
-            ("CPU (% of one core)".into(), per_second(series, |s| s.cpu_ms as f64 / 10.0)),
+            (
+                "RSS (MiB)".into(),
+                per_second(series, |s| s.rss_bytes as f64 / 1048576.0),
+            ),
+            (
+                "CPU (% of one core)".into(),
+                per_second(series, |s| s.cpu_ms as f64 / 10.0),
+            ),
         ],
     )?;
-    section(&mut out, "chart-resources", "Load generator resources", &[mem]);
+    section(
+        &mut out,
+        "chart-resources",
+        "Load generator resources",
+        &[mem],
+    );
     out.push_str("</body></html>\n");
     Ok(out)
 }

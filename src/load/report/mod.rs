@@ -127,7 +127,8 @@ pub fn summarize(meta: &Meta, names: &[String], series: &[Sample]) -> Summary {
         mean_connect_rate: if with_arrivals.is_empty() {
             0.0
         } else {
-            with_arrivals.iter().map(|s| s.connected).sum::<u64>() as f64 / with_arrivals.len() as f64
+            with_arrivals.iter().map(|s| s.connected).sum::<u64>() as f64
+                / with_arrivals.len() as f64
         },
         messages_sent: total.sent,
         messages_received: total.received,
@@ -142,12 +143,7 @@ pub fn summarize(meta: &Meta, names: &[String], series: &[Sample]) -> Summary {
         transactions: names
             .iter()
             .enumerate()
-            .map(|(i, n)| {
-                (
-                    n.clone(),
-                    Latency::of(&total.txn_us[i], total.txn_ok[i]),
-                )
-            })
+            .map(|(i, n)| (n.clone(), Latency::of(&total.txn_us[i], total.txn_ok[i])))
             .collect(),
         delivery: Latency::of(
             &total.delivery_us,
@@ -165,8 +161,17 @@ fn ms_cell(p: Option<Vec<u64>>, i: usize) -> String {
 /// `timeseries.csv`: one row per second.
 pub fn csv(names: &[String], series: &[Sample]) -> String {
     let mut head = vec![
-        "t_s", "users", "connecting", "arrivals", "connected", "finished", "sent", "received",
-        "bytes_sent", "bytes_received", "errors",
+        "t_s",
+        "users",
+        "connecting",
+        "arrivals",
+        "connected",
+        "finished",
+        "sent",
+        "received",
+        "bytes_sent",
+        "bytes_received",
+        "errors",
     ]
     .into_iter()
     .map(String::from)
@@ -199,8 +204,11 @@ pub fn csv(names: &[String], series: &[Sample]) -> String {
         .map(u64::to_string)
         .collect();
         row.extend(s.errors.iter().map(u64::to_string));
-        let lat = std::iter::once((&s.delivery_us, s.delivery_us.iter().map(|p| p.1).sum::<u64>()))
-            .chain(s.txn_us.iter().zip(s.txn_ok.iter().copied()));
+        let lat = std::iter::once((
+            &s.delivery_us,
+            s.delivery_us.iter().map(|p| p.1).sum::<u64>(),
+        ))
+        .chain(s.txn_us.iter().zip(s.txn_ok.iter().copied()));
         for (h, count) in lat.take(names.len() + 1) {
             row.push(count.to_string());
             let p = percentiles(h, &q);
@@ -233,8 +241,9 @@ pub fn write(dir: &Path, meta: &Meta, c: &Collector) -> Result<(), String> {
     let page = html::page(&summary, &c.txn_names, &c.series)?;
     w("report.html", page.as_bytes())?;
     let lat = |l: &Latency| {
-        l.p99_ms
-            .map_or("-".to_string(), |p| format!("p50 {:.2} ms p99 {p:.2} ms", l.p50_ms.unwrap_or(0.0)))
+        l.p99_ms.map_or("-".to_string(), |p| {
+            format!("p50 {:.2} ms p99 {p:.2} ms", l.p50_ms.unwrap_or(0.0))
+        })
     };
     eprintln!(
         "ringgate load: {} users connected (peak {} at once, up to {}/s), {} sent, {} received, {} errors{}",
@@ -258,7 +267,10 @@ pub fn write(dir: &Path, meta: &Meta, c: &Collector) -> Result<(), String> {
             lat(&summary.delivery)
         );
     }
-    eprintln!("ringgate load: report: {}", dir.join("report.html").display());
+    eprintln!(
+        "ringgate load: report: {}",
+        dir.join("report.html").display()
+    );
     Ok(())
 }
 
@@ -322,7 +334,10 @@ mod tests {
         assert!(lines.iter().all(|l| l.split(',').count() == cols));
         assert!(lines[0].starts_with("t_s,users,connecting,arrivals,connected,finished"));
         assert!(lines[0].contains("join_p99_ms"));
-        let join_p50 = lines[0].split(',').position(|c| c == "join_p50_ms").unwrap();
+        let join_p50 = lines[0]
+            .split(',')
+            .position(|c| c == "join_p50_ms")
+            .unwrap();
         assert_eq!(lines[2].split(',').nth(join_p50), Some("2.000"));
     }
 }

@@ -89,7 +89,9 @@ pub fn build(name: &str, p: &Params) -> Result<Scenario, String> {
                     p.url_target.as_deref().unwrap_or("/socket/websocket"),
                 )),
             },
-            text(r#"{"topic":"rooms:lobby","event":"phx_join","payload":{"user":"{user_id}"},"ref":"1"}"#),
+            text(
+                r#"{"topic":"rooms:lobby","event":"phx_join","payload":{"user":"{user_id}"},"ref":"1"}"#,
+            ),
             expect(r#""status":"ok""#, 1),
             Step::Think(Think::UntilEnd),
         ],
@@ -148,7 +150,9 @@ pub fn build(name: &str, p: &Params) -> Result<Scenario, String> {
                     r#"["1","{{ref}}","rooms:{{user_id%{rooms}}}","new_msg",{{"body":"hello from {{user_id}}","ts_ns":{{ts_ns}}}}]"#
                 )),
                 expect(
-                    &format!(r#""{{ref}}","rooms:{{user_id%{rooms}}}","phx_reply",{{"status":"ok""#),
+                    &format!(
+                        r#""{{ref}}","rooms:{{user_id%{rooms}}}","phx_reply",{{"status":"ok""#
+                    ),
                     2,
                 ),
                 Step::Think(Think::Fixed {
@@ -242,7 +246,7 @@ mod tests {
         );
         assert_eq!(
             s.sessions[0].steps[3],
-            Step::Think(Think::UntilMs(1002 + CHAT_SETTLE_MS))
+            Step::Think(Think::UntilMs(1001 + CHAT_SETTLE_MS))
         );
     }
 

@@ -184,7 +184,9 @@ fn field_at(text: &str, span: &Range<usize>) -> String {
         && own
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
-        && text[span.end.min(text.len())..].trim_start().starts_with('=')
+        && text[span.end.min(text.len())..]
+            .trim_start()
+            .starts_with('=')
     {
         return own.to_string();
     }
@@ -209,10 +211,21 @@ fn field_at(text: &str, span: &Range<usize>) -> String {
     }
 }
 
-fn invalid(path: &str, text: &str, span: &Range<usize>, field: &str, message: &str) -> ScenarioError {
+fn invalid(
+    path: &str,
+    text: &str,
+    span: &Range<usize>,
+    field: &str,
+    message: &str,
+) -> ScenarioError {
     let start = span.start.min(text.len());
     let line = text[..start].bytes().filter(|&b| b == b'\n').count() + 1;
-    let line_text = text.lines().nth(line - 1).unwrap_or("").trim_end().to_string();
+    let line_text = text
+        .lines()
+        .nth(line - 1)
+        .unwrap_or("")
+        .trim_end()
+        .to_string();
     ScenarioError::Invalid {
         path: path.to_string(),
         line,
@@ -241,7 +254,11 @@ impl Compiler<'_> {
 
     fn wait_ms(&self, v: &Spanned<u64>, field: &str) -> Res<u64> {
         if *v.get_ref() > MAX_WAIT_MS {
-            return self.err(&v.span(), field, format!("must be at most {MAX_WAIT_MS} ms (one day)"));
+            return self.err(
+                &v.span(),
+                field,
+                format!("must be at most {MAX_WAIT_MS} ms (one day)"),
+            );
         }
         Ok(*v.get_ref())
     }
@@ -271,7 +288,11 @@ impl Compiler<'_> {
             });
         }
         if raw.sessions.is_empty() {
-            return self.err(&whole, "sessions", "a scenario needs at least one [[sessions]]");
+            return self.err(
+                &whole,
+                "sessions",
+                "a scenario needs at least one [[sessions]]",
+            );
         }
         let mut sessions = Vec::new();
         let mut total = 0.0;
@@ -282,7 +303,11 @@ impl Compiler<'_> {
                 Some(p) => {
                     let v = *p.get_ref();
                     if !(v > 0.0 && v <= 100.0) {
-                        return self.err(&p.span(), &format!("{f}.probability"), "must be in (0, 100] percent");
+                        return self.err(
+                            &p.span(),
+                            &format!("{f}.probability"),
+                            "must be in (0, 100] percent",
+                        );
                     }
                     v
                 }
@@ -298,16 +323,30 @@ impl Compiler<'_> {
             total += probability;
             let mut steps = Vec::new();
             let mut counters = 0u8;
-            self.steps(&rs.steps, &format!("{f}.steps"), &mut steps, 0, &mut counters)?;
+            self.steps(
+                &rs.steps,
+                &format!("{f}.steps"),
+                &mut steps,
+                0,
+                &mut counters,
+            )?;
             match rs.steps.first().map(|s| (s, s.get_ref())) {
                 Some((_, RawStep::Connect(_))) => {}
                 Some((first, _)) => {
-                    return self.err(&first.span(), &format!("{f}.steps[0]"), "the first step must be `connect`")
+                    return self.err(
+                        &first.span(),
+                        &format!("{f}.steps[0]"),
+                        "the first step must be `connect`",
+                    )
                 }
                 None => return self.err(&s.span(), &format!("{f}.steps"), "a session needs steps"),
             }
             if steps.len() > MAX_STEPS {
-                return self.err(&s.span(), &format!("{f}.steps"), format!("more than {MAX_STEPS} steps after expanding loops"));
+                return self.err(
+                    &s.span(),
+                    &format!("{f}.steps"),
+                    format!("more than {MAX_STEPS} steps after expanding loops"),
+                );
             }
             sessions.push(Session {
                 name: rs.name.clone().unwrap_or_else(|| format!("session{i}")),
@@ -317,11 +356,19 @@ impl Compiler<'_> {
         }
         if (total - 100.0).abs() > 0.01 {
             let span = raw.sessions[0].span();
-            return self.err(&span, "sessions.probability", format!("the probabilities add up to {total}, not 100"));
+            return self.err(
+                &span,
+                "sessions.probability",
+                format!("the probabilities add up to {total}, not 100"),
+            );
         }
         let timestamp_field = match &raw.timestamp_field {
             Some(t) if t.get_ref().is_empty() || t.get_ref().contains('"') => {
-                return self.err(&t.span(), "timestamp_field", "must be a non-empty JSON key without quotes")
+                return self.err(
+                    &t.span(),
+                    "timestamp_field",
+                    "must be a non-empty JSON key without quotes",
+                )
             }
             Some(t) => t.get_ref().clone(),
             None => "ts_ns".to_string(),
@@ -340,7 +387,11 @@ impl Compiler<'_> {
     fn seconds(&self, v: &Spanned<f64>, field: &str) -> Res<u64> {
         let s = *v.get_ref();
         if !(s.is_finite() && s > 0.0 && s <= 30.0 * 86_400.0) {
-            return self.err(&v.span(), field, "must be a number of seconds in (0, 2592000]");
+            return self.err(
+                &v.span(),
+                field,
+                "must be a number of seconds in (0, 2592000]",
+            );
         }
         Ok((s * 1000.0).round() as u64)
     }
@@ -359,11 +410,19 @@ impl Compiler<'_> {
             let step = match s.get_ref() {
                 RawStep::Connect(c) => {
                     if !(depth == 0 && i == 0) {
-                        return self.err(&span, &format!("{f}.connect"), "`connect` must be the first step of a session, and only there");
+                        return self.err(
+                            &span,
+                            &format!("{f}.connect"),
+                            "`connect` must be the first step of a session, and only there",
+                        );
                     }
                     let target = match &c.path {
                         Some(p) if !p.get_ref().starts_with('/') => {
-                            return self.err(&p.span(), &format!("{f}.connect.path"), "must start with '/'")
+                            return self.err(
+                                &p.span(),
+                                &format!("{f}.connect.path"),
+                                "must start with '/'",
+                            )
                         }
                         Some(p) => Some(self.template(p, &format!("{f}.connect.path"))?),
                         None => None,
@@ -379,24 +438,47 @@ impl Compiler<'_> {
                         opcode: opcode::BINARY,
                         data: self.template(b, &format!("{f}.send.binary"))?,
                     },
-                    _ => return self.err(&span, &format!("{f}.send"), "needs exactly one of `text` or `binary`"),
+                    _ => {
+                        return self.err(
+                            &span,
+                            &format!("{f}.send"),
+                            "needs exactly one of `text` or `binary`",
+                        )
+                    }
                 },
                 RawStep::Expect(e) => {
                     let timeout_ms = match &e.timeout_ms {
                         Some(t) if *t.get_ref() == 0 => {
-                            return self.err(&t.span(), &format!("{f}.expect.timeout_ms"), "must be at least 1 ms")
+                            return self.err(
+                                &t.span(),
+                                &format!("{f}.expect.timeout_ms"),
+                                "must be at least 1 ms",
+                            )
                         }
                         Some(t) => self.wait_ms(t, &format!("{f}.expect.timeout_ms"))?,
                         None => DEFAULT_EXPECT_TIMEOUT_MS,
                     };
                     if e.contains.get_ref().is_empty() {
-                        return self.err(&e.contains.span(), &format!("{f}.expect.contains"), "must not be empty");
+                        return self.err(
+                            &e.contains.span(),
+                            &format!("{f}.expect.contains"),
+                            "must not be empty",
+                        );
                     }
                     let name = match &e.name {
                         Some(n) => {
                             let v = n.get_ref();
-                            if v.is_empty() || v.len() > 32 || !v.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-') {
-                                return self.err(&n.span(), &format!("{f}.expect.name"), "must be 1-32 characters of [A-Za-z0-9_-]");
+                            if v.is_empty()
+                                || v.len() > 32
+                                || !v
+                                    .bytes()
+                                    .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+                            {
+                                return self.err(
+                                    &n.span(),
+                                    &format!("{f}.expect.name"),
+                                    "must be 1-32 characters of [A-Za-z0-9_-]",
+                                );
                             }
                             v.clone()
                         }
@@ -405,7 +487,11 @@ impl Compiler<'_> {
                     let txn = match self.transactions.iter().position(|t| *t == name) {
                         Some(i) => i,
                         None if self.transactions.len() > MAX_TRANSACTIONS => {
-                            return self.err(&span, &format!("{f}.expect.name"), format!("more than {MAX_TRANSACTIONS} distinct expect names"))
+                            return self.err(
+                                &span,
+                                &format!("{f}.expect.name"),
+                                format!("more than {MAX_TRANSACTIONS} distinct expect names"),
+                            )
                         }
                         None => {
                             self.transactions.push(name);
@@ -445,16 +531,31 @@ impl Compiler<'_> {
                 ms: self.wait_ms(ms, &format!("{f}.ms"))?,
             }),
             (None, Some(lo), Some(hi), None, None) => {
-                let (min_ms, max_ms) = (self.wait_ms(lo, &format!("{f}.min_ms"))?, self.wait_ms(hi, &format!("{f}.max_ms"))?);
+                let (min_ms, max_ms) = (
+                    self.wait_ms(lo, &format!("{f}.min_ms"))?,
+                    self.wait_ms(hi, &format!("{f}.max_ms"))?,
+                );
                 if min_ms > max_ms {
-                    return self.err(&hi.span(), &format!("{f}.max_ms"), "must not be below min_ms");
+                    return self.err(
+                        &hi.span(),
+                        &format!("{f}.max_ms"),
+                        "must not be below min_ms",
+                    );
                 }
                 Ok(Think::Random { min_ms, max_ms })
             }
             (None, None, None, Some(at), None) => Ok(Think::UntilMs(*at.get_ref())),
             (None, None, None, None, Some(u)) if u.get_ref() == "end" => Ok(Think::UntilEnd),
-            (None, None, None, None, Some(u)) => self.err(&u.span(), &format!("{f}.until"), "the only value is \"end\""),
-            _ => self.err(span, f, "needs one of: `ms`, `min_ms` + `max_ms`, `until_ms`, `until = \"end\"`"),
+            (None, None, None, None, Some(u)) => self.err(
+                &u.span(),
+                &format!("{f}.until"),
+                "the only value is \"end\"",
+            ),
+            _ => self.err(
+                span,
+                f,
+                "needs one of: `ms`, `min_ms` + `max_ms`, `until_ms`, `until = \"end\"`",
+            ),
         }
     }
 
@@ -471,21 +572,60 @@ impl Compiler<'_> {
             (Some(c), None, None) => match c.get_ref() {
                 toml::Value::String(s) if s == "forever" => LoopUntil::End,
                 toml::Value::Integer(n) if (1..=MAX_LOOP_COUNT as i64).contains(n) => {
-                    let depth_counted = out.iter().filter(|s| matches!(s, Step::LoopBegin { counter: Some(_) })).count()
-                        - out.iter().filter(|s| matches!(s, Step::LoopEnd { until: LoopUntil::Count { .. }, .. })).count();
+                    let depth_counted = out
+                        .iter()
+                        .filter(|s| matches!(s, Step::LoopBegin { counter: Some(_) }))
+                        .count()
+                        - out
+                            .iter()
+                            .filter(|s| {
+                                matches!(
+                                    s,
+                                    Step::LoopEnd {
+                                        until: LoopUntil::Count { .. },
+                                        ..
+                                    }
+                                )
+                            })
+                            .count();
                     if depth_counted >= MAX_COUNTED_LOOP_DEPTH {
-                        return self.err(&c.span(), &format!("{f}.loop.count"), format!("counted loops nest at most {MAX_COUNTED_LOOP_DEPTH} deep"));
+                        return self.err(
+                            &c.span(),
+                            &format!("{f}.loop.count"),
+                            format!("counted loops nest at most {MAX_COUNTED_LOOP_DEPTH} deep"),
+                        );
                     }
                     let counter = depth_counted as u8;
                     *counters = (*counters).max(counter + 1);
-                    LoopUntil::Count { n: *n as u32, counter }
+                    LoopUntil::Count {
+                        n: *n as u32,
+                        counter,
+                    }
                 }
-                _ => return self.err(&c.span(), &format!("{f}.loop.count"), format!("must be 1..={MAX_LOOP_COUNT} or \"forever\"")),
+                _ => {
+                    return self.err(
+                        &c.span(),
+                        &format!("{f}.loop.count"),
+                        format!("must be 1..={MAX_LOOP_COUNT} or \"forever\""),
+                    )
+                }
             },
             (None, Some(at), None) => LoopUntil::TimeMs(*at.get_ref()),
             (None, None, Some(u)) if u.get_ref() == "end" => LoopUntil::End,
-            (None, None, Some(u)) => return self.err(&u.span(), &format!("{f}.loop.until"), "the only value is \"end\""),
-            _ => return self.err(span, &format!("{f}.loop"), "needs one of: `count`, `until_ms`, `until = \"end\"`"),
+            (None, None, Some(u)) => {
+                return self.err(
+                    &u.span(),
+                    &format!("{f}.loop.until"),
+                    "the only value is \"end\"",
+                )
+            }
+            _ => {
+                return self.err(
+                    span,
+                    &format!("{f}.loop"),
+                    "needs one of: `count`, `until_ms`, `until = \"end\"`",
+                )
+            }
         };
         if l.steps.is_empty() {
             return self.err(span, &format!("{f}.loop.steps"), "a loop needs steps");
@@ -496,11 +636,23 @@ impl Compiler<'_> {
         };
         out.push(Step::LoopBegin { counter });
         let body = out.len();
-        self.steps(&l.steps, &format!("{f}.loop.steps"), out, depth + 1, counters)?;
+        self.steps(
+            &l.steps,
+            &format!("{f}.loop.steps"),
+            out,
+            depth + 1,
+            counters,
+        )?;
         // A loop that only ends with time must wait somewhere, or one user would spin a core.
-        let waits = out[body..].iter().any(|s| matches!(s, Step::Think(_) | Step::Expect { .. }));
+        let waits = out[body..]
+            .iter()
+            .any(|s| matches!(s, Step::Think(_) | Step::Expect { .. }));
         if counter.is_none() && !waits {
-            return self.err(span, &format!("{f}.loop"), "a loop that runs until a time must contain a `think` or an `expect`");
+            return self.err(
+                span,
+                &format!("{f}.loop"),
+                "a loop that runs until a time must contain a `think` or an `expect`",
+            );
         }
         let body = u16::try_from(body).unwrap_or(u16::MAX);
         out.push(Step::LoopEnd { body, until });
@@ -552,7 +704,13 @@ steps = [ { connect = {} }, { close = { code = 1001 } } ]
         let a = &s.sessions[0].steps;
         assert_eq!(a.len(), 8);
         assert_eq!(a[3], Step::LoopBegin { counter: Some(0) });
-        assert_eq!(a[4], Step::Think(Think::Random { min_ms: 10, max_ms: 20 }));
+        assert_eq!(
+            a[4],
+            Step::Think(Think::Random {
+                min_ms: 10,
+                max_ms: 20
+            })
+        );
         assert_eq!(
             a[6],
             Step::LoopEnd {
@@ -561,12 +719,20 @@ steps = [ { connect = {} }, { close = { code = 1001 } } ]
             }
         );
         assert_eq!(a[7], Step::Think(Think::UntilEnd));
-        assert_eq!(s.sessions[1].steps, vec![Step::Connect { target: None }, Step::Close { code: 1001 }]);
+        assert_eq!(
+            s.sessions[1].steps,
+            vec![Step::Connect { target: None }, Step::Close { code: 1001 }]
+        );
     }
 
     fn err(text: &str) -> (usize, String, String) {
         match parse("bad.toml", text).unwrap_err() {
-            ScenarioError::Invalid { line, field, message, .. } => (line, field, message),
+            ScenarioError::Invalid {
+                line,
+                field,
+                message,
+                ..
+            } => (line, field, message),
             e => panic!("{e}"),
         }
     }
@@ -592,23 +758,41 @@ steps = [ { connect = {} }, { close = { code = 1001 } } ]
         let text = "duration_s = 10\n[[sessions]]\nsteps = [\n  { connect = {} },\n  { think = { min_ms = 5, max_ms = 1 } },\n]\n";
         assert_eq!(
             err(text),
-            (5, "sessions[0].steps[1].think.max_ms".into(), "must not be below min_ms".into())
+            (
+                5,
+                "sessions[0].steps[1].think.max_ms".into(),
+                "must not be below min_ms".into()
+            )
         );
         let text = "[[sessions]]\nsteps = [ { send = { text = \"{userid}\" } } ]\n";
         let (line, field, message) = err(text);
-        assert_eq!((line, field.as_str()), (2, "sessions[0].steps[0].send.text"));
-        assert!(message.starts_with("unknown substitution {userid}"), "{message}");
+        assert_eq!(
+            (line, field.as_str()),
+            (2, "sessions[0].steps[0].send.text")
+        );
+        assert!(
+            message.starts_with("unknown substitution {userid}"),
+            "{message}"
+        );
         let text = "[[sessions]]\nsteps = [ { send = { text = \"x\" } } ]\n";
         assert_eq!(err(text).1, "sessions[0].steps[0]");
         let text = "[[sessions]]\nsteps = [\n { connect = {} },\n { loop = { until = \"end\", steps = [ { send = { text = \"x\" } } ] } },\n]\n";
         assert_eq!(
             err(text),
-            (4, "sessions[0].steps[1].loop".into(), "a loop that runs until a time must contain a `think` or an `expect`".into())
+            (
+                4,
+                "sessions[0].steps[1].loop".into(),
+                "a loop that runs until a time must contain a `think` or an `expect`".into()
+            )
         );
         let text = "[[sessions]]\nprobability = 40\nsteps = [ { connect = {} } ]\n[[sessions]]\nprobability = 40\nsteps = [ { connect = {} } ]\n";
         assert_eq!(
             err(text),
-            (1, "sessions.probability".into(), "the probabilities add up to 80, not 100".into())
+            (
+                1,
+                "sessions.probability".into(),
+                "the probabilities add up to 80, not 100".into()
+            )
         );
     }
 

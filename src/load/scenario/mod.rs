@@ -36,9 +36,14 @@ pub struct Phase {
 /// How long a `think` step waits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Think {
-    Fixed { ms: u64 },
+    Fixed {
+        ms: u64,
+    },
     /// Uniformly random in `[min_ms, max_ms]`.
-    Random { min_ms: u64, max_ms: u64 },
+    Random {
+        min_ms: u64,
+        max_ms: u64,
+    },
     /// Until this time since the start of the run (a no-op once past).
     UntilMs(u64),
     /// Until the run ends: the user idles, holding its connection.
@@ -61,9 +66,14 @@ pub enum LoopUntil {
 pub enum Step {
     /// Open the WebSocket: TCP connect, HTTP upgrade. `target` is the request path and query;
     /// `None` uses the path of `--url`.
-    Connect { target: Option<Template> },
+    Connect {
+        target: Option<Template>,
+    },
     /// Send one data frame (`opcode` TEXT or BINARY) with the rendered bytes.
-    Send { opcode: u8, data: Template },
+    Send {
+        opcode: u8,
+        data: Template,
+    },
     /// Wait for a data frame containing the rendered text, at most `timeout_ms`; a transaction
     /// named `transactions[txn]`, its latency measured from the start of the wait.
     Expect {
@@ -73,11 +83,18 @@ pub enum Step {
     },
     Think(Think),
     /// Resets the loop's counter (counted loops) and falls through into the body.
-    LoopBegin { counter: Option<u8> },
+    LoopBegin {
+        counter: Option<u8>,
+    },
     /// Jumps back to `body` (the first step of the body) unless `until` says the loop is done.
-    LoopEnd { body: u16, until: LoopUntil },
+    LoopEnd {
+        body: u16,
+        until: LoopUntil,
+    },
     /// Send a Close frame with `code` and end the session once the server answers.
-    Close { code: u16 },
+    Close {
+        code: u16,
+    },
 }
 
 /// A session: a weighted way of behaving.

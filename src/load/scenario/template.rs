@@ -173,7 +173,9 @@ mod tests {
         );
         // Not a name: left alone.
         assert_eq!(
-            Template::parse("{ Ref }{A}{").unwrap().render_string(&VARS, 0),
+            Template::parse("{ Ref }{A}{")
+                .unwrap()
+                .render_string(&VARS, 0),
             "{ Ref }{A}{"
         );
     }
