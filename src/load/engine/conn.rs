@@ -466,10 +466,7 @@ impl Engine {
             u.tx_head = id;
             self.submit_send(slot);
         } else {
-            self.txq
-                .entry(slot)
-                .or_default()
-                .push_back(id);
+            self.txq.entry(slot).or_default().push_back(id);
         }
     }
 

@@ -435,7 +435,9 @@ impl Engine {
         s.delivery_us = stats::sparse(&self.cur.delivery);
         self.cur.delivery.reset();
         // The process side may have gone (it stops reading only at exit): nothing to do then.
-        let _ = self.reports.send(Report::Sample(self.local_index, Box::new(s)));
+        let _ = self
+            .reports
+            .send(Report::Sample(self.local_index, Box::new(s)));
     }
 
     /// The last, partial second.
