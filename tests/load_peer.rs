@@ -49,6 +49,10 @@ fn server(mode: Mode) -> (SocketAddr, Arc<Mutex<Seen>>, tokio::runtime::Runtime)
             n += 1;
             let seen = s.clone();
             tokio::spawn(async move {
+                #[expect(
+                    clippy::result_large_err,
+                    reason = "the callback type is tungstenite's"
+                )]
                 let cb = |req: &Request, resp: Response| {
                     seen.lock().unwrap().paths.push(req.uri().to_string());
                     Ok(resp)

@@ -92,6 +92,11 @@ pub struct LoadArgs {
     #[arg(long, default_value_t = 4096)]
     pub recv_buffer_bytes: u32,
 
+    /// Added to every user id: give each load box its own range when several load one server.
+    /// Example: --first-user-id 1000000
+    #[arg(long, default_value_t = 0)]
+    pub first_user_id: u64,
+
     /// No live progress line on stderr.
     #[arg(long)]
     pub quiet: bool,

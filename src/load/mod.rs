@@ -212,6 +212,9 @@ fn run(args: LoadArgs) -> Result<(), String> {
         return Err("--recv-buffer-bytes must be 256..=1048576".into());
     }
     let users = scenario.users.unwrap_or(0);
+    if args.first_user_id.saturating_add(users) > u64::from(u32::MAX) {
+        return Err("--first-user-id + users must stay below 2^32 (user ids are 32-bit)".into());
+    }
     let (workers, slots) = sizing(&args, users, args.procs)?;
     let child = args.child_index.is_some();
     if !child {
@@ -242,6 +245,7 @@ fn run(args: LoadArgs) -> Result<(), String> {
         default_target: url.target.clone().unwrap_or_else(|| "/".into()),
         sources: sources.iter().map(|ip| target::sockaddr(*ip, 0)).collect(),
         seed: mono_ns() ^ u64::from(std::process::id()) << 40,
+        first_user_id: args.first_user_id,
         proc_index: args.child_index.unwrap_or(0),
         total_workers: workers * args.procs,
         connect_timeout_ms: args.connect_timeout_ms,

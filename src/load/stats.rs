@@ -44,6 +44,8 @@ pub enum ErrorKind {
     Send,
 }
 
+/// The first this many [`ErrorKind`]s are failures to connect (before the 101).
+pub const CONNECT_ERROR_KINDS: usize = 5;
 /// Number of [`ErrorKind`]s.
 pub const ERROR_KINDS: usize = 10;
 /// Report names of the error kinds, by discriminant.
@@ -104,6 +106,10 @@ pub struct Sample {
     pub txn_us: Vec<Sparse>,
     /// Delivery latencies of received frames that carried a send timestamp.
     pub delivery_us: Sparse,
+    /// Run time of the first arrival and of the last upgrade in this second, µs (0: none):
+    /// the window over which the run's connection rate is measured.
+    pub first_arrival_us: u64,
+    pub last_connected_us: u64,
     /// Resident memory of the load process(es) at the end of the second (gauge, bytes).
     pub rss_bytes: u64,
     /// CPU time the load process(es) used in this second, ms.
@@ -146,6 +152,12 @@ impl Sample {
             merge_sparse(&mut self.txn_us[i], s);
         }
         merge_sparse(&mut self.delivery_us, &o.delivery_us);
+        if o.first_arrival_us != 0
+            && (self.first_arrival_us == 0 || o.first_arrival_us < self.first_arrival_us)
+        {
+            self.first_arrival_us = o.first_arrival_us;
+        }
+        self.last_connected_us = self.last_connected_us.max(o.last_connected_us);
         self.rss_bytes += o.rss_bytes;
         self.cpu_ms += o.cpu_ms;
     }

@@ -37,6 +37,7 @@ impl Engine {
 
     /// Starts user `id` in `slot`: one linked chain socket → options → bind → connect.
     pub(super) fn start_user(&mut self, slot: u32, id: u64, now: u64) {
+        let id = id + self.setup.first_user_id;
         let session = self.setup.scenario.session_for(id);
         let u = &mut self.users[slot as usize];
         debug_assert_eq!(u.state, State::Free);
@@ -49,12 +50,15 @@ impl Engine {
         self.connecting += 1;
         self.live += 1;
         self.cur.s.arrivals += 1;
+        if self.cur.s.first_arrival_us == 0 {
+            self.cur.s.first_arrival_us = (now / 1000).max(1);
+        }
         let timeout = self.setup.connect_timeout_ms * 1_000_000;
         self.set_deadline(slot, now + timeout);
         let setup = self.setup.clone();
-        self.ring.push(&sqe::socket_direct(slot, gen));
+        self.push(sqe::socket_direct(slot, gen));
         if setup.sockopt_supported {
-            self.ring.push(&sqe::set_int_option(
+            self.push(sqe::set_int_option(
                 slot,
                 gen,
                 libc::IPPROTO_TCP,
@@ -66,16 +70,16 @@ impl Engine {
             let src = &setup.sources[(id % setup.sources.len() as u64) as usize];
             // The port is chosen at connect time, per destination: each source address gives
             // a full ephemeral range towards each server address.
-            self.ring.push(&sqe::set_int_option(
+            self.push(sqe::set_int_option(
                 slot,
                 gen,
                 libc::IPPROTO_IP,
                 libc::IP_BIND_ADDRESS_NO_PORT,
                 &ONE,
             ));
-            self.ring.push(&sqe::bind(slot, gen, src));
+            self.push(sqe::bind(slot, gen, src));
         }
-        self.ring.push(&sqe::connect(slot, gen, &setup.dest));
+        self.push(sqe::connect(slot, gen, &setup.dest));
     }
 
     /// A step of the set-up chain before `connect` failed (these post only on failure).
@@ -158,7 +162,7 @@ impl Engine {
         let u = &mut self.users[slot as usize];
         u.set(flag::POLL_ARMED);
         let e = sqe::poll_readable(slot, u.gen);
-        self.ring.push(&e);
+        self.push(e);
     }
 
     fn start_recv(&mut self, slot: u32) {
@@ -170,7 +174,7 @@ impl Engine {
         u.set(flag::RECV_INFLIGHT);
         u.clear(flag::RECV_AGAIN);
         let e = sqe::recv_once(slot, u.gen, BGID);
-        self.ring.push(&e);
+        self.push(e);
     }
 
     pub(super) fn on_poll(&mut self, token: Token, res: i32, flags: u32) {
@@ -395,6 +399,7 @@ impl Engine {
                 self.connecting -= 1;
                 self.open += 1;
                 self.cur.s.connected += 1;
+                self.cur.s.last_connected_us = now / 1000;
                 self.record_txn(0, now.saturating_sub(started));
                 self.advance(slot, now);
                 Some(n)
@@ -481,7 +486,7 @@ impl Engine {
         let rest = &b.bytes[b.off as usize..];
         // The bytes live in `self.tx` until this send's completion removes them.
         let e = sqe::send(slot, u.gen, rest.as_ptr(), rest.len() as u32);
-        self.ring.push(&e);
+        self.push(e);
     }
 
     pub(super) fn on_send(&mut self, token: Token, res: i32) {
@@ -591,7 +596,7 @@ impl Engine {
         let u = &self.users[slot as usize];
         if u.busy() {
             let e = sqe::cancel_slot(slot, u.gen);
-            self.ring.push(&e);
+            self.push(e);
         } else {
             self.maybe_close_fd(slot);
         }
@@ -605,7 +610,7 @@ impl Engine {
         }
         u.state = State::ClosingFd;
         let e = sqe::close_slot(slot, u.gen);
-        self.ring.push(&e);
+        self.push(e);
     }
 
     pub(super) fn on_close(&mut self, token: Token) {

@@ -22,7 +22,7 @@ use std::sync::{mpsc, Arc};
 
 use hdrhistogram::Histogram;
 use io_uring::types::{SubmitArgs, Timespec};
-use io_uring::IoUring;
+use io_uring::{squeue, IoUring};
 
 use crate::load::scenario::Scenario;
 use crate::load::stats::{self, ErrorKind, Sample, ERROR_KINDS, ERROR_NAMES};
@@ -39,6 +39,10 @@ const BGID: u16 = 0;
 const MAX_ARRIVALS_PER_TURN: usize = 512;
 /// Longest kernel wait, so the stop flag is seen within this time.
 const MAX_WAIT_NS: u64 = 100_000_000;
+/// Completion queue size. Every user can have a few completions pending at once (connect, poll,
+/// receive, send); more than fit overflow into the kernel's list, which makes submissions fail with
+/// `EBUSY` until we reap. 32768 × 16 B = 512 KiB per worker.
+const CQ_ENTRIES: u32 = 32768;
 /// Errors of one kind printed per process; later ones are only counted.
 const ERRORS_PRINTED_PER_KIND: u32 = 3;
 
@@ -66,6 +70,8 @@ pub struct Setup {
     pub sources: Vec<libc::sockaddr_in>,
     /// Seed of the `Sec-WebSocket-Key`s and masks.
     pub seed: u64,
+    /// Added to every user id (`--first-user-id`).
+    pub first_user_id: u64,
     /// This process's index (`{proc}`).
     pub proc_index: u32,
     /// Workers over all processes (`G` of `arrivals`).
@@ -171,6 +177,9 @@ pub struct Engine {
     ts_finder: memchr::memmem::Finder<'static>,
     rng: u64,
     batch: Vec<(u64, i32, u32)>,
+    /// Entries that did not fit the SQ while the kernel refused submissions (`EBUSY`: completions
+    /// overflowed the CQ); pushed after the next reap.
+    backlog: VecDeque<squeue::Entry>,
 }
 
 impl Engine {
@@ -184,7 +193,7 @@ impl Engine {
             .setup_single_issuer()
             .setup_defer_taskrun()
             .setup_submit_all()
-            .setup_cqsize(16384)
+            .setup_cqsize(CQ_ENTRIES)
             .build(4096)?;
         let ring = Ring { uring };
         ring.uring
@@ -233,6 +242,7 @@ impl Engine {
             ts_finder: memchr::memmem::Finder::new(needle.as_bytes()).into_owned(),
             rng: setup.seed ^ (u64::from(plan.global_index) << 32) | 1,
             batch: Vec::with_capacity(1024),
+            backlog: VecDeque::new(),
             setup,
         })
     }
@@ -263,8 +273,45 @@ impl Engine {
             let wake = self.next_wake(now);
             self.enter(wake.saturating_sub(now))?;
             self.drain_completions();
+            self.flush_backlog();
             self.bufs.refill();
             self.retry_starved();
+        }
+    }
+
+    /// Queues an entry. When the SQ is full it is submitted; when the kernel refuses that
+    /// (`EBUSY`: the CQ overflowed, it wants completions reaped first) the entry waits in
+    /// `backlog` until the loop has reaped. Never spins, never drops an entry.
+    pub(super) fn push(&mut self, entry: squeue::Entry) {
+        if !self.backlog.is_empty() || !self.try_push(&entry) {
+            self.backlog.push_back(entry);
+        }
+    }
+
+    fn try_push(&mut self, entry: &squeue::Entry) -> bool {
+        for _ in 0..2 {
+            // SAFETY: every entry is built by `ring::sqe`, whose constructors document that the
+            // memory an entry points to outlives its completion: send bytes stay in `self.tx`
+            // until the send's completion, addresses live in `self.setup`, options are statics.
+            if unsafe { self.ring.uring.submission().push(entry) }.is_ok() {
+                return true;
+            }
+            match self.ring.uring.submit() {
+                Ok(_) => {}
+                // EBUSY (CQ overflow) or EAGAIN (kernel short of memory): reap first.
+                Err(_) => return false,
+            }
+        }
+        false
+    }
+
+    /// Moves backlogged entries into the SQ after a reap.
+    fn flush_backlog(&mut self) {
+        while let Some(e) = self.backlog.pop_front() {
+            if !self.try_push(&e) {
+                self.backlog.push_front(e);
+                return;
+            }
         }
     }
 

@@ -10,7 +10,9 @@ use serde::Serialize;
 
 use super::collector::Collector;
 use super::scenario::Scenario;
-use super::stats::{add_sparse, histogram, percentiles, Sample, Sparse, ERROR_NAMES};
+use super::stats::{
+    add_sparse, histogram, percentiles, Sample, Sparse, CONNECT_ERROR_KINDS, ERROR_NAMES,
+};
 use super::LoadArgs;
 
 /// Facts about the run that are not in the samples.
@@ -96,6 +98,13 @@ pub struct Summary {
     /// Highest and mean (over seconds with arrivals) new WebSocket connections per second.
     pub peak_connect_rate: u64,
     pub mean_connect_rate: f64,
+    /// From the first arrival to the last completed upgrade, s, and `connected` over it: the
+    /// connection rate the run sustained (meaningful when users arrive faster than that).
+    pub connect_window_s: f64,
+    pub connect_rate: f64,
+    /// Users that arrived but neither connected nor failed a connect: still connecting when the
+    /// run ended (a server too slow to accept shows here, not as errors).
+    pub never_connected: u64,
     pub messages_sent: u64,
     pub messages_received: u64,
     pub bytes_sent: u64,
@@ -116,6 +125,10 @@ pub fn summarize(meta: &Meta, names: &[String], series: &[Sample]) -> Summary {
         total.absorb(s);
     }
     let with_arrivals: Vec<&Sample> = series.iter().filter(|s| s.arrivals > 0).collect();
+    let window_s = total
+        .last_connected_us
+        .saturating_sub(total.first_arrival_us) as f64
+        / 1_000_000.0;
     Summary {
         meta: meta.clone(),
         elapsed_s: series.len() as u64,
@@ -130,6 +143,16 @@ pub fn summarize(meta: &Meta, names: &[String], series: &[Sample]) -> Summary {
             with_arrivals.iter().map(|s| s.connected).sum::<u64>() as f64
                 / with_arrivals.len() as f64
         },
+        connect_window_s: window_s,
+        connect_rate: if window_s > 0.0 {
+            total.connected as f64 / window_s
+        } else {
+            0.0
+        },
+        never_connected: total
+            .arrivals
+            .saturating_sub(total.connected)
+            .saturating_sub(total.errors[..CONNECT_ERROR_KINDS].iter().sum::<u64>()),
         messages_sent: total.sent,
         messages_received: total.received,
         bytes_sent: total.bytes_sent,
