@@ -419,10 +419,12 @@ impl Engine {
         match event {
             Event::Text(t) => self.on_message(slot, t.as_bytes()),
             Event::Binary(b) => self.on_message(slot, b),
-            Event::Ping(p) => {
+            // No frame may follow our Close, a Pong included.
+            Event::Ping(p) if self.users[slot as usize].state == State::Open => {
                 let f = self.client_frame(opcode::PONG, p);
                 self.queue(slot, f, false);
             }
+            Event::Ping(_) => {}
             Event::Pong(_) => {}
             Event::Close(c) => {
                 if self.users[slot as usize].state == State::Closing {
