@@ -15,6 +15,7 @@ fn err(e: impl std::fmt::Display) -> String {
 
 /// A line per `(name, points)` over time (x in seconds).
 pub fn lines(
+    x_min_span: f64,
     title: &str,
     y_desc: &str,
     series: &[(String, Vec<(f64, f64)>)],
@@ -22,7 +23,7 @@ pub fn lines(
     let x_max = series
         .iter()
         .flat_map(|(_, p)| p.iter().map(|q| q.0))
-        .fold(1.0f64, f64::max);
+        .fold(x_min_span, f64::max);
     let y_max = series
         .iter()
         .flat_map(|(_, p)| p.iter().map(|q| q.1))
@@ -155,6 +156,7 @@ mod tests {
     #[test]
     fn charts_are_svg_with_drawn_data() {
         let svg = lines(
+            1.0,
             "users",
             "users",
             &[("users".into(), vec![(0.0, 1.0), (1.0, 5.0), (2.0, 3.0)])],

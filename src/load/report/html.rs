@@ -114,8 +114,19 @@ pub fn page(sum: &Summary, names: &[String], series: &[Sample]) -> Result<String
         ),
         ("peak simultaneous users", sum.peak_users.to_string()),
         (
-            "connections per second: peak / mean",
+            "connections per second: peak second / mean",
             format!("{} / {:.1}", sum.peak_connect_rate, sum.mean_connect_rate),
+        ),
+        (
+            "connection rate over the connect window",
+            format!(
+                "{:.0}/s over {:.2} s",
+                sum.connect_rate, sum.connect_window_s
+            ),
+        ),
+        (
+            "arrived but never connected",
+            sum.never_connected.to_string(),
         ),
         (
             "messages sent / received",
@@ -145,7 +156,10 @@ pub fn page(sum: &Summary, names: &[String], series: &[Sample]) -> Result<String
     }
     out.push_str("</tbody></table>\n");
 
+    // Every time chart spans the whole run, even where a series has no data.
+    let span = series.last().map_or(1.0, |s| f64::from(s.t) + 1.0);
     let users = charts::lines(
+        span,
         "Simultaneous users",
         "users",
         &[
@@ -161,6 +175,7 @@ pub fn page(sum: &Summary, names: &[String], series: &[Sample]) -> Result<String
     )?;
     section(&mut out, "chart-users", "Simultaneous users", &[users]);
     let arrivals = charts::lines(
+        span,
         "Arrival rate",
         "per second",
         &[
@@ -179,7 +194,7 @@ pub fn page(sum: &Summary, names: &[String], series: &[Sample]) -> Result<String
     for (i, name) in names.iter().enumerate() {
         lat.extend(quantile_lines(name, series, |s| &s.txn_us[i]));
     }
-    let latency = charts::lines("Transaction latency over time", "ms", &lat)?;
+    let latency = charts::lines(span, "Transaction latency over time", "ms", &lat)?;
     section(
         &mut out,
         "chart-latency",
@@ -209,6 +224,7 @@ pub fn page(sum: &Summary, names: &[String], series: &[Sample]) -> Result<String
     }
     section(&mut out, "chart-histogram", "Latency histograms", &hists);
     let msgs = charts::lines(
+        span,
         "Messages and errors",
         "per second",
         &[
@@ -225,6 +241,7 @@ pub fn page(sum: &Summary, names: &[String], series: &[Sample]) -> Result<String
     )?;
     section(&mut out, "chart-messages", "Messages and errors", &[msgs]);
     let mem = charts::lines(
+        span,
         "Load generator resources",
         "MiB / % of a core",
         &[
