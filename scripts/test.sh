@@ -2,7 +2,8 @@
 # The project's one test command (CI runs it through .ci/run).
 #
 # Stages, fail-fast, each with a header and a summary at the end:
-#   deps        Python test deps into .venv-test/ (+ npm ci of tests/js if present)
+#   deps        Python test deps into .venv-test/ (+ npm ci of tests/js if present,
+#               + Debian chromium for the load report render test)
 #   fmt         cargo fmt --all -- --check
 #   clippy      cargo clippy --all-targets -- -D warnings
 #   cargo-test  cargo test --release
@@ -19,7 +20,8 @@
 #   SKIP_LINT=1        skip fmt and clippy (quick local loops)
 #   SKIP_CARGO=1       skip every cargo stage (harness trials against a stand-in)
 #
-# Needs only bash, coreutils, python3 (+ pip), cargo and, for tests/js, node/npm.
+# Needs only bash, coreutils, python3 (+ pip), cargo, apt-get (chromium) and, for tests/js,
+# node/npm.
 # Runs from any cwd, needs no stdin, and may be re-run: the venv is reused
 # while tests/python/requirements.txt is unchanged.
 set -euo pipefail
@@ -221,6 +223,16 @@ stage_deps() {
         npm ci --prefix tests/js --no-audit --no-fund
     else
         echo "tests/js/package.json absent: no npm install"
+    fi
+    # ---- headless Chromium: tests/load_gateway.rs renders the load report in it ----
+    if command -v chromium >/dev/null 2>&1; then
+        echo "chromium: $(chromium --version 2>/dev/null)"
+    else
+        echo "installing chromium (renders ringgate load's HTML report in tests)"
+        export DEBIAN_FRONTEND=noninteractive
+        apt-get install -y -qq chromium >/dev/null 2>&1 ||
+            { apt-get update -qq && apt-get install -y -qq chromium >/dev/null; }
+        echo "chromium: $(chromium --version 2>/dev/null)"
     fi
     stage_end
 }

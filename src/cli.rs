@@ -48,6 +48,10 @@ pub enum Command {
     ///
     /// Example: `ringgate doctor --target-connections 1000000 --workers 50`
     Doctor(crate::doctor::DoctorArgs),
+    /// Load a WebSocket / Phoenix server with simulated users and write a report.
+    ///
+    /// Example: `ringgate load --url ws://127.0.0.1:4000/socket/websocket --scenario seed --users 20000`
+    Load(Box<crate::load::LoadArgs>),
 }
 
 /// Flags of `ringgate serve`; each overrides the config key of the same name (see `config.rs`).

@@ -19,6 +19,7 @@
 //! - `profile`: `ringgate profile`, bytes per connection measured by ramping real connections.
 //! - `admin`: the control-plane thread (tokio + axum): publish API, topic counts, health.
 //! - `doctor`: `ringgate doctor`, every limit that caps connections on a box, against a target.
+//! - `load`: `ringgate load`, the load generator (io_uring clients, scenarios, reports).
 //!
 //! Data path and design decisions: `docs/architecture.md`.
 
@@ -28,6 +29,7 @@ pub mod cli;
 pub mod config;
 pub mod doctor;
 pub mod hub;
+pub mod load;
 pub mod net;
 pub mod phoenix;
 pub mod profile;

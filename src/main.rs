@@ -28,6 +28,7 @@ fn main() {
                 std::process::exit(code)
             }
         }),
+        Command::Load(args) => std::process::exit(ringgate::load::main(*args)),
     };
     if let Err(e) = result {
         eprintln!("ringgate: {e}");

@@ -42,6 +42,14 @@ impl Ring {
         })
     }
 
+    /// Wraps a ring built elsewhere (the load generator sizes its own).
+    pub fn from_uring(uring: IoUring) -> Self {
+        Self {
+            uring,
+            backlog: VecDeque::new(),
+        }
+    }
+
     /// Queues an entry; when the submission queue is full, submits what is queued first. An entry is
     /// never dropped (a lost SQE would leak a connection or a buffer) and the caller never spins:
     /// if the kernel cannot take more now, the entry waits in the backlog for `flush_backlog`.

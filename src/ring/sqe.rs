@@ -124,3 +124,82 @@ pub fn poll_fd(fd: RawFd) -> squeue::Entry {
         .build();
     e.user_data(Token::global(Op::Inbox).encode())
 }
+
+// ---- client side (the load generator) ------------------------------------------------------
+//
+// A client connection is set up by one chain of linked entries: socket → options → bind →
+// connect. `IO_LINK` runs each step only if the previous one succeeded; `SKIP_SUCCESS` makes the
+// intermediate steps post a completion only when they fail (a failed step's successors complete
+// with `ECANCELED`). The final `connect` always posts one completion, so a set-up attempt is over
+// exactly when its `Op::Connect` completion arrives.
+
+/// Flags of every step of the set-up chain except the last.
+fn chained(entry: squeue::Entry) -> squeue::Entry {
+    entry.flags(squeue::Flags::IO_LINK | squeue::Flags::SKIP_SUCCESS)
+}
+
+/// An IPv4 TCP socket created straight into fixed-file `slot` (5.19 for `file_index`): a direct
+/// descriptor, no entry in the process fd table. A socket already in the slot is replaced, so the
+/// caller only reuses a slot after its `close_slot` completed. Chained (see above).
+///
+/// Points to no memory.
+pub fn socket_direct(slot: u32, gen: u32) -> squeue::Entry {
+    let dest = types::DestinationSlot::try_from_slot_target(slot).expect("slot within the table");
+    let e = opcode::Socket::new(libc::AF_INET, libc::SOCK_STREAM, 0)
+        .file_index(Some(dest))
+        .build();
+    chained(tag(e, Op::Socket, slot, gen))
+}
+
+/// `setsockopt(level, name, value)` for an `int` option on fixed `slot`, through
+/// `IORING_OP_URING_CMD` / `SOCKET_URING_OP_SETSOCKOPT` (6.7). Chained (see above).
+///
+/// The kernel reads `value` when the step *runs*, which for a linked step is after submission:
+/// hence `&'static`.
+pub fn set_int_option(
+    slot: u32,
+    gen: u32,
+    level: i32,
+    name: i32,
+    value: &'static libc::c_int,
+) -> squeue::Entry {
+    let e = opcode::SetSockOpt::new(
+        types::Fixed(slot),
+        level as u32,
+        name as u32,
+        (value as *const libc::c_int).cast(),
+        std::mem::size_of::<libc::c_int>() as u32,
+    )
+    .build();
+    chained(tag(e, Op::SockOpt, slot, gen))
+}
+
+/// `bind(addr)` on fixed `slot` (6.11), used with port 0 and `IP_BIND_ADDRESS_NO_PORT` to pick the
+/// source address while leaving the port to `connect`. Chained (see above).
+///
+/// The kernel copies `addr` while preparing the entry at submission; the load generator keeps its
+/// source addresses in a table that lives as long as its ring anyway.
+pub fn bind(slot: u32, gen: u32, addr: &libc::sockaddr_in) -> squeue::Entry {
+    let e = opcode::Bind::new(
+        types::Fixed(slot),
+        (addr as *const libc::sockaddr_in).cast(),
+        std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
+    )
+    .build();
+    chained(tag(e, Op::Bind, slot, gen))
+}
+
+/// `connect(addr)` on fixed `slot` (5.5; fixed files 5.15), the last step of the set-up chain:
+/// always posts one completion — 0, the connect error, or `ECANCELED` when an earlier step failed.
+///
+/// The kernel copies `addr` while preparing the entry at submission; the load generator keeps the
+/// destination in a field that lives as long as its ring anyway.
+pub fn connect(slot: u32, gen: u32, addr: &libc::sockaddr_in) -> squeue::Entry {
+    let e = opcode::Connect::new(
+        types::Fixed(slot),
+        (addr as *const libc::sockaddr_in).cast(),
+        std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
+    )
+    .build();
+    tag(e, Op::Connect, slot, gen)
+}

@@ -28,6 +28,14 @@ pub enum Op {
     Inbox = 9,
     /// `getsockopt(SO_PEERNAME)` of a new connection (for the per-address limit).
     PeerName = 10,
+    /// Load generator: a client socket created into a fixed slot (posts only on failure).
+    Socket = 11,
+    /// Load generator: a socket option set on a new client socket (posts only on failure).
+    SockOpt = 12,
+    /// Load generator: a client socket bound to a source address (posts only on failure).
+    Bind = 13,
+    /// Load generator: the connect that ends a client socket's set-up chain (always posts).
+    Connect = 14,
 }
 
 impl Op {
@@ -43,6 +51,10 @@ impl Op {
             8 => Self::Tick,
             9 => Self::Inbox,
             10 => Self::PeerName,
+            11 => Self::Socket,
+            12 => Self::SockOpt,
+            13 => Self::Bind,
+            14 => Self::Connect,
             _ => return None,
         })
     }
@@ -103,6 +115,10 @@ mod tests {
             Op::Close,
             Op::Tick,
             Op::Inbox,
+            Op::Socket,
+            Op::SockOpt,
+            Op::Bind,
+            Op::Connect,
         ] {
             for slot in [0, 1, MAX_SLOT] {
                 for gen in [0, 1, u32::MAX] {

@@ -303,6 +303,10 @@ impl Worker {
             Op::Tick => self.on_tick(),
             Op::Inbox => self.on_inbox(flags),
             Op::PeerName => self.on_peer_name(token, res),
+            // Client-side set-up ops belong to the load generator; a gateway never issues them.
+            Op::Socket | Op::SockOpt | Op::Bind | Op::Connect => {
+                tracing::error!(worker = self.id, ?token, res, "client op on a gateway ring");
+            }
         }
     }
 

@@ -1,0 +1,214 @@
+//! Running a user's session: the step machine, expects, timers, delivery latencies.
+
+use super::conn::MAX_QUEUED_SENDS;
+use super::user::{flag, State};
+use super::{mono_ns, Engine};
+use crate::load::scenario::{LoopUntil, Step, Think, Vars};
+use crate::load::stats::ErrorKind;
+
+/// Steps one user may run in one go before yielding to the others (a counted loop of sends).
+const MAX_STEPS_PER_TURN: usize = 256;
+
+impl Engine {
+    fn vars(&self, slot: u32) -> Vars {
+        let u = &self.users[slot as usize];
+        Vars {
+            user_id: u64::from(u.user_id),
+            msg_ref: u.msg_ref,
+            proc: self.setup.proc_index,
+        }
+    }
+
+    /// Runs `slot`'s steps until one waits (think, expect, a full send queue) or the session ends.
+    pub(super) fn advance(&mut self, slot: u32, now: u64) {
+        let setup = self.setup.clone();
+        let session = &setup.scenario.sessions[usize::from(self.users[slot as usize].session)];
+        for _ in 0..MAX_STEPS_PER_TURN {
+            let u = &mut self.users[slot as usize];
+            if u.state != State::Open || u.has(flag::TX_BLOCKED) {
+                return;
+            }
+            let pc = usize::from(u.pc);
+            let Some(step) = session.steps.get(pc) else {
+                // The session is over.
+                self.start_close(slot, crate::ws::close::NORMAL, now);
+                return;
+            };
+            match step {
+                // Only ever step 0, which the arrival ran.
+                Step::Connect { .. } => u.pc += 1,
+                Step::Send { opcode, data } => {
+                    if self.queued(slot) >= MAX_QUEUED_SENDS {
+                        self.users[slot as usize].set(flag::TX_BLOCKED);
+                        return;
+                    }
+                    let u = &mut self.users[slot as usize];
+                    u.msg_ref = u.msg_ref.wrapping_add(1);
+                    u.pc += 1;
+                    let vars = self.vars(slot);
+                    let mut payload = std::mem::take(&mut self.scratch);
+                    payload.clear();
+                    data.render(&vars, mono_ns, &mut payload);
+                    let f = self.client_frame(*opcode, &payload);
+                    self.scratch = payload;
+                    self.queue(slot, f, true);
+                }
+                Step::Expect { timeout_ms, .. } => {
+                    let deadline = now + timeout_ms * 1_000_000;
+                    self.set_deadline(slot, deadline);
+                    return;
+                }
+                Step::Think(t) => {
+                    let wake = match *t {
+                        Think::Fixed { ms } => now + ms * 1_000_000,
+                        Think::Random { min_ms, max_ms } => {
+                            let span = (max_ms - min_ms) * 1_000_000;
+                            let r = if span == 0 {
+                                0
+                            } else {
+                                self.next_random() % (span + 1)
+                            };
+                            now + min_ms * 1_000_000 + r
+                        }
+                        Think::UntilMs(ms) => ms * 1_000_000,
+                        // The end of the run closes every user; no timer needed.
+                        Think::UntilEnd => return,
+                    };
+                    if wake > now {
+                        self.set_deadline(slot, wake);
+                        return;
+                    }
+                    self.users[slot as usize].pc += 1;
+                }
+                Step::LoopBegin { counter } => {
+                    if let Some(c) = counter {
+                        u.loops[usize::from(*c)] = 0;
+                    }
+                    u.pc += 1;
+                }
+                Step::LoopEnd { body, until } => {
+                    let again = match *until {
+                        LoopUntil::Count { n, counter } => {
+                            let c = &mut u.loops[usize::from(counter)];
+                            *c += 1;
+                            *c < n
+                        }
+                        LoopUntil::TimeMs(ms) => now < ms * 1_000_000,
+                        LoopUntil::End => true,
+                    };
+                    u.pc = if again { *body } else { u.pc + 1 };
+                }
+                Step::Close { code } => {
+                    self.start_close(slot, *code, now);
+                    return;
+                }
+            }
+        }
+        // Budget spent: continue on the next loop turn.
+        self.set_deadline(slot, now);
+    }
+
+    /// A wait of `slot` ended: connect timeout, expect timeout, think over, close timeout.
+    pub(super) fn on_deadline(&mut self, slot: u32, now: u64) {
+        let u = &self.users[slot as usize];
+        let (id, session, pc) = (u.user_id, u.session, u.pc);
+        match u.state {
+            State::Connecting | State::Handshake => {
+                self.record_error(ErrorKind::ConnectTimeout);
+                self.setup.report_error(
+                    ErrorKind::ConnectTimeout,
+                    format_args!(
+                        "user {id}: no 101 within {} ms",
+                        self.setup.connect_timeout_ms
+                    ),
+                );
+                self.abort(slot);
+            }
+            State::Open => {
+                let setup = self.setup.clone();
+                let session = &setup.scenario.sessions[usize::from(session)];
+                match session.steps.get(usize::from(pc)) {
+                    Some(Step::Expect {
+                        timeout_ms, txn, ..
+                    }) => {
+                        self.record_error(ErrorKind::ExpectTimeout);
+                        self.setup.report_error(
+                            ErrorKind::ExpectTimeout,
+                            format_args!(
+                                "user {id}: no frame for `{}` within {timeout_ms} ms",
+                                setup.scenario.transactions[usize::from(*txn)]
+                            ),
+                        );
+                        // The session goes on: a lost reply fails one transaction, not the user.
+                        self.users[slot as usize].pc += 1;
+                    }
+                    Some(Step::Think(_)) => self.users[slot as usize].pc += 1,
+                    // A yield after the step budget: just continue.
+                    _ => {}
+                }
+                self.advance(slot, now);
+            }
+            // The server did not answer our Close in time: close TCP anyway.
+            State::Closing => self.abort(slot),
+            State::Free | State::Aborting | State::ClosingFd => {}
+        }
+    }
+
+    /// A complete data message on an open (or closing) connection.
+    pub(super) fn on_message(&mut self, slot: u32, data: &[u8]) {
+        self.cur.s.received += 1;
+        if let Some(ts) = self.timestamp_in(data) {
+            let now = mono_ns();
+            // Only plausible stamps: sent on this box, at most the histogram's range ago.
+            if ts <= now && now - ts < crate::load::stats::MAX_LATENCY_US * 1000 {
+                self.cur
+                    .delivery
+                    .saturating_record(((now - ts) / 1000).max(1));
+            }
+        }
+        let u = &self.users[slot as usize];
+        if u.state != State::Open || u.deadline_ns == 0 {
+            return;
+        }
+        let setup = self.setup.clone();
+        let session = &setup.scenario.sessions[usize::from(u.session)];
+        let Some(Step::Expect {
+            contains,
+            timeout_ms,
+            txn,
+        }) = session.steps.get(usize::from(u.pc))
+        else {
+            return;
+        };
+        let vars = self.vars(slot);
+        let mut pattern = std::mem::take(&mut self.pattern);
+        pattern.clear();
+        contains.render(&vars, mono_ns, &mut pattern);
+        let found = memchr::memmem::find(data, &pattern).is_some();
+        self.pattern = pattern;
+        if !found {
+            return;
+        }
+        let now = self.now();
+        let u = &mut self.users[slot as usize];
+        let started = u.deadline_ns.saturating_sub(timeout_ms * 1_000_000);
+        u.deadline_ns = 0;
+        u.pc += 1;
+        self.record_txn(usize::from(*txn), now.saturating_sub(started));
+        self.advance(slot, now);
+    }
+
+    /// The number after `"<timestamp_field>":` in `data`, if any.
+    fn timestamp_in(&self, data: &[u8]) -> Option<u64> {
+        let at = self.ts_finder.find(data)? + self.ts_finder.needle().len();
+        let digits = data[at..]
+            .iter()
+            .skip_while(|b| **b == b' ')
+            .take_while(|b| b.is_ascii_digit())
+            .take(20)
+            .try_fold(0u64, |acc, b| {
+                acc.checked_mul(10)?.checked_add(u64::from(b - b'0'))
+            })?;
+        Some(digits)
+    }
+}
