@@ -8,7 +8,8 @@
 //! Kernel memory: on loopback both ends of every connection are in this kernel, so global slab
 //! counters show pairs. When `profile` started the gateway it separates the server's share by the
 //! exit-delta method: at the top of the ramp it kills the gateway (the load processes keep their
-//! sockets) and measures how much kernel memory that freed. Against a running gateway it reports
+//! sockets: they are SIGSTOPped so they cannot react to the resets) and measures how much the
+//! connection caches (`/proc/slabinfo` active objects) shrank. Against a running gateway it reports
 //! the pair figure halved, and says so.
 
 pub mod fit;
@@ -23,7 +24,7 @@ use std::time::{Duration, Instant};
 use clap::Args;
 
 use fit::fit;
-use readings::{sample, slab_bytes, Sample};
+use readings::{cache_bytes, sample, Sample};
 use report::{Profile, Step};
 
 /// Flags of `ringgate profile`.
@@ -74,6 +75,14 @@ impl Drop for Owned {
     fn drop(&mut self) {
         let _ = self.0.kill();
         let _ = self.0.wait();
+    }
+}
+
+/// Sends `sig` to each load process we started (by PID).
+fn signal_all(children: &[Owned], sig: i32) {
+    for c in children {
+        // SAFETY: kill(2) on the PID of a child we spawned and have not reaped.
+        unsafe { libc::kill(c.0.id() as i32, sig) };
     }
 }
 
@@ -164,6 +173,8 @@ fn start_load(args: &ProfileArgs, gw: &Gateway, users: u64, index: usize) -> Res
         .arg(out)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
+        // Its own report is in --out; the disconnects at the exit-delta step are expected.
+        .stderr(Stdio::null())
         .spawn()
         .map_err(|e| format!("cannot start `ringgate load`: {e}"))?;
     Ok(Owned(child))
@@ -219,13 +230,21 @@ pub fn run(args: ProfileArgs) -> Result<(), String> {
         }
         steps.push(Step::from(s));
     }
-    // Exit-delta: the gateway's sockets go with it; the load processes still hold theirs.
+    // Exit-delta: the gateway's sockets go with it; the load processes still hold theirs. Counted
+    // in active objects of the connection caches (Slab pages stay allocated while partly used, and
+    // other processes' sockets come and go in the global counters).
+    // The load processes are stopped first: a running client would close its sockets on the
+    // resets and free its half too.
     let server_kernel_bytes = match gw.child.take() {
         Some(child) => {
-            let before = slab_bytes();
+            signal_all(&loads, libc::SIGSTOP);
+            std::thread::sleep(Duration::from_millis(500));
+            let before = cache_bytes();
             drop(child);
             std::thread::sleep(Duration::from_secs(3));
-            Some(before.saturating_sub(slab_bytes()))
+            let freed = before.saturating_sub(cache_bytes());
+            signal_all(&loads, libc::SIGCONT);
+            Some(freed)
         }
         None => None,
     };

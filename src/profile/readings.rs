@@ -34,7 +34,9 @@ pub struct Sample {
     /// Open WebSocket connections the gateway reports.
     pub connections: u64,
     pub rss_bytes: u64,
-    pub pss_bytes: u64,
+    /// Private (clean + dirty) bytes: unlike Pss, not lowered when load processes started from the
+    /// same binary share its text pages.
+    pub private_bytes: u64,
     /// `/proc/meminfo` Slab (both ends of loopback connections are in this kernel).
     pub slab_bytes: u64,
     /// Active bytes per cache (`active_objs × objsize`), when /proc/slabinfo is readable.
@@ -47,7 +49,7 @@ pub struct Sample {
     pub accounted: BTreeMap<String, u64>,
 }
 
-/// `Rss` and `Pss` of a process, bytes.
+/// `Rss` and private (clean + dirty) bytes of a process.
 pub fn smaps_rollup(pid: u32) -> std::io::Result<(u64, u64)> {
     let text = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup"))?;
     let field = |name: &str| {
@@ -62,7 +64,10 @@ pub fn smaps_rollup(pid: u32) -> std::io::Result<(u64, u64)> {
             })
             .map_or(0, |kb| kb * 1024)
     };
-    Ok((field("Rss:"), field("Pss:")))
+    Ok((
+        field("Rss:"),
+        field("Private_Clean:") + field("Private_Dirty:"),
+    ))
 }
 
 /// `/proc/meminfo` Slab, bytes.
@@ -157,9 +162,15 @@ pub fn gateway_stats(admin: SocketAddr) -> std::io::Result<(u64, BTreeMap<String
     Ok((open, mem))
 }
 
+/// Active bytes of the connection caches (the objects a TCP connection lives in).
+pub fn cache_bytes() -> u64 {
+    let text = std::fs::read_to_string("/proc/slabinfo").unwrap_or_default();
+    parse_slabinfo(&text, CACHES).values().sum()
+}
+
 /// Takes every reading.
 pub fn sample(pid: u32, admin: SocketAddr) -> std::io::Result<Sample> {
-    let (rss_bytes, pss_bytes) = smaps_rollup(pid)?;
+    let (rss_bytes, private_bytes) = smaps_rollup(pid)?;
     let (connections, accounted) = gateway_stats(admin)?;
     let slabinfo = std::fs::read_to_string("/proc/slabinfo").unwrap_or_default();
     let (tcp_inuse, tcp_mem_pages) =
@@ -167,7 +178,7 @@ pub fn sample(pid: u32, admin: SocketAddr) -> std::io::Result<Sample> {
     Ok(Sample {
         connections,
         rss_bytes,
-        pss_bytes,
+        private_bytes,
         slab_bytes: slab_bytes(),
         caches: parse_slabinfo(&slabinfo, CACHES),
         tcp_inuse,

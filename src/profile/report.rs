@@ -28,9 +28,9 @@ impl From<Sample> for Step {
 pub struct Profile {
     pub max_connections: u64,
     pub steps: Vec<Step>,
-    /// User space: RSS and Pss slopes (bytes per connection).
+    /// User space: RSS and private-bytes slopes (bytes per connection).
     pub rss: Fit,
-    pub pss: Fit,
+    pub private: Fit,
     /// The gateway's own accounting, total and by kind (bytes per connection).
     pub accounted: Fit,
     pub accounted_by_kind: BTreeMap<String, f64>,
@@ -61,10 +61,13 @@ impl Profile {
         let need = |f: Option<Fit>, what: &str| {
             f.ok_or_else(|| format!("not enough distinct steps to fit {what}"))
         };
-        let rss = need(fit(&series(&steps, |s| s.rss_bytes)), "RSS")?;
-        let pss = need(fit(&series(&steps, |s| s.pss_bytes)), "Pss")?;
-        let accounted = need(fit(&series(&steps, |s| s.accounted_bytes)), "accounting")?;
-        let slab_pair = need(fit(&series(&steps, |s| s.slab_bytes)), "slab")?;
+        // The zero step is a baseline for the chart, not a fit point: the first connections also
+        // fault in per-worker fixed costs (receive buffers, allocator arenas).
+        let ramp = &steps[1.min(steps.len())..];
+        let rss = need(fit(&series(ramp, |s| s.rss_bytes)), "RSS")?;
+        let private = need(fit(&series(ramp, |s| s.private_bytes)), "private bytes")?;
+        let accounted = need(fit(&series(ramp, |s| s.accounted_bytes)), "accounting")?;
+        let slab_pair = need(fit(&series(ramp, |s| s.slab_bytes)), "slab")?;
         let kinds: Vec<String> = steps
             .last()
             .map(|s| s.sample.accounted.keys().cloned().collect())
@@ -82,10 +85,10 @@ impl Profile {
             .last()
             .map(|s| s.sample.caches.keys().cloned().collect())
             .unwrap_or_default();
-        let caches_pair = caches
+        let caches_pair: BTreeMap<String, f64> = caches
             .into_iter()
             .filter_map(|c| {
-                let f = fit(&series(&steps, |s| s.caches.get(&c).copied().unwrap_or(0)))?;
+                let f = fit(&series(ramp, |s| s.caches.get(&c).copied().unwrap_or(0)))?;
                 Some((c, f.slope))
             })
             .collect();
@@ -93,16 +96,19 @@ impl Profile {
         let (kernel_bytes_per_conn, kernel_method) = match server_kernel_bytes {
             Some(freed) => (
                 freed as f64 / top as f64,
-                format!("exit-delta: Slab freed when the gateway exited with {top} connections, per connection"),
+                format!("exit-delta: connection caches freed when the gateway exited with {top} connections"),
             ),
-            None => (slab_pair.slope / 2.0, "slab slope of loopback pairs, halved (running gateway)".into()),
+            None => (
+                caches_pair.values().sum::<f64>() / 2.0,
+                "connection caches' slope over loopback pairs, halved (running gateway)".into(),
+            ),
         };
         Ok(Self {
             max_connections: args.max,
             steps,
             total_bytes_per_conn: rss.slope + kernel_bytes_per_conn,
             rss,
-            pss,
+            private,
             accounted,
             accounted_by_kind,
             slab_pair,
@@ -129,8 +135,8 @@ pub fn table(p: &Profile, memory_gb: &[f64]) -> String {
     );
     let _ = writeln!(
         out,
-        "| user space (Pss slope) | {:.0} | R² {:.4} |",
-        p.pss.slope, p.pss.r2
+        "| user space (private bytes slope) | {:.0} | R² {:.4} |",
+        p.private.slope, p.private.r2
     );
     let _ = writeln!(
         out,
