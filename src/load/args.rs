@@ -97,8 +97,8 @@ pub struct LoadArgs {
     #[arg(long, default_value_t = 0)]
     pub first_user_id: u64,
 
-    /// No live progress line on stderr.
-    #[arg(long)]
+    /// No live progress line on stderr. (Repeatable: the parent of a --procs run passes it on.)
+    #[arg(long, overrides_with = "quiet")]
     pub quiet: bool,
 
     /// Internal: this process is child N of a --procs run (reports JSON lines on stdout).
