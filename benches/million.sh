@@ -46,22 +46,25 @@ for _ in $(seq 1 100); do curl -sf "http://127.0.0.1:$ADMIN/healthz" >/dev/null 
 rss0=$(rss "$GW")
 
 RAMP_S=$(( USERS / RATE + 1 ))
-DURATION=$(( RAMP_S + HOLD_S + 60 ))
+DURATION=$(( RAMP_S * 2 + HOLD_S + 120 ))
 t0=$(date +%s.%N)
 "$BIN" load --url "ws://127.0.0.1:$PORT/socket/websocket" --scenario seed --users "$USERS" \
     --arrival-rate "$RATE" --duration "$DURATION" --procs 2 --source 127.0.0.2-127.0.0.80 \
     --connect-timeout-ms 30000 --quiet --out "$OUT/load" >"$OUT/load.log" 2>&1 &
 LOAD=$!; PIDS+=("$LOAD")
 
-open=0
-deadline=$(( $(date +%s) + RAMP_S * 3 + 120 ))
+# Until every user is connected, or the count stops growing for 15 s (users that timed out).
+open=0; last=-1; still=0
+deadline=$(( $(date +%s) + RAMP_S * 2 + 60 ))
 while (( $(date +%s) < deadline )); do
     open=$(stats_open || echo 0)
     (( open >= USERS )) && break
+    if (( open == last )); then still=$((still + 1)); else still=0; last=$open; t1=$(date +%s.%N); fi
+    (( still >= 15 )) && break
     kill -0 "$LOAD" 2>/dev/null || break
     sleep 1
 done
-t1=$(date +%s.%N)
+(( open >= USERS )) && t1=$(date +%s.%N)
 echo "held $open connections after $(python3 -c "print(round($t1-$t0,1))") s"
 sleep "$HOLD_S"
 open=$(stats_open)

@@ -11,6 +11,7 @@
 #   pytest      tests/python against a fresh `ringgate serve` (default limits)
 #   autobahn    tests/autobahn/run.py against a server with the Autobahn limits
 #   node-test   node --test tests/js/ (only if tests/js/package.json exists)
+#   fuzz        scripts/fuzz.sh: every fuzz target for FUZZ_SECONDS_PER_TARGET s
 #
 # Knobs (environment):
 #   RINGGATE_BIN=path  server binary to test (default target/release/ringgate,
@@ -19,9 +20,10 @@
 #                      RINGGATE_BIN=tests/python/standin_server.py.
 #   SKIP_LINT=1        skip fmt and clippy (quick local loops)
 #   SKIP_CARGO=1       skip every cargo stage (harness trials against a stand-in)
+#   FUZZ_SECONDS_PER_TARGET=N  fuzzing time per target (default 30)
 #
-# Needs only bash, coreutils, python3 (+ pip), cargo, apt-get (chromium) and, for tests/js,
-# node/npm.
+# Needs only bash, coreutils, python3 (+ pip), cargo (+ a C++ compiler for the fuzz stage's
+# libFuzzer), apt-get (chromium) and, for tests/js, node/npm.
 # Runs from any cwd, needs no stdin, and may be re-run: the venv is reused
 # while tests/python/requirements.txt is unchanged.
 set -euo pipefail
@@ -43,7 +45,7 @@ NODE_TIMEOUT_S=600
 # tests/autobahn/README.md.
 AUTOBAHN_LIMITS=(--max-frame-bytes 16777216 --max-message-bytes 16777216 --max-fragments 100000 --max-messages-per-second 0)
 
-STAGES=(deps fmt clippy cargo-test build pytest autobahn node-test)
+STAGES=(deps fmt clippy cargo-test build pytest autobahn node-test fuzz)
 declare -A STATUS=()
 CURRENT=""
 STAGE_T0=0
@@ -308,3 +310,4 @@ stage_cargo build cargo build --release
 stage_pytest
 stage_autobahn
 stage_node
+stage_cargo fuzz scripts/fuzz.sh "${FUZZ_SECONDS_PER_TARGET:-30}"
