@@ -120,6 +120,9 @@ pub struct ServeArgs {
     /// Joins per second per connection before join errors [default: 10].
     #[arg(long)]
     pub max_joins_per_second: Option<u32>,
+    /// SO_SNDBUF of accepted sockets, bytes; 0 = kernel autotuning [default: 0].
+    #[arg(long)]
+    pub send_buffer_bytes: Option<u32>,
     /// How idle connections wait: poll (cheaper kernel memory) or multishot [default: poll].
     #[arg(long, value_enum)]
     pub recv_mode: Option<RecvMode>,
@@ -215,6 +218,7 @@ impl ServeArgs {
             max_handshakes_per_worker,
             max_messages_per_second,
             max_joins_per_second,
+            send_buffer_bytes,
             recv_mode,
             recv_buffer_bytes,
             recv_buffers,

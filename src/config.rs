@@ -94,6 +94,11 @@ pub struct Config {
     /// rejoin backoff. Default 10: a page joins a handful of topics; a loop of joins is refused.
     /// 0 disables.
     pub max_joins_per_second: u32,
+    /// `SO_SNDBUF` of accepted sockets (set on the listeners, inherited). Default 0: the kernel
+    /// autotunes (up to `net.ipv4.tcp_wmem` max, 4 MiB by default), which is what a fast reader far
+    /// away needs. Set it (e.g. 65536) to bound what one slow consumer pins in kernel memory on top
+    /// of `max_send_queue_bytes`: the kernel holds up to this much before ringgate's queue fills.
+    pub send_buffer_bytes: u32,
     /// How idle connections wait for data. Default `poll` (the cheaper kernel memory).
     pub recv_mode: RecvMode,
     /// Size of each provided receive buffer. Default 4096: one page; a typical client message is
@@ -160,6 +165,7 @@ impl Default for Config {
             max_handshakes_per_worker: 4096,
             max_messages_per_second: 100,
             max_joins_per_second: 10,
+            send_buffer_bytes: 0,
             recv_mode: RecvMode::Poll,
             recv_buffer_bytes: 4096,
             recv_buffers: 1024,

@@ -32,7 +32,7 @@ pub struct Server {
     threads: Vec<thread::JoinHandle<io::Result<Stats>>>,
 }
 
-fn listener(addr: SocketAddr, backlog: u32) -> io::Result<Socket> {
+fn listener(addr: SocketAddr, backlog: u32, send_buffer_bytes: u32) -> io::Result<Socket> {
     let socket = Socket::new(
         Domain::for_address(addr),
         Type::STREAM.cloexec(),
@@ -42,6 +42,10 @@ fn listener(addr: SocketAddr, backlog: u32) -> io::Result<Socket> {
     socket.set_reuse_port(true)?;
     // Accepted sockets inherit TCP_NODELAY on Linux: small frames go out at once, not after 40 ms.
     socket.set_tcp_nodelay(true)?;
+    if send_buffer_bytes > 0 {
+        // Inherited by accepted sockets: bounds the kernel's share of a slow consumer's backlog.
+        socket.set_send_buffer_size(send_buffer_bytes as usize)?;
+    }
     socket.bind(&addr.into())?;
     socket.listen(i32::try_from(backlog).unwrap_or(i32::MAX))?;
     Ok(socket)
@@ -85,7 +89,7 @@ impl Server {
     pub fn start(cfg: Config) -> Result<Self, Box<dyn std::error::Error>> {
         probe::check()?;
         let cfg = Arc::new(cfg);
-        let first = listener(cfg.listen, cfg.listen_backlog)
+        let first = listener(cfg.listen, cfg.listen_backlog, cfg.send_buffer_bytes)
             .map_err(|e| format!("cannot listen on {}: {e}", cfg.listen))?;
         let local_addr = first
             .local_addr()?
@@ -93,7 +97,11 @@ impl Server {
             .ok_or("listener has no inet address")?;
         let mut sockets = vec![first];
         for _ in 1..cfg.workers {
-            sockets.push(listener(local_addr, cfg.listen_backlog)?);
+            sockets.push(listener(
+                local_addr,
+                cfg.listen_backlog,
+                cfg.send_buffer_bytes,
+            )?);
         }
         let slots = table_slots(&cfg);
         let inboxes = (0..cfg.workers)
