@@ -30,12 +30,12 @@ cleanup() {
 }
 trap cleanup EXIT
 
-meminfo() { awk -v k="$1:" '$1==k {printf "%d\n", $2*1024}' /proc/meminfo; }
+meminfo() { awk -v k="$1:" '$1==k {printf "%.0f\n", $2*1024}' /proc/meminfo; }
 caches() {
-    awk 'NR>2 && ($1=="TCP"||$1=="sock_inode_cache"||$1=="filp"||$1=="dentry"||$1=="io_kiocb"||$1=="lsm_inode_cache"||$1=="lsm_file_cache"||$1 ~ /^kmalloc-/) {s+=$2*$4} END {printf "%d\n", s}' /proc/slabinfo
+    awk 'NR>2 && ($1=="TCP"||$1=="sock_inode_cache"||$1=="filp"||$1=="dentry"||$1=="io_kiocb"||$1=="lsm_inode_cache"||$1=="lsm_file_cache"||$1 ~ /^kmalloc-/) {s+=$2*$4} END {printf "%.0f\n", s}' /proc/slabinfo
 }
 stats_open() { curl -s "http://127.0.0.1:$ADMIN/api/stats" | python3 -c 'import json,sys; print(sum(w["open"] for w in json.load(sys.stdin)["workers"]))'; }
-rss() { awk '/^Rss:/ {printf "%d\n", $2*1024}' "/proc/$1/smaps_rollup"; }
+rss() { awk '/^Rss:/ {printf "%.0f\n", $2*1024}' "/proc/$1/smaps_rollup"; }
 
 slab0=$(meminfo Slab); caches0=$(caches); avail0=$(meminfo MemAvailable)
 "$BIN" serve --listen "127.0.0.1:$PORT" --admin-listen "127.0.0.1:$ADMIN" --workers "$WORKERS" \
@@ -46,7 +46,7 @@ for _ in $(seq 1 100); do curl -sf "http://127.0.0.1:$ADMIN/healthz" >/dev/null 
 rss0=$(rss "$GW")
 
 RAMP_S=$(( USERS / RATE + 1 ))
-DURATION=$(( RAMP_S * 2 + HOLD_S + 120 ))
+DURATION=$(( RAMP_S * 3 / 2 + HOLD_S + 45 ))
 t0=$(date +%s.%N)
 "$BIN" load --url "ws://127.0.0.1:$PORT/socket/websocket" --scenario seed --users "$USERS" \
     --arrival-rate "$RATE" --duration "$DURATION" --procs 2 --source 127.0.0.2-127.0.0.80 \
@@ -83,10 +83,20 @@ print(urllib.request.urlopen(req).read().decode())
 PY
 )
 echo "publish: $pub"
+sleep 15
+# The server's share of kernel memory, by exit-delta: stop the load processes (so they cannot
+# close their sockets on the resets), kill the gateway, measure what the connection caches freed.
+LOADS=$(pgrep -P "$LOAD" || true)
+for p in $LOAD $LOADS; do kill -STOP "$p" 2>/dev/null || true; done
+sleep 1
+cachesA=$(caches)
+kill -KILL "$GW"; sleep 5
+cachesB=$(caches)
+for p in $LOAD $LOADS; do kill -CONT "$p" 2>/dev/null || true; done
 wait "$LOAD" || true
-python3 - "$OUT" "$USERS" "$open" "$t0" "$t1" "$rss0" "$rss1" "$slab0" "$slab1" "$caches0" "$caches1" "$avail0" "$avail1" "$WORKERS" <<'PY'
+python3 - "$OUT" "$USERS" "$open" "$t0" "$t1" "$rss0" "$rss1" "$slab0" "$slab1" "$caches0" "$caches1" "$avail0" "$avail1" "$WORKERS" "$cachesA" "$cachesB" <<'PY'
 import json, sys
-out, users, held, t0, t1, rss0, rss1, slab0, slab1, c0, c1, a0, a1, workers = sys.argv[1:]
+out, users, held, t0, t1, rss0, rss1, slab0, slab1, c0, c1, a0, a1, workers, ca, cb = sys.argv[1:]
 held = int(held); n = max(held, 1)
 summary = json.load(open(f"{out}/load/summary.json"))
 res = {
@@ -96,6 +106,7 @@ res = {
     "slab_delta_bytes": int(slab1) - int(slab0),
     "connection_caches_delta_bytes": int(c1) - int(c0),
     "kernel_per_pair": round((int(c1) - int(c0)) / n, 1),
+    "server_kernel_per_conn_exit_delta": round((int(ca) - int(cb)) / n, 1),
     "mem_available_drop_bytes": int(a0) - int(a1),
     "delivery": summary.get("delivery") or summary.get("latency", {}).get("delivery"),
     "load_summary": {k: summary.get(k) for k in ("users", "connected", "errors", "messages_received", "connect_rate")},
