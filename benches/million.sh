@@ -90,8 +90,15 @@ LOADS=$(pgrep -P "$LOAD" || true)
 for p in $LOAD $LOADS; do kill -STOP "$p" 2>/dev/null || true; done
 sleep 1
 cachesA=$(caches)
-kill -KILL "$GW"; sleep 5
-cachesB=$(caches)
+kill -KILL "$GW"
+# Closing a million sockets takes the kernel a while after the process is gone: wait until the
+# caches stop shrinking (bounded).
+prev=0; cachesB=$(caches)
+for _ in $(seq 1 120); do
+    sleep 1; prev=$cachesB; cachesB=$(caches)
+    kill -0 "$GW" 2>/dev/null && continue
+    (( cachesB >= prev - 1000000 )) && break
+done
 for p in $LOAD $LOADS; do kill -CONT "$p" 2>/dev/null || true; done
 wait "$LOAD" || true
 python3 - "$OUT" "$USERS" "$open" "$t0" "$t1" "$rss0" "$rss1" "$slab0" "$slab1" "$caches0" "$caches1" "$avail0" "$avail1" "$WORKERS" "$cachesA" "$cachesB" <<'PY'

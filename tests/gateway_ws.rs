@@ -436,3 +436,43 @@ fn connections_per_source_address_are_limited() {
     std::thread::sleep(Duration::from_millis(300));
     assert!(upgrade(from(2)).is_some(), "closing frees room");
 }
+
+/// A full connection table stops accepting (ENFILE ends the multishot accept); new connections
+/// wait in the listen backlog and are served as soon as a slot is freed.
+#[test]
+fn full_table_pauses_accepting_and_recovers() {
+    let gw = Gateway::start(&[
+        "--echo-path",
+        "/echo",
+        "--workers",
+        "1",
+        "--max-connections-per-worker",
+        "8",
+    ]);
+    // /healthz used a slot and freed it; now fill all eight.
+    let mut held: Vec<RawClient> = (0..8)
+        .map(|_| RawClient::connect(gw.addr, "/echo"))
+        .collect();
+    let waiting = std::thread::spawn({
+        let addr = gw.addr;
+        move || {
+            let mut c = RawClient::connect(addr, "/echo");
+            c.send_frame(true, 1, b"late");
+            c.read_frame().unwrap()
+        }
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(
+        !waiting.is_finished(),
+        "the ninth connection must wait while the table is full"
+    );
+    for c in &mut held {
+        c.send_frame(true, 1, b"still here");
+        assert_eq!(c.read_frame().unwrap(), (true, 1, b"still here".to_vec()));
+    }
+    let mut first = held.remove(0);
+    first.send_frame(true, 8, &1000u16.to_be_bytes());
+    assert_eq!(first.expect_close(), Some(1000));
+    drop(first);
+    assert_eq!(waiting.join().unwrap(), (true, 1, b"late".to_vec()));
+}

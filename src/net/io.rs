@@ -31,7 +31,13 @@ impl Worker {
                     self.accept = AcceptState::PausedFull;
                 }
                 // Our own cancellation at stop.
-                libc::ECANCELED => self.accept = AcceptState::Stopped,
+                // Our own cancellation: at drain (stays stopped) or because the table filled up
+                // (stays paused until a slot is freed).
+                libc::ECANCELED => {
+                    if self.accept == AcceptState::Armed {
+                        self.accept = AcceptState::Stopped;
+                    }
+                }
                 // Anything else (EMFILE, ENOMEM, ...): retried on the next tick, never in a spin.
                 e => {
                     tracing::warn!(
@@ -67,6 +73,18 @@ impl Worker {
         self.stats.accepted += 1;
         self.handshaking += 1;
         self.reset_tokens(slot);
+        if self.live >= self.table_slots && self.accept == AcceptState::Armed {
+            // The last free slot is taken: stop accepting before the kernel takes a connection
+            // off the listen queue only to fail it with ENFILE. New connections wait in the
+            // backlog until `on_close` frees a slot and re-arms.
+            tracing::warn!(
+                worker = self.id,
+                live = self.live,
+                "connection table full; accepting paused"
+            );
+            self.accept = AcceptState::PausedFull;
+            self.ring.push(&sqe::cancel_op(Op::Accept, 0, 0));
+        }
         if self.handshaking > self.cfg.max_handshakes_per_worker {
             // Too many upgrades in progress (a slowloris wave, or a reconnect storm): refuse this
             // one now rather than let partial request heads pile up.

@@ -110,6 +110,8 @@ pub struct Worker {
     pub(crate) starved: VecDeque<u32>,
     pub(crate) accept: AcceptState,
     pub(crate) live: u32,
+    /// Size of the fixed-file table: the most connections this worker can hold.
+    pub(crate) table_slots: u32,
     /// Connections in the Handshake state (bounded by `max_handshakes_per_worker`).
     pub(crate) handshaking: u32,
     pub(crate) drain: Option<drain::Drain>,
@@ -212,6 +214,7 @@ impl Worker {
             starved: VecDeque::new(),
             accept: AcceptState::Stopped,
             live: 0,
+            table_slots,
             handshaking: 0,
             drain: None,
             stats: Stats::default(),
