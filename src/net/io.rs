@@ -181,6 +181,7 @@ impl Worker {
             libc::ENOBUFS => {
                 self.stats.recv_enobufs += 1;
                 self.bufs.starved();
+                self.last_starved_tick = self.now_tick;
                 let c = &mut self.conns[slot as usize];
                 if !c.has(flag::STARVED) {
                     c.set(flag::STARVED);

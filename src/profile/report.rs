@@ -93,15 +93,20 @@ impl Profile {
             })
             .collect();
         let top = steps.last().map_or(0, |s| s.sample.connections).max(1);
-        let (kernel_bytes_per_conn, kernel_method) = match server_kernel_bytes {
-            Some(freed) => (
-                freed as f64 / top as f64,
+        let pair_half = caches_pair.values().sum::<f64>() / 2.0;
+        let exit_delta = server_kernel_bytes.map(|freed| freed as f64 / top as f64);
+        let (kernel_bytes_per_conn, kernel_method) = match exit_delta {
+            // Other processes' sockets move the global caches too; an exit-delta far from the
+            // pair estimate was disturbed, and the pair estimate is the better figure then.
+            Some(d) if d > pair_half / 2.0 && d < pair_half * 2.0 => (
+                d,
                 format!("exit-delta: connection caches freed when the gateway exited with {top} connections"),
             ),
-            None => (
-                caches_pair.values().sum::<f64>() / 2.0,
-                "connection caches' slope over loopback pairs, halved (running gateway)".into(),
+            Some(d) => (
+                pair_half,
+                format!("loopback pairs' cache slope, halved (the exit-delta, {d:.0} B, was disturbed by other processes)"),
             ),
+            None => (pair_half, "loopback pairs' cache slope, halved (running gateway)".into()),
         };
         Ok(Self {
             max_connections: args.max,

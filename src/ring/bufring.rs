@@ -71,6 +71,8 @@ pub struct BufRing {
     posted: u16,
     /// How many buffers to keep posted.
     target: u16,
+    /// Buffers whose pages may be resident (written by the kernel since their last trim).
+    resident: Vec<bool>,
 }
 
 impl BufRing {
@@ -95,6 +97,7 @@ impl BufRing {
             free: (0..entries).rev().collect(),
             posted: 0,
             target: INITIAL_POSTED.min(entries),
+            resident: vec![false; usize::from(entries)],
         };
         // SAFETY: the ring memory is page aligned, sized for `entries` entries and lives as long as
         // `self`, which the worker drops only after its io_uring (field order in `Worker`).
@@ -138,6 +141,35 @@ impl BufRing {
             "kernel returned bid {bid} outside the ring"
         );
         self.posted -= 1;
+        self.resident[usize::from(bid)] = true;
+    }
+
+    /// After a burst: halves the posted target (not below the initial one) and gives the pages of
+    /// buffers that will not be posted soon back to the kernel, so a burst's memory does not stay
+    /// resident for good. Called on a quiet tick; a buffer trimmed and posted again faults back in.
+    pub fn trim(&mut self) {
+        self.target = (self.target / 2).max(INITIAL_POSTED.min(self.entries));
+        // The top of the LIFO stack is what `refill` posts next: keep `target` of those warm.
+        let keep = usize::from(self.target);
+        let cold = self.free.len().saturating_sub(keep);
+        for &bid in &self.free[..cold] {
+            let index = usize::from(bid);
+            if !self.resident[index] {
+                continue;
+            }
+            let offset = index * self.buf_bytes as usize;
+            // SAFETY: the range is one buffer inside our mapping; the buffer is in the free stack,
+            // so neither the kernel nor a completion handler refers to it. MADV_DONTNEED on a
+            // private anonymous mapping drops the pages; the next touch reads zeroes.
+            unsafe {
+                libc::madvise(
+                    self.bufs.ptr.as_ptr().add(offset).cast(),
+                    self.buf_bytes as usize,
+                    libc::MADV_DONTNEED,
+                );
+            }
+            self.resident[index] = false;
+        }
     }
 
     /// Returns buffer `bid` to the free stack (posted again by `refill`).

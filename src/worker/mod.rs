@@ -84,6 +84,8 @@ pub(crate) struct Ticks {
     handshake: u32,
     idle: u32,
     close: u32,
+    /// Quiet time before receive buffers are trimmed (5 s).
+    trim: u32,
 }
 
 pub struct Worker {
@@ -108,6 +110,8 @@ pub struct Worker {
     pub(crate) now_tick: u32,
     pub(crate) ticks: Ticks,
     pub(crate) starved: VecDeque<u32>,
+    /// Last tick a receive found the buffer ring empty (buffers are trimmed after quiet ticks).
+    pub(crate) last_starved_tick: u32,
     pub(crate) accept: AcceptState,
     pub(crate) live: u32,
     /// Size of the fixed-file table: the most connections this worker can hold.
@@ -171,6 +175,7 @@ impl Worker {
             handshake: ms_to_ticks(cfg.handshake_timeout_ms, tick_ms),
             idle: ms_to_ticks(cfg.idle_timeout_ms, tick_ms),
             close: ms_to_ticks(cfg.close_timeout_ms, tick_ms),
+            trim: ms_to_ticks(5_000, tick_ms),
         };
         // The wheel spans the longest deadline so most entries are filed once.
         let span = ticks
@@ -212,6 +217,7 @@ impl Worker {
             now_tick: 0,
             ticks,
             starved: VecDeque::new(),
+            last_starved_tick: 0,
             accept: AcceptState::Stopped,
             live: 0,
             table_slots,
@@ -342,6 +348,11 @@ impl Worker {
             self.arm_accept();
         }
         self.drain_step();
+        // A few quiet seconds after a burst: give the burst's receive buffers back.
+        if self.now_tick.saturating_sub(self.last_starved_tick) >= self.ticks.trim {
+            self.bufs.trim();
+            self.last_starved_tick = self.now_tick;
+        }
     }
 
     fn on_deadline(&mut self, slot: u32) {

@@ -73,6 +73,10 @@ impl Wheel {
                     Verdict::Later(tick) => self.insert(entry, tick),
                 }
             }
+            // A bucket that held a burst does not keep the burst's capacity for good.
+            if due.capacity() > 4096 {
+                due.shrink_to(1024);
+            }
             self.spare = due;
         }
     }
