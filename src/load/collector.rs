@@ -30,7 +30,7 @@ impl Collector {
             *a += b;
         }
         if !self.quiet {
-            eprintln!("{}", self.progress_line(&s));
+            say!("{}", self.progress_line(&s));
         }
         self.series.push(s);
     }

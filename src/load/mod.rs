@@ -15,6 +15,15 @@
 //!
 //! Docs: `docs/load-testing.md`.
 
+/// `eprintln!` that ignores a failed write: stderr may be a pipe whose reader went away
+/// (`ringgate load ... | head`), and that must not panic a worker mid-run.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), $($arg)*);
+    }};
+}
+
 pub mod args;
 pub mod collector;
 pub mod engine;
@@ -54,7 +63,7 @@ pub fn main(args: LoadArgs) -> i32 {
     match run(args) {
         Ok(()) => 0,
         Err(e) => {
-            eprintln!("ringgate load: {e}");
+            say!("ringgate load: {e}");
             1
         }
     }
@@ -129,7 +138,7 @@ fn sizing(args: &LoadArgs, users: u64, procs: u32) -> Result<(u32, u32), String>
     let needed = per_proc.div_ceil(cap.saturating_sub(SPARE_SLOTS).max(1)) as u32;
     if needed > workers {
         if args.child_index.is_none() {
-            eprintln!(
+            say!(
                 "ringgate load: {per_proc} users per process need {needed} rings of at most {cap} \
                  sockets (soft RLIMIT_NOFILE): using {needed} workers instead of {workers}"
             );
@@ -226,7 +235,7 @@ fn run(args: LoadArgs) -> Result<(), String> {
             .map_err(|e| format!("cannot create --out {}: {e}", args.out.display()))?;
         let ports = 28_000 * sources.len().max(1) as u64;
         if users > ports {
-            eprintln!(
+            say!(
                 "ringgate load: warning: {users} users to one server address from {} source \
                  address(es) exceed ~{ports} ephemeral ports; add --source addresses",
                 sources.len().max(1)
@@ -306,7 +315,12 @@ fn run_process(
         let handle = std::thread::Builder::new()
             .name(format!("load-w{w}"))
             .spawn(move || {
-                let result = Engine::new(setup, &plan, tx.clone()).and_then(Engine::run);
+                let run = std::panic::AssertUnwindSafe(|| {
+                    Engine::new(setup, &plan, tx.clone()).and_then(Engine::run)
+                });
+                // A panicking worker must still report its end, or the run would lose its seconds.
+                let result = std::panic::catch_unwind(run)
+                    .unwrap_or_else(|_| Err(std::io::Error::other("worker panicked")));
                 let err = result.err().map(|e| {
                     let hint = if e.raw_os_error() == Some(libc::EMFILE) {
                         " (the fixed-file table exceeds RLIMIT_NOFILE: use more --workers)"

@@ -74,7 +74,7 @@ pub fn handle_stop_signals(stop: Arc<AtomicBool>, on_signal: impl Fn(i32) + Send
             let rc = unsafe { libc::sigwait(&set, &mut sig) };
             if rc == 0 {
                 if !stop.swap(true, Ordering::SeqCst) {
-                    eprintln!("ringgate load: signal {sig}: closing users and writing the report");
+                    say!("ringgate load: signal {sig}: closing users and writing the report");
                 }
                 on_signal(sig);
             }

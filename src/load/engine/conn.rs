@@ -210,7 +210,7 @@ impl Engine {
         let bid = cqueue::buffer_select(flags);
         if res > 0 {
             let Some(bid) = bid else {
-                eprintln!("ringgate load: receive completed without a buffer");
+                say!("ringgate load: receive completed without a buffer");
                 self.abort(slot);
                 return;
             };

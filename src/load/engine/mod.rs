@@ -98,9 +98,9 @@ impl Setup {
     pub fn report_error(&self, kind: ErrorKind, detail: std::fmt::Arguments<'_>) {
         let n = self.printed[kind as usize].fetch_add(1, Ordering::Relaxed);
         if n < ERRORS_PRINTED_PER_KIND {
-            eprintln!("ringgate load: {}: {detail}", ERROR_NAMES[kind as usize]);
+            say!("ringgate load: {}: {detail}", ERROR_NAMES[kind as usize]);
         } else if n == ERRORS_PRINTED_PER_KIND {
-            eprintln!(
+            say!(
                 "ringgate load: {}: further errors of this kind are counted, not printed",
                 ERROR_NAMES[kind as usize]
             );
@@ -374,7 +374,7 @@ impl Engine {
 
     fn dispatch(&mut self, user_data: u64, res: i32, flags: u32) {
         let Some(token) = Token::decode(user_data) else {
-            eprintln!("ringgate load: completion with an unknown token {user_data:#x} (res {res})");
+            say!("ringgate load: completion with an unknown token {user_data:#x} (res {res})");
             return;
         };
         match token.op {
@@ -387,7 +387,7 @@ impl Engine {
             // The number of requests cancelled; each reports itself.
             Op::Cancel => {}
             Op::Accept | Op::Shutdown | Op::Tick | Op::Inbox | Op::PeerName => {
-                eprintln!("ringgate load: unexpected completion {token:?} (res {res})");
+                say!("ringgate load: unexpected completion {token:?} (res {res})");
             }
         }
     }

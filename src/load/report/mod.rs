@@ -268,7 +268,7 @@ pub fn write(dir: &Path, meta: &Meta, c: &Collector) -> Result<(), String> {
             format!("p50 {:.2} ms p99 {p:.2} ms", l.p50_ms.unwrap_or(0.0))
         })
     };
-    eprintln!(
+    say!(
         "ringgate load: {} users connected (peak {} at once, up to {}/s), {} sent, {} received, {} errors{}",
         summary.connected,
         summary.peak_users,
@@ -280,17 +280,17 @@ pub fn write(dir: &Path, meta: &Meta, c: &Collector) -> Result<(), String> {
     );
     for (name, l) in &summary.transactions {
         if l.count > 0 {
-            eprintln!("ringgate load:   {name}: {} ok, {}", l.count, lat(l));
+            say!("ringgate load:   {name}: {} ok, {}", l.count, lat(l));
         }
     }
     if summary.delivery.count > 0 {
-        eprintln!(
+        say!(
             "ringgate load:   delivery: {} timestamped messages, {}",
             summary.delivery.count,
             lat(&summary.delivery)
         );
     }
-    eprintln!(
+    say!(
         "ringgate load: report: {}",
         dir.join("report.html").display()
     );
