@@ -294,6 +294,7 @@ stage_node() {
     start_server node --echo-path /echo --workers 2 --log-level warn "${config[@]+"${config[@]}"}"
     RINGGATE_URL=ws://127.0.0.1:$SERVER_PORT/echo RINGGATE_HTTP=http://127.0.0.1:$SERVER_PORT \
         RINGGATE_PORT=$SERVER_PORT RINGGATE_ADMIN=http://127.0.0.1:$ADMIN_PORT \
+        RINGGATE_BIN_PATH="$(realpath "${RINGGATE_CMD[0]}")" \
         timeout -k 10 "$NODE_TIMEOUT_S" node --test tests/js/
     stop_server "$SERVER_PID"
     stage_end

@@ -1,42 +1,11 @@
 //! Small statistics: a least-squares line with R² (bytes per connection is the slope of memory against
-//! the connection count, never memory / count), median with min and max, and nearest-rank percentiles.
+//! the connection count, never memory / count; shared with `ringgate profile`), median with min and
+//! max, and nearest-rank percentiles.
 
-/// y = intercept + slope · x, and how well it fits.
-#[derive(Clone, Copy, Debug)]
-pub struct Fit {
-    pub slope: f64,
-    pub intercept: f64,
-    /// Coefficient of determination; 1.0 when every point is on the line.
-    pub r2: f64,
-}
-
-/// Ordinary least squares over `points`; `None` with fewer than two distinct x values.
-pub fn least_squares(points: &[(f64, f64)]) -> Option<Fit> {
-    let n = points.len() as f64;
-    if points.len() < 2 {
-        return None;
-    }
-    let mean_x = points.iter().map(|p| p.0).sum::<f64>() / n;
-    let mean_y = points.iter().map(|p| p.1).sum::<f64>() / n;
-    let sxx: f64 = points.iter().map(|p| (p.0 - mean_x).powi(2)).sum();
-    let sxy: f64 = points.iter().map(|p| (p.0 - mean_x) * (p.1 - mean_y)).sum();
-    let syy: f64 = points.iter().map(|p| (p.1 - mean_y).powi(2)).sum();
-    if sxx == 0.0 {
-        return None;
-    }
-    let slope = sxy / sxx;
-    let intercept = mean_y - slope * mean_x;
-    let r2 = if syy == 0.0 {
-        1.0
-    } else {
-        (sxy * sxy) / (sxx * syy)
-    };
-    Some(Fit {
-        slope,
-        intercept,
-        r2,
-    })
-}
+/// The least-squares line with R² is the library's (`ringgate profile` fits the same way).
+// Not every bench that includes `common` fits lines.
+#[allow(unused_imports)]
+pub use ringgate::profile::fit::{fit as least_squares, Fit};
 
 /// Median with the range it came from.
 #[derive(Clone, Copy, Debug)]

@@ -38,20 +38,7 @@ pub fn cpu_ms() -> u64 {
     ms(u.ru_utime) + ms(u.ru_stime)
 }
 
-/// The soft `RLIMIT_NOFILE`: the kernel's cap on one ring's fixed-file table.
-pub fn nofile_soft_limit() -> u64 {
-    let mut lim = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit writes one rlimit into a valid, owned struct.
-    let rc = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) };
-    if rc == 0 {
-        lim.rlim_cur
-    } else {
-        1024
-    }
-}
+pub use crate::server::nofile_soft_limit;
 
 /// Blocks SIGINT and SIGTERM in this thread (and every thread started after) and starts a
 /// thread that takes them: the first sets `stop` (clean shutdown), and `on_signal` runs for each

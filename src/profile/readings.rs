@@ -52,18 +52,7 @@ pub struct Sample {
 /// `Rss` and private (clean + dirty) bytes of a process.
 pub fn smaps_rollup(pid: u32) -> std::io::Result<(u64, u64)> {
     let text = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup"))?;
-    let field = |name: &str| {
-        text.lines()
-            .find_map(|l| l.strip_prefix(name))
-            .and_then(|rest| {
-                rest.trim()
-                    .trim_end_matches("kB")
-                    .trim()
-                    .parse::<u64>()
-                    .ok()
-            })
-            .map_or(0, |kb| kb * 1024)
-    };
+    let field = |key| parse_meminfo(&text, key);
     Ok((
         field("Rss:"),
         field("Private_Clean:") + field("Private_Dirty:"),
@@ -76,6 +65,7 @@ pub fn slab_bytes() -> u64 {
     parse_meminfo(&text, "Slab:")
 }
 
+/// A `Key:   N kB` line of /proc's meminfo-style files, in bytes (0 when absent).
 pub fn parse_meminfo(text: &str, key: &str) -> u64 {
     text.lines()
         .find_map(|l| l.strip_prefix(key))
