@@ -111,6 +111,9 @@ pub struct ServeArgs {
     /// Connections per source address across workers; 0 = off [default: 0].
     #[arg(long)]
     pub max_connections_per_ip: Option<u32>,
+    /// Resident bytes past which new connections are not accepted; 0 = off [default: 0].
+    #[arg(long)]
+    pub max_memory_bytes: Option<u64>,
     /// Upgrades in progress per worker before new connections are dropped [default: 4096].
     #[arg(long)]
     pub max_handshakes_per_worker: Option<u32>,
@@ -215,6 +218,7 @@ impl ServeArgs {
             max_handshake_headers,
             max_send_queue_bytes,
             max_connections_per_ip,
+            max_memory_bytes,
             max_handshakes_per_worker,
             max_messages_per_second,
             max_joins_per_second,

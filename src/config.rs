@@ -81,6 +81,11 @@ pub struct Config {
     /// address is thousands of users. Set it on a gateway exposed directly. Needs Linux 6.7
     /// (`getsockopt` through io_uring) and costs ~40 bytes per connection while on.
     pub max_connections_per_ip: u32,
+    /// Resident memory of the process past which new connections are not accepted (they wait in
+    /// the listen backlog; existing ones are served), until it is back under 90%. Default 0
+    /// (off): set it below the container's or cgroup's memory limit, so the gateway refuses new
+    /// connections with a log line before the OOM killer takes all of them down.
+    pub max_memory_bytes: u64,
     /// Upgrades in progress per worker; a connection past it is dropped at once. Default 4096:
     /// bounds the memory of partial request heads (≤ `max_handshake_bytes` each) under a slowloris
     /// wave or a reconnect storm, far above a healthy accept rate × handshake time.
@@ -162,6 +167,7 @@ impl Default for Config {
             max_handshake_headers: 32,
             max_send_queue_bytes: 256 << 10,
             max_connections_per_ip: 0,
+            max_memory_bytes: 0,
             max_handshakes_per_worker: 4096,
             max_messages_per_second: 100,
             max_joins_per_second: 10,

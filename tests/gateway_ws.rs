@@ -476,3 +476,73 @@ fn full_table_pauses_accepting_and_recovers() {
     drop(first);
     assert_eq!(waiting.join().unwrap(), (true, 1, b"late".to_vec()));
 }
+
+/// Past `max_memory_bytes` a worker stops accepting (new connections wait in the backlog) while
+/// the connections it has keep being served; the pause is counted.
+#[test]
+fn memory_limit_pauses_accepting_and_keeps_serving() {
+    // Any running gateway is over 1 MB: the first tick pauses accepting.
+    let port = common::free_port();
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let admin = common::free_port();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_ringgate"))
+        .args([
+            "serve",
+            "--listen",
+            &addr.to_string(),
+            "--admin-listen",
+            &format!("127.0.0.1:{admin}"),
+        ])
+        .args([
+            "--echo-path",
+            "/echo",
+            "--workers",
+            "1",
+            "--timer-tick-ms",
+            "100",
+            "--log-level",
+            "error",
+        ])
+        .args(["--max-memory-bytes", "1000000"])
+        .spawn()
+        .unwrap();
+    // Connect before the first tick can pause: this one is served throughout.
+    let mut early = None;
+    for _ in 0..100 {
+        if std::net::TcpStream::connect(addr).is_ok() {
+            early = Some(RawClient::connect(addr, "/echo"));
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let mut early = early.expect("gateway up");
+    std::thread::sleep(Duration::from_millis(500));
+    let late = std::thread::spawn(move || {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_millis(1500)))
+            .unwrap();
+        s.write_all(common::UPGRADE.replace("{path}", "/echo").as_bytes())
+            .unwrap();
+        let mut buf = [0u8; 12];
+        s.read(&mut buf).ok().filter(|&n| n > 0)
+    });
+    early.send_frame(true, 1, b"served");
+    assert_eq!(early.read_frame().unwrap(), (true, 1, b"served".to_vec()));
+    assert_eq!(
+        late.join().unwrap(),
+        None,
+        "a new connection must not be served past the limit"
+    );
+    let stats = common::http_request(
+        format!("127.0.0.1:{admin}").parse().unwrap(),
+        "GET /metrics HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+    )
+    .unwrap();
+    assert!(
+        stats.contains("ringgate_memory_pauses_total{worker=\"0\"} 1"),
+        "{stats}"
+    );
+    child.kill().unwrap();
+    child.wait().unwrap();
+}

@@ -48,6 +48,8 @@ pub enum AcceptState {
     PausedFull,
     /// A transient error: re-armed on the next tick, never in a spin.
     PausedError,
+    /// The process is over `max_memory_bytes`: re-armed once it is back under 90% of it.
+    PausedMemory,
     Stopped,
 }
 
@@ -77,6 +79,7 @@ pub struct Stats {
     pub auth_failures: u64,
     pub auth_expired: u64,
     pub per_ip_refused: u64,
+    pub memory_pauses: u64,
 }
 
 /// Deadlines in ticks, derived once from the config.
@@ -145,6 +148,19 @@ pub struct WorkerSetup {
     /// Fixed-file table size (already capped by RLIMIT_NOFILE).
     pub table_slots: u32,
     pub hub: Arc<Hub>,
+}
+
+/// The process's resident memory, from `/proc/self/statm` (0 if unreadable).
+fn resident_bytes() -> u64 {
+    let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
+    let pages: u64 = statm
+        .split_whitespace()
+        .nth(1)
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(0);
+    // SAFETY: sysconf only reads a configuration value.
+    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) }.max(4096) as u64;
+    pages * page
 }
 
 fn ms_to_ticks(ms: u64, tick_ms: u64) -> u32 {
@@ -347,6 +363,7 @@ impl Worker {
         if self.accept == AcceptState::PausedError {
             self.arm_accept();
         }
+        self.check_memory();
         self.drain_step();
         // A few quiet seconds after a burst: give the burst's receive buffers back.
         if self.now_tick.saturating_sub(self.last_starved_tick) >= self.ticks.trim {
@@ -440,6 +457,39 @@ impl Worker {
         let entry = sqe::accept_multi(fd.as_raw_fd());
         self.accept = AcceptState::Armed;
         self.ring.push(&entry);
+    }
+
+    /// `max_memory_bytes`: past it, stop accepting (existing connections are served); resume below
+    /// 90% of it. One read of `/proc/self/statm` per tick, only when the limit is set.
+    fn check_memory(&mut self) {
+        let limit = self.cfg.max_memory_bytes;
+        if limit == 0 {
+            return;
+        }
+        let rss = resident_bytes();
+        match self.accept {
+            AcceptState::Armed if rss > limit => {
+                tracing::warn!(
+                    worker = self.id,
+                    rss,
+                    limit,
+                    "memory limit reached; new connections wait in the backlog"
+                );
+                self.stats.memory_pauses += 1;
+                self.accept = AcceptState::PausedMemory;
+                self.ring.push(&sqe::cancel_op(Op::Accept, 0, 0));
+            }
+            AcceptState::PausedMemory if rss < limit / 10 * 9 => {
+                tracing::info!(
+                    worker = self.id,
+                    rss,
+                    limit,
+                    "memory back under the limit; accepting again"
+                );
+                self.arm_accept();
+            }
+            _ => {}
+        }
     }
 
     /// Arms the readiness wait of a connection per the configured receive mode.
