@@ -29,6 +29,7 @@ pub mod cli;
 pub mod config;
 pub mod doctor;
 pub mod hub;
+pub mod lifecycle;
 pub mod load;
 pub mod net;
 pub mod phoenix;

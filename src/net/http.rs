@@ -2,7 +2,7 @@
 
 use bytes::Bytes;
 
-use super::conn::{App, State};
+use super::conn::{App, Phase};
 use crate::worker::{Deadline, Worker};
 use crate::ws::handshake::{self, HttpError, Parse, RequestHead};
 
@@ -122,7 +122,7 @@ impl Worker {
             );
         }
         let response = handshake::accept_response(&request.key, protocol);
-        self.set_state(slot, State::Open);
+        self.advance(slot, Phase::Open);
         self.conns[slot as usize].app = app;
         self.stats.upgrades += 1;
         self.send_frame(slot, Bytes::from(response));

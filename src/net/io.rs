@@ -1,79 +1,129 @@
-//! Connection I/O completions: accept, readiness, receive, shutdown, close, and teardown.
+//! Connection I/O completions: readiness, receive, shutdown, peer name, close — and teardown.
 //!
-//! Every errno a completion can carry has a named outcome here. A slot is never reused while the
-//! kernel still owns a request on it: teardown cancels everything, waits for each cancelled request
-//! to report, and only then closes the slot.
+//! Every per-connection completion enters through [`Worker::on_conn_completion`], which marks its
+//! request done in the connection's [`Life`](crate::lifecycle::Life), runs the handler, and ends
+//! with [`Worker::settle`]: the one place that decides to close a slot (exactly once, when the
+//! connection is aborting and the kernel holds nothing of it). Handlers never close slots
+//! themselves, so no order of completions can leave a slot behind. Every errno a completion can
+//! carry has a named outcome here.
 
 use io_uring::cqueue;
 
-use super::conn::{flag, Conn, State, NO_FRAME};
+use super::accept::Pause;
+use super::conn::{Conn, Phase, Req, NO_FRAME};
 use crate::config::RecvMode;
-use crate::ring::sqe;
+use crate::lifecycle::Submit;
+use crate::ring::bufring::RecvBuf;
+use crate::ring::sqe::{self, Sqe};
 use crate::ring::token::{Op, Token};
-use crate::worker::{AcceptState, Deadline, Worker};
+use crate::ring::Ring;
+use crate::worker::{Deadline, Worker, BGID};
+
+/// The token op of a connection request.
+pub fn op_of(req: Req) -> Op {
+    match req {
+        Req::Poll => Op::Poll,
+        Req::Recv => Op::Recv,
+        Req::Send => Op::Send,
+        Req::Shutdown => Op::Shutdown,
+        Req::PeerName => Op::PeerName,
+        Req::Connect => Op::Connect,
+    }
+}
+
+/// The connection request of a token op, if it is one.
+pub fn req_of(op: Op) -> Option<Req> {
+    Some(match op {
+        Op::Poll => Req::Poll,
+        Op::Recv => Req::Recv,
+        Op::Send => Req::Send,
+        Op::Shutdown => Req::Shutdown,
+        Op::PeerName => Req::PeerName,
+        Op::Connect => Req::Connect,
+        _ => return None,
+    })
+}
+
+/// The lifecycle's submissions, onto a ring (shared with the load generator).
+pub struct RingSubmit<'a>(pub &'a mut Ring);
+
+impl Submit for RingSubmit<'_> {
+    fn cancel(&mut self, slot: u32, gen: u32, req: Req) {
+        // By token, not by fd: cancelling by fd walks every armed poll of the ring (O(N²) when
+        // many connections end at once).
+        self.0.push(sqe::cancel_op(op_of(req), slot, gen));
+    }
+    fn close(&mut self, slot: u32, gen: u32) {
+        self.0.push(sqe::close_slot(slot, gen));
+    }
+}
 
 impl Worker {
-    pub(crate) fn on_accept(&mut self, res: i32, flags: u32) {
-        if res >= 0 {
-            self.open_slot(res as u32);
-        } else {
-            match -res {
-                // The fixed-file table is full: stop accepting until a slot is freed (`on_close`).
-                libc::ENFILE => {
-                    self.stats.accept_table_full += 1;
-                    if self.accept == AcceptState::Armed {
-                        tracing::warn!(
-                            worker = self.id,
-                            live = self.live,
-                            "connection table full; accepting paused"
-                        );
-                    }
-                    self.accept = AcceptState::PausedFull;
-                }
-                // Our own cancellation at stop.
-                // Our own cancellation: at drain (stays stopped) or because the table filled up
-                // (stays paused until a slot is freed).
-                libc::ECANCELED => {
-                    if self.accept == AcceptState::Armed {
-                        self.accept = AcceptState::Stopped;
-                    }
-                }
-                // Anything else (EMFILE, ENOMEM, ...): retried on the next tick, never in a spin.
-                e => {
-                    tracing::warn!(
-                        worker = self.id,
-                        errno = e,
-                        "accept failed; retrying next tick"
-                    );
-                    self.accept = AcceptState::PausedError;
-                }
+    /// Every completion of a request on a connection.
+    pub(crate) fn on_conn_completion(&mut self, token: Token, res: i32, flags: u32) {
+        if token.op == Op::Close {
+            return self.on_close(token, res);
+        }
+        let Some(req) = req_of(token.op) else {
+            return;
+        };
+        let multishot = match req {
+            Req::Poll => true,
+            Req::Recv => self.cfg.recv_mode == RecvMode::Multishot,
+            _ => false,
+        };
+        let slot = token.slot;
+        let Some(c) = self.conn_for(token) else {
+            return;
+        };
+        c.life.completed(req, multishot && cqueue::more(flags));
+        match req {
+            Req::Poll => self.on_poll(slot, res),
+            Req::Recv => self.on_recv(slot, res, flags),
+            Req::Send => self.on_send(slot, res),
+            // ENOTCONN (peer already gone) and success lead to the same place: wait for EOF.
+            Req::Shutdown => {}
+            Req::PeerName => self.on_peer_name(slot, res),
+            Req::Connect => {
+                tracing::error!(worker = self.id, ?token, "client op on a gateway ring");
             }
         }
-        if !cqueue::more(flags) && self.accept == AcceptState::Armed {
-            self.arm_accept();
+        self.settle(slot);
+    }
+
+    /// Closes the slot if the connection is aborting and the kernel holds nothing of it.
+    pub(crate) fn settle(&mut self, slot: u32) {
+        let c = &mut self.conns[slot as usize];
+        let gen = c.gen;
+        if c.life.settle(slot, gen, &mut RingSubmit(&mut self.ring)) {
+            debug_assert_eq!(c.tx_head, NO_FRAME);
         }
     }
 
-    fn open_slot(&mut self, slot: u32) {
+    /// Submits a request for `slot`, noting it in flight.
+    pub(crate) fn submit(&mut self, slot: u32, req: Req, entry: Sqe) {
+        self.conns[slot as usize].life.submitted(req);
+        self.ring.push(entry);
+    }
+
+    pub(crate) fn open_slot(&mut self, slot: u32) {
         let index = slot as usize;
         if index >= self.conns.len() {
             // Grow lazily: the table is sparse and most boxes never fill it.
-            let gen_base = 0;
-            self.conns.resize_with(index + 1, || Conn::free(gen_base));
+            self.conns.resize_with(index + 1, || Conn::free(0));
         }
         let c = &mut self.conns[index];
         assert_eq!(
-            c.state,
-            State::Free,
+            c.phase(),
+            Phase::Free,
             "kernel handed out slot {slot} that is still in use"
         );
-        c.state = State::Handshake;
-        c.flags = 0;
+        c.life.start(Phase::Handshake);
         self.live += 1;
         self.stats.accepted += 1;
         self.handshaking += 1;
         self.reset_tokens(slot);
-        if self.live >= self.table_slots && self.accept == AcceptState::Armed {
+        if self.live >= self.table_slots && self.pause_accepting(Pause::Full) {
             // The last free slot is taken: stop accepting before the kernel takes a connection
             // off the listen queue only to fail it with ENFILE. New connections wait in the
             // backlog until `on_close` frees a slot and re-arms.
@@ -82,8 +132,6 @@ impl Worker {
                 live = self.live,
                 "connection table full; accepting paused"
             );
-            self.accept = AcceptState::PausedFull;
-            self.ring.push(&sqe::cancel_op(Op::Accept, 0, 0));
         }
         if self.handshaking > self.cfg.max_handshakes_per_worker {
             // Too many upgrades in progress (a slowloris wave, or a reconnect storm): refuse this
@@ -99,149 +147,134 @@ impl Worker {
         }
     }
 
-    pub(crate) fn on_poll(&mut self, token: Token, res: i32, flags: u32) {
-        let slot = token.slot;
-        let Some(c) = self.conn_for(token) else {
-            return;
-        };
-        if !cqueue::more(flags) {
-            c.clear(flag::POLL_ARMED);
-        }
-        let state = c.state;
-        if res < 0 {
-            // ECANCELED: our teardown. Anything else is a dead socket.
-            if state == State::Aborting {
-                self.maybe_close_fd(slot);
-            } else {
-                self.abort(slot);
-            }
-            return;
-        }
-        match state {
-            State::Handshake | State::Open | State::Closing | State::Draining => {
-                // POLLIN, POLLHUP or POLLERR: the receive tells which.
-                self.start_recv(slot);
-                if !self.conns[slot as usize].has(flag::POLL_ARMED) {
-                    self.arm_wait(slot);
-                }
-            }
-            State::Aborting => self.maybe_close_fd(slot),
-            State::Free | State::ClosingFd => {}
+    /// Arms the readiness wait of a connection per the configured receive mode.
+    pub(crate) fn arm_wait(&mut self, slot: u32) {
+        let gen = self.conns[slot as usize].gen;
+        match self.cfg.recv_mode {
+            RecvMode::Poll => self.submit(slot, Req::Poll, sqe::poll_readable(slot, gen)),
+            RecvMode::Multishot => self.submit(slot, Req::Recv, sqe::recv_multi(slot, gen, BGID)),
         }
     }
 
-    pub(crate) fn on_recv(&mut self, token: Token, res: i32, flags: u32) {
-        let slot = token.slot;
-        let multishot = self.cfg.recv_mode == RecvMode::Multishot;
-        let Some(c) = self.conn_for(token) else {
-            return;
-        };
-        if !multishot || !cqueue::more(flags) {
-            c.clear(flag::RECV_INFLIGHT);
+    /// Issues a one-shot receive (poll mode) unless one is in flight (it is then followed by
+    /// another).
+    pub(crate) fn start_recv(&mut self, slot: u32) {
+        let c = &mut self.conns[slot as usize];
+        if c.life.want_recv() {
+            let gen = c.gen;
+            self.submit(slot, Req::Recv, sqe::recv_once(slot, gen, BGID));
         }
-        let bid = cqueue::buffer_select(flags);
+    }
+
+    fn on_poll(&mut self, slot: u32, res: i32) {
+        if res < 0 {
+            // ECANCELED: our teardown. Anything else is a dead socket.
+            return self.abort(slot);
+        }
+        // POLLIN, POLLHUP or POLLERR: the receive tells which.
+        self.start_recv(slot);
+        let c = &self.conns[slot as usize];
+        if c.life.receiving() && !c.life.in_flight(Req::Poll) {
+            // The multishot poll ended (e.g. a CQ overflow): arm it again.
+            self.arm_wait(slot);
+        }
+    }
+
+    fn on_recv(&mut self, slot: u32, res: i32, flags: u32) {
+        let buf: Option<RecvBuf> = cqueue::buffer_select(flags).map(|bid| {
+            // SAFETY: `bid` comes from this completion's F_BUFFER flags, taken once here.
+            unsafe { self.bufs.take(bid, res.max(0) as usize) }
+        });
         if res > 0 {
-            let Some(bid) = bid else {
+            let Some(mut buf) = buf else {
                 tracing::error!(
                     worker = self.id,
                     slot,
                     res,
                     "receive completed without a buffer"
                 );
-                self.abort(slot);
-                return;
+                return self.abort(slot);
             };
-            self.bufs.taken(bid);
             self.note_activity(slot);
-            let len = res as usize;
-            let data = self.bufs.filled(bid, len);
-            let data: *mut [u8] = data;
-            // SAFETY: the buffer stays ours until `give_back(bid)` below; nothing else in the
-            // handler touches the buffer ring's memory for this bid, so the slice is not aliased.
-            let data = unsafe { &mut *data };
-            self.on_bytes(slot, data);
-            self.bufs.give_back(bid);
-            let buffer_was_full = len == self.bufs.buf_bytes() as usize;
-            self.after_recv(slot, multishot, flags, buffer_was_full);
-            return;
+            self.on_bytes(slot, &mut buf);
+            let full = buf.is_full();
+            drop(buf);
+            return self.after_recv(slot, cqueue::sock_nonempty(flags), full);
         }
-        if let Some(bid) = bid {
-            // A buffer with no data (should not happen for res <= 0), give it straight back.
-            self.bufs.taken(bid);
-            self.bufs.give_back(bid);
-        }
+        drop(buf);
         match -res {
-            // EOF: the peer closed. In Draining this is the expected end; elsewhere the peer left
-            // without a close frame (RFC 6455 1006 on its side).
+            // EOF: the peer closed. When half-closed this is the expected end; elsewhere the peer
+            // left without a close frame (RFC 6455 1006 on its side).
             0 => self.abort(slot),
             // Spurious readiness (MSG_DONTWAIT): nothing to read now.
-            libc::EAGAIN => self.after_recv(slot, multishot, flags, false),
-            // The buffer ring is empty: the data stays in the socket. Retry after buffers are
+            libc::EAGAIN => self.after_recv(slot, false, false),
+            // The buffer ring is empty: the data stays in the socket. Retried after buffers are
             // returned this loop turn. Load, not an error.
             libc::ENOBUFS => {
                 self.stats.recv_enobufs += 1;
                 self.bufs.starved();
                 self.last_starved_tick = self.now_tick;
                 let c = &mut self.conns[slot as usize];
-                if !c.has(flag::STARVED) {
-                    c.set(flag::STARVED);
-                    self.starved.push_back(slot);
+                if c.life.starve() {
+                    self.starved.push_back((slot, c.gen));
                 }
             }
-            // Our own teardown.
-            libc::ECANCELED if self.conns[slot as usize].state == State::Aborting => {
-                self.maybe_close_fd(slot)
-            }
-            // ECONNRESET, ETIMEDOUT, EPIPE...: the connection is gone.
+            // ECANCELED (our teardown), ECONNRESET, ETIMEDOUT, EPIPE...: the connection is gone.
             _ => self.abort(slot),
         }
     }
 
     fn note_activity(&mut self, slot: u32) {
         // Any bytes count as activity for the idle deadline.
-        if self.conns[slot as usize].state == State::Open {
+        if self.conns[slot as usize].phase() == Phase::Open {
             self.touch(slot);
         }
     }
 
     /// Decides whether to read again after a receive completed.
-    fn after_recv(&mut self, slot: u32, multishot: bool, flags: u32, buffer_was_full: bool) {
+    fn after_recv(&mut self, slot: u32, sock_nonempty: bool, buffer_full: bool) {
         let c = &mut self.conns[slot as usize];
-        match c.state {
-            State::Handshake | State::Open | State::Closing | State::Draining => {}
-            State::Aborting => {
-                self.maybe_close_fd(slot);
-                return;
-            }
-            State::Free | State::ClosingFd => return,
-        }
-        if multishot {
-            if !c.has(flag::RECV_INFLIGHT) {
-                self.arm_wait(slot);
-            }
+        if !c.life.receiving() {
             return;
         }
-        // More may be waiting: the socket said so, the buffer was filled to the brim, or readiness
-        // arrived while this receive was in flight.
-        if cqueue::sock_nonempty(flags) || buffer_was_full || c.has(flag::RECV_AGAIN) {
-            c.clear(flag::RECV_AGAIN);
-            self.start_recv(slot);
+        match self.cfg.recv_mode {
+            RecvMode::Multishot => {
+                if !c.life.in_flight(Req::Recv) {
+                    self.arm_wait(slot);
+                }
+            }
+            RecvMode::Poll => {
+                if c.life.recv_again(sock_nonempty, buffer_full) {
+                    let gen = c.gen;
+                    self.submit(slot, Req::Recv, sqe::recv_once(slot, gen, BGID));
+                }
+            }
         }
     }
 
-    pub(crate) fn on_shutdown(&mut self, token: Token) {
-        let slot = token.slot;
-        let Some(c) = self.conn_for(token) else {
-            return;
-        };
-        c.clear(flag::SHUT_INFLIGHT);
-        // ENOTCONN (peer already gone) and success lead to the same place: wait for EOF.
-        if c.state == State::Aborting {
-            self.maybe_close_fd(slot);
+    /// Receives that found the buffer ring empty get one retry per loop turn, after buffers were
+    /// published.
+    pub(crate) fn retry_starved(&mut self) {
+        for _ in 0..self.starved.len() {
+            let Some((slot, gen)) = self.starved.pop_front() else {
+                break;
+            };
+            let c = &mut self.conns[slot as usize];
+            if c.gen != gen || !c.life.unstarve() {
+                continue;
+            }
+            match self.cfg.recv_mode {
+                RecvMode::Poll => self.start_recv(slot),
+                RecvMode::Multishot => {
+                    if !self.conns[slot as usize].life.in_flight(Req::Recv) {
+                        self.arm_wait(slot);
+                    }
+                }
+            }
         }
     }
 
-    pub(crate) fn on_close(&mut self, token: Token, res: i32) {
+    fn on_close(&mut self, token: Token, res: i32) {
         let slot = token.slot;
         let id = self.id;
         let Some(c) = self.conn_for(token) else {
@@ -251,87 +284,63 @@ impl Worker {
             // EBADF would mean our bookkeeping is wrong; the slot is unusable either way.
             tracing::error!(worker = id, slot, res, "closing a fixed-file slot failed");
         }
-        debug_assert!(!c.has_inflight());
+        c.life.released();
         let gen = c.gen.wrapping_add(1);
         *c = Conn::free(gen);
         self.clear_auth(slot);
         self.forget_peer(slot);
         self.live -= 1;
         self.stats.closed += 1;
-        if self.accept == AcceptState::PausedFull {
+        if self.resume_accepting(Pause::Full) {
             tracing::info!(
                 worker = self.id,
                 "a connection slot was freed; accepting again"
             );
-            self.arm_accept();
         }
     }
 
-    /// Tears a connection down now: cancel every request, release queued frames and receive state,
-    /// close the slot once the kernel has returned everything.
+    /// Tears a connection down now: cancel every request, release queued frames, receive state and
+    /// memberships. Idempotent; the slot is closed by `settle` once the kernel has returned
+    /// everything.
     pub(crate) fn abort(&mut self, slot: u32) {
         let c = &mut self.conns[slot as usize];
-        if matches!(c.state, State::Free | State::Aborting | State::ClosingFd) {
+        let gen = c.gen;
+        let phase = c.phase();
+        if !c.life.abort(slot, gen, &mut RingSubmit(&mut self.ring)) {
             return;
         }
-        tracing::trace!(worker = self.id, slot, state = ?c.state, "abort");
+        tracing::trace!(worker = self.id, slot, ?phase, "abort");
+        if phase == Phase::Handshake {
+            self.handshaking -= 1;
+        }
         c.rx = None;
-        let gen = c.gen;
-        let queued = c.txq.take();
-        self.set_state(slot, State::Aborting);
-        if let Some(q) = queued {
+        if let Some(q) = c.txq.take() {
             for id in q.frames {
                 self.release_frame(id);
             }
         }
         self.on_leave(slot);
-        self.cancel_inflight(slot, gen);
-        self.maybe_close_fd(slot);
+        self.settle(slot);
     }
 
-    /// Changes a connection's state, keeping the per-state counts true.
-    pub(crate) fn set_state(&mut self, slot: u32, state: State) {
+    /// Moves a live connection to `phase`, keeping the per-phase counts true. False if it could
+    /// not move (already closing or tearing down).
+    pub(crate) fn advance(&mut self, slot: u32, phase: Phase) -> bool {
         let c = &mut self.conns[slot as usize];
-        if c.state == State::Handshake && state != State::Handshake {
+        let from = c.phase();
+        if !c.life.advance(phase) {
+            return false;
+        }
+        if from == Phase::Handshake {
             self.handshaking -= 1;
         }
-        c.state = state;
-    }
-
-    /// Cancels each request the kernel still holds for this connection, by its token. A send or a
-    /// shutdown usually completes on its own right away; cancelling them too is harmless (ENOENT).
-    fn cancel_inflight(&mut self, slot: u32, gen: u32) {
-        let c = &self.conns[slot as usize];
-        let ops = [
-            (c.has(flag::POLL_ARMED), Op::Poll),
-            (c.has(flag::RECV_INFLIGHT), Op::Recv),
-            (c.tx_head != NO_FRAME, Op::Send),
-            (c.has(flag::SHUT_INFLIGHT), Op::Shutdown),
-            (c.has(flag::PEER_INFLIGHT), Op::PeerName),
-        ];
-        for (inflight, op) in ops {
-            if inflight {
-                self.ring.push(&sqe::cancel_op(op, slot, gen));
-            }
-        }
-    }
-
-    /// Closes the slot if no request on it is still owned by the kernel.
-    pub(crate) fn maybe_close_fd(&mut self, slot: u32) {
-        let c = &mut self.conns[slot as usize];
-        if c.state != State::Aborting || c.has_inflight() {
-            return;
-        }
-        debug_assert_eq!(c.tx_head, NO_FRAME);
-        c.state = State::ClosingFd;
-        let gen = c.gen;
-        self.ring.push(&sqe::close_slot(slot, gen));
+        true
     }
 
     /// The connection a completion refers to, if it is still the same occupant of the slot.
     pub(crate) fn conn_for(&mut self, token: Token) -> Option<&mut Conn> {
         match self.conns.get_mut(token.slot as usize) {
-            Some(c) if c.gen == token.gen && c.state != State::Free => Some(c),
+            Some(c) if c.gen == token.gen && c.phase() != Phase::Free => Some(c),
             _ => {
                 tracing::error!(
                     worker = self.id,

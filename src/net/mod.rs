@@ -3,6 +3,7 @@
 //! (`phoenix`).
 //! All of it is `impl Worker`: a connection is a slot in its worker's table, not an object.
 
+pub mod accept;
 pub mod auth;
 pub mod conn;
 pub mod http;

@@ -12,9 +12,8 @@ use std::sync::Mutex;
 
 use ahash::RandomState;
 
-use super::conn::flag;
+use super::conn::Req;
 use crate::ring::sqe;
-use crate::ring::token::Token;
 use crate::worker::Worker;
 
 /// Connections per source address, across workers.
@@ -90,22 +89,19 @@ impl Worker {
             unsafe { std::mem::zeroed::<libc::sockaddr_storage>() },
         );
         let len = if self.cfg.listen.is_ipv4() { 16 } else { 28 };
-        let c = &mut self.conns[slot as usize];
-        c.set(flag::PEER_INFLIGHT);
-        let entry = sqe::peer_name(slot, c.gen, &mut *buf, len);
+        let gen = self.conns[slot as usize].gen;
+        // SAFETY: the box's heap address does not move when the box is moved into `peer_bufs`, where
+        // it stays, untouched, until `on_peer_name` takes it out on this request's completion (or,
+        // at an exit with the request in flight, the map is leaked with the ring's other memory).
+        let entry = unsafe { sqe::peer_name(slot, gen, &mut *buf, len) };
         self.peer_bufs.insert(slot, buf);
-        self.ring.push(&entry);
+        self.submit(slot, Req::PeerName, entry);
     }
 
-    pub(crate) fn on_peer_name(&mut self, token: Token, res: i32) {
-        let slot = token.slot;
+    /// The peer-name read completed (the request is already marked done).
+    pub(crate) fn on_peer_name(&mut self, slot: u32, res: i32) {
         let buf = self.peer_bufs.remove(&slot);
-        let Some(c) = self.conn_for(token) else {
-            return;
-        };
-        c.clear(flag::PEER_INFLIGHT);
-        if !c.is_live() {
-            self.maybe_close_fd(slot);
+        if !self.conns[slot as usize].is_live() {
             return;
         }
         let ip = buf.filter(|_| res > 0).and_then(|b| sockaddr_ip(&b));

@@ -5,7 +5,7 @@
 
 use std::sync::Arc;
 
-use super::conn::{App, State};
+use super::conn::{App, Phase};
 use super::tx::Sent;
 use crate::phoenix::channels::{Channels, Host, Outcome, TopicId};
 use crate::phoenix::serializer::{self, FrameKind, Payload};
@@ -151,7 +151,7 @@ impl Worker {
     }
 
     fn restore_channels(&mut self, slot: u32, mut chans: Channels) {
-        if self.conns[slot as usize].state == State::Open {
+        if self.conns[slot as usize].phase() == Phase::Open {
             self.conns[slot as usize].chans = chans;
         } else {
             // Closed while the rules ran: its memberships go now.

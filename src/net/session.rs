@@ -6,7 +6,7 @@
 
 use bytes::Bytes;
 
-use super::conn::{App, Rx, State};
+use super::conn::{App, Phase, Req, Rx};
 use crate::worker::Worker;
 use crate::ws::{self, Decoded, Event, MessageReader, Role};
 
@@ -15,7 +15,7 @@ impl Worker {
     pub(crate) fn on_bytes(&mut self, slot: u32, data: &mut [u8]) {
         let c = &mut self.conns[slot as usize];
         if !c.is_live() {
-            // Closing or draining: input after our close frame is discarded (RFC 6455 7.1.1).
+            // Closing or half-closed: input after our close frame is discarded (RFC 6455 7.1.1).
             return;
         }
         let mut rx = c.rx.take();
@@ -48,8 +48,8 @@ impl Worker {
     /// request head or frame.
     fn consume(&mut self, slot: u32, buf: &mut [u8], rx: &mut Option<Box<Rx>>) -> usize {
         let mut used = 0;
-        if self.conns[slot as usize].state == State::Handshake {
-            if self.conns[slot as usize].has(super::conn::flag::PEER_INFLIGHT) {
+        if self.conns[slot as usize].phase() == Phase::Handshake {
+            if self.conns[slot as usize].life.in_flight(Req::PeerName) {
                 // Not admitted yet (per-address limit): keep the request until it is.
                 return 0;
             }
@@ -58,7 +58,7 @@ impl Worker {
                 None => return 0,
             }
         }
-        if self.conns[slot as usize].state != State::Open {
+        if self.conns[slot as usize].phase() != Phase::Open {
             return buf.len();
         }
         let mut reader = rx
@@ -66,7 +66,7 @@ impl Worker {
             .and_then(|r| r.reader.take())
             .unwrap_or_else(|| MessageReader::new(Role::Server));
         let limits = self.ws_limits;
-        while self.conns[slot as usize].state == State::Open && used < buf.len() {
+        while self.conns[slot as usize].phase() == Phase::Open && used < buf.len() {
             match reader.decode(&mut buf[used..], &limits) {
                 Ok(Decoded::NeedMore) => break,
                 Ok(Decoded::Frame { consumed, event }) => {

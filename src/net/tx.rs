@@ -7,9 +7,8 @@
 
 use bytes::Bytes;
 
-use super::conn::{flag, State, TxQueue, NO_FRAME};
+use super::conn::{Phase, Req, TxQueue, NO_FRAME};
 use crate::ring::sqe;
-use crate::ring::token::Token;
 use crate::worker::{Deadline, Frame, Worker};
 use crate::ws;
 
@@ -51,10 +50,8 @@ impl Worker {
 
     /// Sends a frame already in the table (a broadcast frame shared by many connections).
     pub(crate) fn send_id(&mut self, slot: u32, id: u32) -> Sent {
-        let c = &self.conns[slot as usize];
-        if c.has(flag::CLOSE_SENT)
-            || !matches!(c.state, State::Open | State::Handshake | State::Closing)
-        {
+        if !self.conns[slot as usize].is_live() {
+            // Closing (our last frame is queued) or tearing down: nothing more may be sent.
             return Sent::Dropped;
         }
         self.enqueue(slot, id, false)
@@ -99,19 +96,20 @@ impl Worker {
         let c = &self.conns[slot as usize];
         let frame = &self.frames[c.tx_head as usize].bytes;
         let rest = &frame[c.tx_off as usize..];
-        let entry = sqe::send(slot, c.gen, rest.as_ptr(), rest.len() as u32);
+        // SAFETY: the bytes belong to frame `tx_head`, which holds a reference for this connection
+        // until `on_send` handles this send's final completion (and is leaked, not freed, if the
+        // worker exits with the send still in flight).
+        let entry = unsafe { sqe::send(slot, c.gen, rest.as_ptr(), rest.len() as u32) };
         self.stats.frames_out += 1;
-        self.ring.push(&entry);
+        self.submit(slot, Req::Send, entry);
     }
 
-    pub(crate) fn on_send(&mut self, token: Token, res: i32) {
-        let slot = token.slot;
-        let Some(c) = self.conn_for(token) else {
-            return;
-        };
+    /// The head frame's send completed (the request is already marked done).
+    pub(crate) fn on_send(&mut self, slot: u32, res: i32) {
+        let c = &mut self.conns[slot as usize];
         let head = c.tx_head;
         debug_assert_ne!(head, NO_FRAME);
-        if res >= 0 && c.state != State::Aborting {
+        if res >= 0 && !c.life.ending() {
             c.tx_off += res as u32;
             if (c.tx_off as usize) < self.frames[head as usize].bytes.len() {
                 // A short write (socket buffer full): send the rest.
@@ -125,20 +123,15 @@ impl Worker {
         self.release_frame(head);
         if res < 0 {
             // ECANCELED (our teardown), EPIPE/ECONNRESET (peer gone): nothing more can be sent.
-            if self.conns[slot as usize].state == State::Aborting {
-                self.maybe_close_fd(slot);
-            } else {
-                self.abort(slot);
-            }
-            return;
+            return self.abort(slot);
         }
         self.send_next(slot);
     }
 
     fn send_next(&mut self, slot: u32) {
         let c = &mut self.conns[slot as usize];
-        if c.state == State::Aborting {
-            self.maybe_close_fd(slot);
+        if c.life.ending() {
+            // Tearing down: `settle` closes the slot once nothing is in flight.
             return;
         }
         if let Some(q) = c.txq.as_mut() {
@@ -154,13 +147,11 @@ impl Worker {
             }
             c.txq = None;
         }
-        if c.state == State::Closing {
+        if c.phase() == Phase::Closing && self.advance(slot, Phase::HalfClosed) {
             // Everything up to our close frame (or HTTP error response) is out: half-close and
             // wait for the peer's EOF, so unread input does not turn our close into a reset.
-            c.state = State::Draining;
-            c.set(flag::SHUT_INFLIGHT);
-            let gen = c.gen;
-            self.ring.push(&sqe::shutdown_write(slot, gen));
+            let gen = self.conns[slot as usize].gen;
+            self.submit(slot, Req::Shutdown, sqe::shutdown_write(slot, gen));
             self.set_deadline(slot, Deadline::Close);
         }
     }
@@ -173,13 +164,11 @@ impl Worker {
 
     /// Queues a final frame or HTTP response, then half-closes once it is out.
     pub(crate) fn close_after(&mut self, slot: u32, last: Bytes) {
-        let c = &mut self.conns[slot as usize];
-        if c.has(flag::CLOSE_SENT) || !matches!(c.state, State::Open | State::Handshake) {
+        if !self.advance(slot, Phase::Closing) {
+            // Already closing or tearing down.
             return;
         }
-        c.set(flag::CLOSE_SENT);
-        c.rx = None;
-        self.set_state(slot, State::Closing);
+        self.conns[slot as usize].rx = None;
         self.on_leave(slot);
         let id = self.frame_id(last);
         self.enqueue(slot, id, true);

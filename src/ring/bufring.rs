@@ -5,9 +5,16 @@
 //! first), so the ring is sized by the data in flight per loop turn, not by connections.
 //! An empty ring makes a receive fail with `ENOBUFS`: the data stays in the socket, the worker
 //! retries after returning buffers.
+//!
+//! A buffer a completion handed us is a [`RecvBuf`] guard: the only way to read it, and it returns
+//! itself to the free stack when dropped. Making one is `unsafe` (`BufRing::take`): only a buffer id
+//! from a completion names a buffer the kernel has let go of.
 
+use std::cell::RefCell;
 use std::io;
+use std::ops::{Deref, DerefMut};
 use std::ptr::NonNull;
+use std::rc::Rc;
 use std::sync::atomic::{AtomicU16, Ordering};
 
 use io_uring::types::BufRingEntry;
@@ -17,6 +24,8 @@ use io_uring::Submitter;
 struct Mapping {
     ptr: NonNull<u8>,
     len: usize,
+    /// Never unmapped: the kernel may still use it (see `BufRing::leak`).
+    leaked: std::cell::Cell<bool>,
 }
 
 impl Mapping {
@@ -36,15 +45,81 @@ impl Mapping {
             return Err(io::Error::last_os_error());
         }
         let ptr = NonNull::new(ptr.cast()).ok_or_else(|| io::Error::other("mmap returned null"))?;
-        Ok(Self { ptr, len })
+        Ok(Self {
+            ptr,
+            len,
+            leaked: std::cell::Cell::new(false),
+        })
     }
 }
 
 impl Drop for Mapping {
     fn drop(&mut self) {
+        if self.leaked.get() {
+            return;
+        }
         // SAFETY: `ptr`/`len` are exactly what mmap returned; nothing refers to the mapping after
         // drop (the owning `BufRing` is dropped after the io_uring that used it, see `Worker`).
         unsafe { libc::munmap(self.ptr.as_ptr().cast(), self.len) };
+    }
+}
+
+/// The buffers' memory and the ids returned by dropped guards, shared by the ring and its guards
+/// (so a guard never outlives the memory it points into).
+struct Pool {
+    bufs: Mapping,
+    buf_bytes: u32,
+    /// Ids of dropped guards, moved to the free stack on the next `refill`.
+    returned: RefCell<Vec<u16>>,
+}
+
+/// A received buffer, ours until dropped (then it goes back to the free stack). Derefs to the
+/// bytes the kernel wrote.
+pub struct RecvBuf {
+    pool: Rc<Pool>,
+    bid: u16,
+    len: u32,
+}
+
+impl RecvBuf {
+    fn ptr(&self) -> *mut u8 {
+        let offset = usize::from(self.bid) * self.pool.buf_bytes as usize;
+        // SAFETY: `take` checked that `bid` is inside the ring, so the offset is inside `bufs`.
+        unsafe { self.pool.bufs.ptr.as_ptr().add(offset) }
+    }
+
+    /// The buffer was filled to its size (more may be waiting in the socket).
+    pub fn is_full(&self) -> bool {
+        self.len == self.pool.buf_bytes
+    }
+}
+
+impl Deref for RecvBuf {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        // SAFETY: the kernel wrote `len` bytes into this buffer before posting the completion that
+        // gave us `bid`, and will not touch it again until it is re-posted, which happens only after
+        // this guard is dropped. The guard is the only handle to the buffer (ids are unique).
+        unsafe { std::slice::from_raw_parts(self.ptr(), self.len as usize) }
+    }
+}
+
+impl DerefMut for RecvBuf {
+    fn deref_mut(&mut self) -> &mut [u8] {
+        // SAFETY: as in `deref`; `&mut self` makes this the only live view.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr(), self.len as usize) }
+    }
+}
+
+impl Drop for RecvBuf {
+    fn drop(&mut self) {
+        let mut returned = self.pool.returned.borrow_mut();
+        debug_assert!(
+            !returned.contains(&self.bid),
+            "bid {} returned twice",
+            self.bid
+        );
+        returned.push(self.bid);
     }
 }
 
@@ -59,7 +134,7 @@ const INITIAL_POSTED: u16 = 64;
 /// buffer keeps the touched set near the data actually in flight. `ENOBUFS` raises `target`.
 pub struct BufRing {
     ring: Mapping,
-    bufs: Mapping,
+    pool: Rc<Pool>,
     entries: u16,
     buf_bytes: u32,
     /// Our producer index; published to the kernel by `publish`.
@@ -89,7 +164,11 @@ impl BufRing {
         let bufs = Mapping::new(usize::from(entries) * buf_bytes as usize)?;
         let me = Self {
             ring,
-            bufs,
+            pool: Rc::new(Pool {
+                bufs,
+                buf_bytes,
+                returned: RefCell::new(Vec::new()),
+            }),
             entries,
             buf_bytes,
             tail: 0,
@@ -114,34 +193,36 @@ impl BufRing {
         Ok(me)
     }
 
+    /// Keeps the ring's and the buffers' memory mapped for the rest of the process: for an exit
+    /// that could not confirm the kernel is done with every receive.
+    pub fn leak(&mut self) {
+        self.ring.leaked.set(true);
+        self.pool.bufs.leaked.set(true);
+    }
+
     pub fn buf_bytes(&self) -> u32 {
         self.buf_bytes
     }
 
-    /// The bytes the kernel wrote into buffer `bid`, which a completion just handed us.
+    /// Buffer `bid` with the `len` bytes a completion reported, as a guard.
     ///
-    /// The slice stays valid until `give_back(bid)`: the kernel does not touch a buffer between
-    /// handing it to a completion and seeing it again in the ring.
-    pub fn filled(&mut self, bid: u16, len: usize) -> &mut [u8] {
+    /// # Safety
+    /// `bid` comes from a completion's `F_BUFFER` flags (`cqueue::buffer_select`), and each such
+    /// completion is taken once: that is the moment the kernel hands the buffer over. Any other id
+    /// may name a buffer the kernel is writing.
+    pub unsafe fn take(&mut self, bid: u16, len: usize) -> RecvBuf {
+        // Checked on both sides of the boundary: ids we posted, lengths we offered.
         assert!(
             bid < self.entries && len <= self.buf_bytes as usize,
-            "bid {bid} len {len}"
-        );
-        let offset = usize::from(bid) * self.buf_bytes as usize;
-        // SAFETY: offset+len lies inside the `bufs` mapping (checked above), and the kernel wrote
-        // this buffer before posting the completion that gave us `bid`; it will not write it again
-        // until we re-post it, and `&mut self` keeps this the only live view.
-        unsafe { std::slice::from_raw_parts_mut(self.bufs.ptr.as_ptr().add(offset), len) }
-    }
-
-    /// Notes that a completion took buffer `bid` out of the ring.
-    pub fn taken(&mut self, bid: u16) {
-        assert!(
-            bid < self.entries,
-            "kernel returned bid {bid} outside the ring"
+            "kernel returned bid {bid} len {len} outside the ring"
         );
         self.posted -= 1;
         self.resident[usize::from(bid)] = true;
+        RecvBuf {
+            pool: self.pool.clone(),
+            bid,
+            len: len as u32,
+        }
     }
 
     /// After a burst: halves the posted target (not below the initial one) and gives the pages of
@@ -159,23 +240,17 @@ impl BufRing {
             }
             let offset = index * self.buf_bytes as usize;
             // SAFETY: the range is one buffer inside our mapping; the buffer is in the free stack,
-            // so neither the kernel nor a completion handler refers to it. MADV_DONTNEED on a
+            // so neither the kernel nor a guard refers to it. MADV_DONTNEED on a
             // private anonymous mapping drops the pages; the next touch reads zeroes.
             unsafe {
                 libc::madvise(
-                    self.bufs.ptr.as_ptr().add(offset).cast(),
+                    self.pool.bufs.ptr.as_ptr().add(offset).cast(),
                     self.buf_bytes as usize,
                     libc::MADV_DONTNEED,
                 );
             }
             self.resident[index] = false;
         }
-    }
-
-    /// Returns buffer `bid` to the free stack (posted again by `refill`).
-    pub fn give_back(&mut self, bid: u16) {
-        debug_assert!(!self.free.contains(&bid), "bid {bid} returned twice");
-        self.free.push(bid);
     }
 
     /// The ring ran dry (`ENOBUFS`): keep more buffers posted from now on.
@@ -185,6 +260,7 @@ impl BufRing {
 
     /// Posts buffers from the free stack until `target` are in the ring, and publishes the tail.
     pub fn refill(&mut self) {
+        self.free.append(&mut self.pool.returned.borrow_mut());
         let before = self.tail;
         while self.posted < self.target {
             let Some(bid) = self.free.pop() else { break };
@@ -197,7 +273,7 @@ impl BufRing {
 
     /// Buffers currently posted or being processed (for memory accounting).
     pub fn in_use(&self) -> usize {
-        usize::from(self.entries) - self.free.len()
+        usize::from(self.entries) - self.free.len() - self.pool.returned.borrow().len()
     }
 
     fn post(&mut self, bid: u16) {
@@ -206,7 +282,9 @@ impl BufRing {
         // SAFETY: `index < entries`, so the entry lies inside the ring mapping. The kernel only
         // reads entries between its head and the published tail, and this one is past the tail.
         let entry = unsafe { &mut *base.add(index) };
-        entry.set_addr(self.bufs.ptr.as_ptr() as u64 + u64::from(bid) * u64::from(self.buf_bytes));
+        entry.set_addr(
+            self.pool.bufs.ptr.as_ptr() as u64 + u64::from(bid) * u64::from(self.buf_bytes),
+        );
         entry.set_len(self.buf_bytes);
         entry.set_bid(bid);
         self.tail = self.tail.wrapping_add(1);

@@ -4,7 +4,9 @@
 //! - `token`: the `user_data` encoding that ties a completion back to its connection and operation.
 //! - `bufring`: the per-worker provided-buffer ring that idle connections do not hold buffers from.
 //! - `sqe`: the one module that builds submission entries.
-//! - `Ring`: a thin owner of the `IoUring` with a push that never drops an entry.
+//! - `Ring`: a thin owner of the `IoUring` with a push that never drops an entry, the completion
+//!   reaping loop both ring owners (gateway worker, load engine) use, and the exit that waits for
+//!   the kernel to let go of every request.
 
 pub mod bufring;
 pub mod probe;
@@ -13,17 +15,98 @@ pub mod token;
 
 use std::collections::VecDeque;
 use std::io;
+use std::time::{Duration, Instant};
 
-use io_uring::{squeue, IoUring};
+use io_uring::types::{SubmitArgs, Timespec};
+use io_uring::IoUring;
 
 use crate::config::Config;
+use sqe::Sqe;
+
+/// A completion as the owners see it: `user_data`, `res`, `flags`.
+pub type Cqe = (u64, i32, u32);
+
+/// Completions handled per reap batch: bounds the batch buffer; the loop reaps again until empty.
+const REAP_BATCH: usize = 4096;
 
 /// One worker's ring. Created and used on the worker's thread only (`SINGLE_ISSUER`).
 pub struct Ring {
     pub uring: IoUring,
     /// Entries that found the submission queue full while the kernel refused to take more
     /// (`EBUSY`: its completion queue overflowed). They go in order once completions are reaped.
-    backlog: VecDeque<squeue::Entry>,
+    backlog: VecDeque<Sqe>,
+    /// Reused buffer of `reap`.
+    batch: Vec<Cqe>,
+}
+
+/// An owner of a ring that handles its completions: the gateway worker and the load engine.
+pub trait Reactor {
+    fn ring(&mut self) -> &mut Ring;
+    /// Handles one completion.
+    fn dispatch(&mut self, cqe: Cqe);
+    /// Whether any request the owner submitted may still post a completion (for the exit).
+    fn in_flight(&self) -> bool;
+}
+
+/// Reaps and dispatches every completion available now, in batches.
+pub fn reap<R: Reactor>(owner: &mut R) {
+    loop {
+        let mut batch = std::mem::take(&mut owner.ring().batch);
+        batch.clear();
+        batch.extend(
+            owner
+                .ring()
+                .uring
+                .completion()
+                .take(REAP_BATCH)
+                .map(|c| (c.user_data(), c.result(), c.flags())),
+        );
+        let empty = batch.is_empty();
+        for &cqe in &batch {
+            owner.dispatch(cqe);
+        }
+        owner.ring().batch = batch;
+        if empty {
+            return;
+        }
+    }
+}
+
+/// The exit: cancels every request of the ring and reaps until the owner has nothing in flight, so
+/// that no buffer or frame is freed while the kernel may still use it. Returns false if requests
+/// were still in flight at `timeout`: the caller must then leak what they point to.
+pub fn quiesce<R: Reactor>(owner: &mut R, timeout: Duration) -> bool {
+    let deadline = Instant::now() + timeout;
+    owner.ring().push(sqe::cancel_everything());
+    while owner.in_flight() {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return false;
+        }
+        let ts = Timespec::new()
+            .sec(left.as_secs())
+            .nsec(left.subsec_nanos().min(999_999_999));
+        let ring = owner.ring();
+        ring.flush_backlog();
+        match ring
+            .uring
+            .submitter()
+            .submit_with_args(1, &SubmitArgs::new().timespec(&ts))
+        {
+            Ok(_) => {}
+            Err(e)
+                if matches!(
+                    e.raw_os_error(),
+                    Some(libc::ETIME | libc::EINTR | libc::EBUSY)
+                ) => {}
+            Err(e) => {
+                tracing::error!(error = %e, "io_uring enter failed while quiescing");
+                return false;
+            }
+        }
+        reap(owner);
+    }
+    true
 }
 
 impl Ring {
@@ -36,10 +119,7 @@ impl Ring {
             .setup_submit_all()
             .setup_cqsize(cfg.cq_entries)
             .build(cfg.sq_entries)?;
-        Ok(Self {
-            uring,
-            backlog: VecDeque::new(),
-        })
+        Ok(Self::from_uring(uring))
     }
 
     /// Wraps a ring built elsewhere (the load generator sizes its own).
@@ -47,31 +127,34 @@ impl Ring {
         Self {
             uring,
             backlog: VecDeque::new(),
+            batch: Vec::with_capacity(1024),
         }
     }
 
     /// Queues an entry; when the submission queue is full, submits what is queued first. An entry is
     /// never dropped (a lost SQE would leak a connection or a buffer) and the caller never spins:
     /// if the kernel cannot take more now, the entry waits in the backlog for `flush_backlog`.
-    pub fn push(&mut self, entry: &squeue::Entry) {
-        if self.backlog.is_empty() && self.try_push(entry) {
+    pub fn push(&mut self, entry: Sqe) {
+        if self.backlog.is_empty() && self.try_push(&entry) {
             return;
         }
-        self.backlog.push_back(entry.clone());
+        self.backlog.push_back(entry);
     }
 
-    fn try_push(&mut self, entry: &squeue::Entry) -> bool {
-        // SAFETY: every entry is built by `sqe`, whose constructors document that the memory an
-        // entry points to (send buffers, timespecs, sockaddr buffers) outlives its completion.
-        if unsafe { self.uring.submission().push(entry) }.is_ok() {
+    fn try_push(&mut self, entry: &Sqe) -> bool {
+        // SAFETY: an `Sqe` is made only by `sqe`, whose constructors that hand the kernel a pointer
+        // are `unsafe fn`s: their callers promised the memory stays valid as long as the kernel
+        // uses it. Every other entry points to no memory of ours.
+        if unsafe { self.uring.submission().push(&entry.0) }.is_ok() {
             return true;
         }
         match self.uring.submit() {
             // The queue drained into the kernel: there is room now.
             // SAFETY: as above.
-            Ok(_) => unsafe { self.uring.submission().push(entry) }.is_ok(),
+            Ok(_) => unsafe { self.uring.submission().push(&entry.0) }.is_ok(),
             // EBUSY: the completion queue overflowed; the kernel takes nothing until it is reaped.
-            Err(e) if e.raw_os_error() == Some(libc::EBUSY) => false,
+            // EAGAIN: the kernel is short of memory for requests; likewise retried after a reap.
+            Err(e) if matches!(e.raw_os_error(), Some(libc::EBUSY | libc::EAGAIN)) => false,
             Err(e) => {
                 tracing::error!(error = %e, "io_uring submit failed while the SQ was full");
                 false
@@ -92,5 +175,11 @@ impl Ring {
     /// Entries waiting for room.
     pub fn backlog_len(&self) -> usize {
         self.backlog.len()
+    }
+
+    /// Completions the kernel dropped because the completion queue was full (the kernel's own
+    /// counter; with `FEAT_NODROP` kernels it stays 0 and overflow shows as `EBUSY` instead).
+    pub fn cq_overflow(&mut self) -> u32 {
+        self.uring.completion().overflow()
     }
 }

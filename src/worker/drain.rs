@@ -3,9 +3,8 @@
 //! back spread out instead of all at once. The worker exits when it has no connection left, or
 //! when the deadline plus the close timeout has passed.
 
-use crate::net::conn::State;
-use crate::ring::sqe;
-use crate::worker::{AcceptState, Worker};
+use crate::net::conn::Phase;
+use crate::worker::Worker;
 use crate::ws;
 
 /// A drain in progress.
@@ -44,23 +43,17 @@ impl Worker {
                     exit_tick,
                     cursor: 0,
                 });
-                self.stop_accepting();
+                self.close_the_door();
             }
         }
         self.drain_step();
     }
 
-    fn stop_accepting(&mut self) {
-        self.accept = AcceptState::Stopped;
-        if let Some(fd) = self.listen_fd.take() {
-            use std::os::fd::AsRawFd;
-            // Cancel the multishot accept; closing our descriptor then drops the listener once the
-            // cancelled request lets go of it, so the kernel stops routing connections here.
-            self.ring.push(&sqe::cancel_fd(fd.as_raw_fd()));
-            self.retired_fds.push(fd);
-        }
+    /// No new connections: stop accepting, and abort upgrades in progress.
+    fn close_the_door(&mut self) {
+        self.stop_accepting();
         for slot in 0..self.conns.len() as u32 {
-            if self.conns[slot as usize].state == State::Handshake {
+            if self.conns[slot as usize].phase() == Phase::Handshake {
                 self.abort(slot);
             }
         }
@@ -69,7 +62,11 @@ impl Worker {
     /// Closes the next batch of open connections (called on start and on every tick).
     pub(crate) fn drain_step(&mut self) {
         let Some(mut d) = self.drain else { return };
-        let open = self.conns.iter().filter(|c| c.state == State::Open).count() as u32;
+        let open = self
+            .conns
+            .iter()
+            .filter(|c| c.phase() == Phase::Open)
+            .count() as u32;
         let ticks_left = d.end_tick.saturating_sub(self.now_tick);
         let mut quota = if ticks_left == 0 {
             open
@@ -82,7 +79,7 @@ impl Worker {
             let slot = d.cursor % len.max(1);
             d.cursor = d.cursor.wrapping_add(1);
             scanned += 1;
-            if self.conns[slot as usize].state == State::Open {
+            if self.conns[slot as usize].phase() == Phase::Open {
                 self.close_with(slot, ws::close::SERVICE_RESTART, "server draining");
                 quota -= 1;
             }

@@ -56,7 +56,7 @@ impl Inbox {
     }
 
     /// Takes every queued message (called by the worker when the eventfd fires).
-    pub fn drain(&self, out: &mut Vec<Msg>) {
+    pub fn take_all(&self, out: &mut Vec<Msg>) {
         let mut counter: u64 = 0;
         // SAFETY: reads 8 bytes into a live u64 from our non-blocking eventfd; EAGAIN is harmless.
         unsafe { libc::read(self.fd(), (&mut counter as *mut u64).cast(), 8) };

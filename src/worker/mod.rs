@@ -1,9 +1,10 @@
 //! A worker: one thread, one io_uring, one listener, and the connections accepted on it.
 //!
 //! The worker owns everything it touches; other threads reach it only through its `Inbox`. The loop
-//! is: submit and wait for at least one completion, handle the batch, hand receive buffers back to
-//! the kernel, retry receives that found the buffer ring empty. Connection logic lives in `net/`
-//! as further `impl Worker` blocks; this file holds the loop, the dispatch and the timers.
+//! is: submit and wait for at least one completion, reap and handle the batch, hand receive buffers
+//! back to the kernel, retry receives that found the buffer ring empty. Connection logic lives in
+//! `net/` as further `impl Worker` blocks (the connection lifecycle itself in `lifecycle`); this
+//! file holds the loop, the dispatch, the timers and the exit.
 
 pub mod drain;
 pub mod inbox;
@@ -12,45 +13,45 @@ pub mod timer;
 
 use std::collections::VecDeque;
 use std::io;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use io_uring::{cqueue, types::Timespec};
 
-use crate::config::{Config, RecvMode};
+use crate::config::Config;
 use crate::hub::Hub;
-use crate::net::conn::{flag, Conn, State};
+use crate::net::accept::{AcceptState, Acceptor, Pause};
+use crate::net::conn::{Conn, Phase};
 use crate::ring::bufring::BufRing;
 use crate::ring::token::{Op, Token};
-use crate::ring::{sqe, Ring};
+use crate::ring::{sqe, Cqe, Reactor, Ring};
 use crate::topics::local::LocalTopics;
 use crate::ws;
 use inbox::{Inbox, Msg};
 use timer::{Entry, Verdict, Wheel};
 
 /// Buffer group id of the worker's provided-buffer ring (one group per ring).
-const BGID: u16 = 0;
+pub(crate) const BGID: u16 = 0;
+
+/// How long the exit waits for the kernel to report every cancelled request before it leaks their
+/// memory instead (a cancel completes in microseconds; this only bounds a wedged kernel).
+const QUIESCE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Worker-level requests in flight (bits of `Worker::globals`).
+mod global {
+    /// The timer tick's timeout.
+    pub const TICK: u8 = 1 << 0;
+    /// The inbox eventfd's multishot poll.
+    pub const INBOX: u8 = 1 << 1;
+}
 
 /// A frame being sent: shared by every connection whose send queue holds its id.
 pub struct Frame {
     pub bytes: Bytes,
     /// Connections that still have to send it (head or queued).
     pub refs: u32,
-}
-
-/// State of the multishot accept.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AcceptState {
-    Armed,
-    /// The fixed-file table is full (`ENFILE`): re-armed when a slot is freed.
-    PausedFull,
-    /// A transient error: re-armed on the next tick, never in a spin.
-    PausedError,
-    /// The process is over `max_memory_bytes`: re-armed once it is back under 90% of it.
-    PausedMemory,
-    Stopped,
 }
 
 /// Per-worker counters: plain integers, no atomics, read by the worker itself.
@@ -112,10 +113,15 @@ pub struct Worker {
     start: Instant,
     pub(crate) now_tick: u32,
     pub(crate) ticks: Ticks,
-    pub(crate) starved: VecDeque<u32>,
+    /// Receives starved of buffers, as (slot, generation), retried after a refill.
+    pub(crate) starved: VecDeque<(u32, u32)>,
     /// Last tick a receive found the buffer ring empty (buffers are trimmed after quiet ticks).
     pub(crate) last_starved_tick: u32,
-    pub(crate) accept: AcceptState,
+    pub(crate) accept: Acceptor,
+    /// Worker-level requests in flight (`global` bits).
+    globals: u8,
+    /// Set at exit: completions are still handled, but nothing is re-armed.
+    exiting: bool,
     pub(crate) live: u32,
     /// Size of the fixed-file table: the most connections this worker can hold.
     pub(crate) table_slots: u32,
@@ -123,7 +129,6 @@ pub struct Worker {
     pub(crate) handshaking: u32,
     pub(crate) drain: Option<drain::Drain>,
     pub(crate) stats: Stats,
-    batch: Vec<(u64, i32, u32)>,
     expired: Vec<Entry>,
     msgs: Vec<Msg>,
     pub(crate) hub: Arc<Hub>,
@@ -234,13 +239,14 @@ impl Worker {
             ticks,
             starved: VecDeque::new(),
             last_starved_tick: 0,
-            accept: AcceptState::Stopped,
+            accept: Acceptor::default(),
+            globals: 0,
+            exiting: false,
             live: 0,
             table_slots,
             handshaking: 0,
             drain: None,
             stats: Stats::default(),
-            batch: Vec::with_capacity(1024),
             expired: Vec::new(),
             msgs: Vec::new(),
             hub,
@@ -256,10 +262,15 @@ impl Worker {
 
     /// Runs until stopped and every connection is closed (or the stop deadline passes).
     pub fn run(mut self) -> io::Result<Stats> {
-        let tick = sqe::tick(&self.tick_ts);
-        self.ring.push(&tick);
-        self.ring.push(&sqe::poll_fd(self.inbox.fd()));
-        self.arm_accept();
+        self.arm_tick();
+        self.arm_inbox();
+        self.start_accepting();
+        let result = self.serve();
+        self.exit();
+        result.map(|()| self.stats.clone())
+    }
+
+    fn serve(&mut self) -> io::Result<()> {
         loop {
             match self.ring.uring.submit_and_wait(1) {
                 Ok(_) => {}
@@ -268,14 +279,52 @@ impl Worker {
                 Err(e) => return Err(e),
             }
             self.now_tick = self.clock_tick();
-            self.drain_completions();
+            crate::ring::reap(self);
             self.ring.flush_backlog();
             self.bufs.refill();
             self.retry_starved();
-            if self.finished() {
-                return Ok(self.stats);
+            if self.drained() {
+                return Ok(());
             }
         }
+    }
+
+    /// The ring goes away only after the kernel has let go of every request: cancel them all and
+    /// reap until nothing is in flight, so no frame, receive buffer or address box is freed while
+    /// the kernel may still read or write it. If that does not happen in time, that memory is
+    /// leaked on purpose (the process is ending anyway): freeing it would be a use-after-free.
+    fn exit(&mut self) {
+        self.exiting = true;
+        if self.listen_fd.is_some() {
+            self.stop_accepting();
+        }
+        // Connections left (a drain past its deadline, a failed ring): torn down like any other,
+        // so each slot is closed once its requests reported.
+        for slot in 0..self.conns.len() as u32 {
+            self.abort(slot);
+        }
+        if !crate::ring::quiesce(self, QUIESCE_TIMEOUT) {
+            tracing::error!(
+                worker = self.id,
+                "requests still in flight at exit; leaking their buffers"
+            );
+            std::mem::forget(std::mem::take(&mut self.frames));
+            std::mem::forget(std::mem::take(&mut self.peer_bufs));
+            self.bufs.leak();
+        }
+    }
+
+    fn arm_tick(&mut self) {
+        // SAFETY: the timespec is boxed in `self.tick_ts` for the worker's whole life, and the
+        // kernel copies it when the entry is submitted.
+        let entry = unsafe { sqe::tick(&*self.tick_ts) };
+        self.globals |= global::TICK;
+        self.ring.push(entry);
+    }
+
+    fn arm_inbox(&mut self) {
+        self.globals |= global::INBOX;
+        self.ring.push(sqe::poll_fd(self.inbox.fd()));
     }
 
     fn clock_tick(&self) -> u32 {
@@ -283,68 +332,19 @@ impl Worker {
         u32::try_from(ms / self.cfg.timer_tick_ms).unwrap_or(u32::MAX)
     }
 
-    fn finished(&self) -> bool {
-        self.drained()
-    }
-
-    fn drain_completions(&mut self) {
-        loop {
-            self.batch.clear();
-            for cqe in self.ring.uring.completion().take(4096) {
-                self.batch
-                    .push((cqe.user_data(), cqe.result(), cqe.flags()));
-            }
-            if self.batch.is_empty() {
-                return;
-            }
-            let batch = std::mem::take(&mut self.batch);
-            for &(user_data, res, flags) in &batch {
-                self.dispatch(user_data, res, flags);
-            }
-            self.batch = batch;
-        }
-    }
-
-    fn dispatch(&mut self, user_data: u64, res: i32, flags: u32) {
-        let Some(token) = Token::decode(user_data) else {
-            tracing::error!(
-                worker = self.id,
-                user_data,
-                res,
-                "completion with an unknown token"
-            );
-            return;
-        };
-        match token.op {
-            Op::Accept => self.on_accept(res, flags),
-            Op::Poll => self.on_poll(token, res, flags),
-            Op::Recv => self.on_recv(token, res, flags),
-            Op::Send => self.on_send(token, res),
-            Op::Shutdown => self.on_shutdown(token),
-            // The count of cancelled requests, or ENOENT when none was pending: each cancelled
-            // request reports itself, so nothing to do here.
-            Op::Cancel => {}
-            Op::Close => self.on_close(token, res),
-            Op::Tick => self.on_tick(),
-            Op::Inbox => self.on_inbox(flags),
-            Op::PeerName => self.on_peer_name(token, res),
-            // Client-side set-up ops belong to the load generator; a gateway never issues them.
-            Op::Socket | Op::SockOpt | Op::Bind | Op::Connect => {
-                tracing::error!(worker = self.id, ?token, res, "client op on a gateway ring");
-            }
-        }
-    }
-
     fn on_tick(&mut self) {
-        let entry = sqe::tick(&self.tick_ts);
-        self.ring.push(&entry);
+        self.globals &= !global::TICK;
+        if self.exiting {
+            return;
+        }
+        self.arm_tick();
         self.now_tick = self.clock_tick();
         let conns = &self.conns;
         let mut expired = std::mem::take(&mut self.expired);
         self.wheel.advance(
             self.now_tick,
             |e| match conns.get(e.slot as usize) {
-                Some(c) if c.gen == e.gen && c.has(flag::IN_WHEEL) => {
+                Some(c) if c.gen == e.gen && c.life.has_timer() => {
                     if c.deadline_tick <= self.now_tick {
                         Verdict::Expired
                     } else {
@@ -356,13 +356,11 @@ impl Worker {
             &mut expired,
         );
         for e in expired.drain(..) {
-            self.conns[e.slot as usize].clear(flag::IN_WHEEL);
+            self.conns[e.slot as usize].life.set_timer(false);
             self.on_deadline(e.slot);
         }
         self.expired = expired;
-        if self.accept == AcceptState::PausedError {
-            self.arm_accept();
-        }
+        self.resume_accepting(Pause::Error);
         self.check_memory();
         self.drain_step();
         // A few quiet seconds after a burst: give the burst's receive buffers back.
@@ -373,13 +371,13 @@ impl Worker {
     }
 
     fn on_deadline(&mut self, slot: u32) {
-        match self.conns[slot as usize].state {
-            State::Handshake => {
+        match self.conns[slot as usize].phase() {
+            Phase::Handshake => {
                 self.stats.handshake_timeouts += 1;
                 tracing::debug!(worker = self.id, slot, "handshake timeout");
                 self.abort(slot);
             }
-            State::Open
+            Phase::Open
                 if self
                     .token_exp_tick(slot)
                     .is_some_and(|t| t <= self.now_tick) =>
@@ -388,14 +386,14 @@ impl Worker {
                 tracing::debug!(worker = self.id, slot, "token expired");
                 self.close_with(slot, ws::close::POLICY_VIOLATION, "token expired");
             }
-            State::Open => {
+            Phase::Open => {
                 self.stats.idle_timeouts += 1;
                 tracing::debug!(worker = self.id, slot, "idle timeout");
                 self.close_with(slot, ws::close::GOING_AWAY, "idle timeout");
             }
             // The close frame could not be sent, or the peer never closed its side.
-            State::Closing | State::Draining => self.abort(slot),
-            State::Free | State::Aborting | State::ClosingFd => {}
+            Phase::Closing | Phase::HalfClosed => self.abort(slot),
+            Phase::Free | Phase::Connecting | Phase::Aborting | Phase::Releasing => {}
         }
     }
 
@@ -417,8 +415,8 @@ impl Worker {
         // against the connection when it comes due and dropped.
         let earlier = deadline < c.deadline_tick;
         c.deadline_tick = deadline;
-        if !c.has(flag::IN_WHEEL) || earlier {
-            c.set(flag::IN_WHEEL);
+        if !c.life.has_timer() || earlier {
+            c.life.set_timer(true);
             let entry = Entry { slot, gen: c.gen };
             let due = c.deadline_tick;
             self.wheel.insert(entry, due);
@@ -436,10 +434,13 @@ impl Worker {
 
     fn on_inbox(&mut self, flags: u32) {
         if !cqueue::more(flags) {
-            self.ring.push(&sqe::poll_fd(self.inbox.fd()));
+            self.globals &= !global::INBOX;
+            if !self.exiting {
+                self.arm_inbox();
+            }
         }
         let mut msgs = std::mem::take(&mut self.msgs);
-        self.inbox.drain(&mut msgs);
+        self.inbox.take_all(&mut msgs);
         for msg in msgs.drain(..) {
             match msg {
                 Msg::Drain { drain_ms } => self.begin_drain(drain_ms),
@@ -452,13 +453,6 @@ impl Worker {
         self.msgs = msgs;
     }
 
-    pub(crate) fn arm_accept(&mut self) {
-        let Some(fd) = &self.listen_fd else { return };
-        let entry = sqe::accept_multi(fd.as_raw_fd());
-        self.accept = AcceptState::Armed;
-        self.ring.push(&entry);
-    }
-
     /// `max_memory_bytes`: past it, stop accepting (existing connections are served); resume below
     /// 90% of it. One read of `/proc/self/statm` per tick, only when the limit is set.
     fn check_memory(&mut self) {
@@ -467,89 +461,71 @@ impl Worker {
             return;
         }
         let rss = resident_bytes();
-        match self.accept {
-            AcceptState::Armed if rss > limit => {
-                tracing::warn!(
-                    worker = self.id,
-                    rss,
-                    limit,
-                    "memory limit reached; new connections wait in the backlog"
-                );
-                self.stats.memory_pauses += 1;
-                self.accept = AcceptState::PausedMemory;
-                self.ring.push(&sqe::cancel_op(Op::Accept, 0, 0));
-            }
-            AcceptState::PausedMemory if rss < limit / 10 * 9 => {
-                tracing::info!(
-                    worker = self.id,
-                    rss,
-                    limit,
-                    "memory back under the limit; accepting again"
-                );
-                self.arm_accept();
-            }
-            _ => {}
+        if rss > limit && self.pause_accepting(Pause::Memory) {
+            tracing::warn!(
+                worker = self.id,
+                rss,
+                limit,
+                "memory limit reached; new connections wait in the backlog"
+            );
+            self.stats.memory_pauses += 1;
+        } else if rss < limit / 10 * 9 && self.resume_accepting(Pause::Memory) {
+            tracing::info!(
+                worker = self.id,
+                rss,
+                limit,
+                "memory back under the limit; accepting again"
+            );
         }
     }
 
-    /// Arms the readiness wait of a connection per the configured receive mode.
-    pub(crate) fn arm_wait(&mut self, slot: u32) {
-        let c = &mut self.conns[slot as usize];
-        let gen = c.gen;
-        let entry = match self.cfg.recv_mode {
-            RecvMode::Poll => {
-                c.set(flag::POLL_ARMED);
-                sqe::poll_readable(slot, gen)
-            }
-            RecvMode::Multishot => {
-                c.set(flag::RECV_INFLIGHT);
-                sqe::recv_multi(slot, gen, BGID)
-            }
-        };
-        self.ring.push(&entry);
-    }
-
-    /// Issues a one-shot receive (poll mode), or notes that one is wanted after the in-flight one.
-    pub(crate) fn start_recv(&mut self, slot: u32) {
-        let c = &mut self.conns[slot as usize];
-        if c.has(flag::RECV_INFLIGHT) {
-            c.set(flag::RECV_AGAIN);
-            return;
-        }
-        c.set(flag::RECV_INFLIGHT);
-        c.clear(flag::RECV_AGAIN);
-        let entry = sqe::recv_once(slot, c.gen, BGID);
-        self.ring.push(&entry);
-    }
-
-    fn retry_starved(&mut self) {
-        // Buffers were just published; each starved connection gets one retry per loop turn.
-        for _ in 0..self.starved.len() {
-            let Some(slot) = self.starved.pop_front() else {
-                break;
-            };
-            let c = &mut self.conns[slot as usize];
-            c.clear(flag::STARVED);
-            if !matches!(
-                c.state,
-                State::Handshake | State::Open | State::Closing | State::Draining
-            ) {
-                continue;
-            }
-            match self.cfg.recv_mode {
-                RecvMode::Poll => self.start_recv(slot),
-                RecvMode::Multishot => {
-                    if !self.conns[slot as usize].has(flag::RECV_INFLIGHT) {
-                        self.arm_wait(slot);
-                    }
-                }
-            }
-        }
+    /// The state of the multishot accept.
+    pub fn accept_state(&self) -> AcceptState {
+        self.accept.state()
     }
 
     /// A snapshot of the counters.
     pub fn stats(&self) -> &Stats {
         &self.stats
+    }
+}
+
+impl Reactor for Worker {
+    fn ring(&mut self) -> &mut Ring {
+        &mut self.ring
+    }
+
+    fn dispatch(&mut self, (user_data, res, flags): Cqe) {
+        let Some(token) = Token::decode(user_data) else {
+            tracing::error!(
+                worker = self.id,
+                user_data,
+                res,
+                "completion with an unknown token"
+            );
+            return;
+        };
+        match token.op {
+            Op::Accept => self.on_accept(token.gen, res, flags),
+            Op::Poll | Op::Recv | Op::Send | Op::Shutdown | Op::PeerName | Op::Close => {
+                self.on_conn_completion(token, res, flags)
+            }
+            // The count of cancelled requests, or ENOENT when none was pending: each cancelled
+            // request reports itself, so nothing to do here.
+            Op::Cancel => {}
+            Op::Tick => self.on_tick(),
+            Op::Inbox => self.on_inbox(flags),
+            // Client-side set-up ops belong to the load generator; a gateway never issues them.
+            Op::Socket | Op::SockOpt | Op::Bind | Op::Connect => {
+                tracing::error!(worker = self.id, ?token, res, "client op on a gateway ring");
+            }
+        }
+    }
+
+    fn in_flight(&self) -> bool {
+        self.globals != 0
+            || self.accept.in_flight()
+            || self.conns.iter().any(|c| c.phase() != Phase::Free)
     }
 }
 

@@ -5,7 +5,7 @@
 use serde::Serialize;
 
 use super::{Stats, Worker};
-use crate::net::conn::{Conn, State};
+use crate::net::conn::{Conn, Phase};
 use crate::phoenix::channels::CHANNEL_ENTRY_BYTES;
 use crate::worker::timer::Entry;
 
@@ -76,10 +76,10 @@ impl Worker {
         m.conn_slots = self.conns.len() as u64;
         m.conn_table_bytes = (self.conns.len() * std::mem::size_of::<Conn>()) as u64;
         for c in &self.conns {
-            match c.state {
-                State::Free => continue,
-                State::Handshake => r.handshaking += 1,
-                State::Open => r.open += 1,
+            match c.phase() {
+                Phase::Free => continue,
+                Phase::Handshake => r.handshaking += 1,
+                Phase::Open => r.open += 1,
                 _ => r.closing += 1,
             }
             r.connections += 1;

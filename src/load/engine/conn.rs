@@ -1,20 +1,22 @@
 //! A user's connection: the set-up chain, the upgrade, receiving, sending, and teardown.
 //!
-//! Every errno a completion can carry has a named outcome here. A slot is reused only after every
-//! request on it has reported: teardown cancels what is in flight, waits for each cancelled
-//! request's completion, then closes the slot; the generation bump makes late completions and
-//! timers of the previous user harmless.
+//! Every errno a completion can carry has a named outcome here. The lifecycle is the gateway's own
+//! (`lifecycle`): every completion enters through `on_user_completion`, which marks the request
+//! done, runs the handler and ends with `settle` — the one place a slot is closed, once nothing is
+//! in flight on it. The generation bump makes late completions and timers of the previous user
+//! harmless.
 
 use std::collections::VecDeque;
 
 use io_uring::cqueue;
 
-use super::user::{flag, Rx, State, User, NO_TX};
+use super::user::{flag, Phase, Req, Rx, User, NO_TX};
 use super::{Engine, TxBuf, BGID, TX_POOL_MAX, TX_POOL_MAX_BYTES};
 use crate::load::scenario::{Step, Vars};
 use crate::load::stats::ErrorKind;
 use crate::load::upgrade;
-use crate::ring::sqe;
+use crate::net::io::{req_of, RingSubmit};
+use crate::ring::sqe::{self, Sqe};
 use crate::ring::token::{Op, Token};
 use crate::ws::frame::{self, opcode};
 use crate::ws::{Decoded, Event, MessageReader, Role};
@@ -32,7 +34,45 @@ impl Engine {
     fn user_for(&mut self, token: Token) -> Option<&mut User> {
         self.users
             .get_mut(token.slot as usize)
-            .filter(|u| u.gen == token.gen && u.state != State::Free)
+            .filter(|u| u.gen == token.gen && u.phase() != Phase::Free)
+    }
+
+    /// Every completion of a request on a user's socket.
+    pub(super) fn on_user_completion(&mut self, token: Token, res: i32, flags: u32) {
+        if token.op == Op::Close {
+            return self.on_close(token);
+        }
+        let Some(req) = req_of(token.op) else {
+            return;
+        };
+        let slot = token.slot;
+        let Some(u) = self.user_for(token) else {
+            return;
+        };
+        u.life
+            .completed(req, req == Req::Poll && cqueue::more(flags));
+        match req {
+            Req::Connect => self.on_connect(slot, res),
+            Req::Poll => self.on_poll(slot, res),
+            Req::Recv => self.on_recv(slot, res, flags),
+            Req::Send => self.on_send(slot, res),
+            Req::Shutdown | Req::PeerName => {
+                say!("ringgate load: unexpected completion {token:?} (res {res})");
+            }
+        }
+        self.settle(slot);
+    }
+
+    /// Closes the slot of an aborting user once nothing is in flight on it.
+    fn settle(&mut self, slot: u32) {
+        let u = &mut self.users[slot as usize];
+        let gen = u.gen;
+        u.life.settle(slot, gen, &mut RingSubmit(&mut self.ring));
+    }
+
+    fn submit(&mut self, slot: u32, req: Req, entry: Sqe) {
+        self.users[slot as usize].life.submitted(req);
+        self.ring.push(entry);
     }
 
     /// Starts user `id` in `slot`: one linked chain socket → options → bind → connect.
@@ -40,13 +80,12 @@ impl Engine {
         let id = id + self.setup.first_user_id;
         let session = self.setup.scenario.session_for(id);
         let u = &mut self.users[slot as usize];
-        debug_assert_eq!(u.state, State::Free);
+        debug_assert_eq!(u.phase(), Phase::Free);
         let gen = u.gen;
         *u = User::free(gen);
         u.user_id = id as u32;
         u.session = session;
-        u.state = State::Connecting;
-        u.set(flag::CONNECT_INFLIGHT);
+        u.life.start(Phase::Connecting);
         self.connecting += 1;
         self.live += 1;
         self.cur.s.arrivals += 1;
@@ -56,9 +95,9 @@ impl Engine {
         let timeout = self.setup.connect_timeout_ms * 1_000_000;
         self.set_deadline(slot, now + timeout);
         let setup = self.setup.clone();
-        self.push(sqe::socket_direct(slot, gen));
+        self.ring.push(sqe::socket_direct(slot, gen));
         if setup.sockopt_supported {
-            self.push(sqe::set_int_option(
+            self.ring.push(sqe::set_int_option(
                 slot,
                 gen,
                 libc::IPPROTO_TCP,
@@ -70,16 +109,22 @@ impl Engine {
             let src = &setup.sources[(id % setup.sources.len() as u64) as usize];
             // The port is chosen at connect time, per destination: each source address gives
             // a full ephemeral range towards each server address.
-            self.push(sqe::set_int_option(
+            self.ring.push(sqe::set_int_option(
                 slot,
                 gen,
                 libc::IPPROTO_IP,
                 libc::IP_BIND_ADDRESS_NO_PORT,
                 &ONE,
             ));
-            self.push(sqe::bind(slot, gen, src));
+            // SAFETY: the address lives in the shared setup, which outlives the ring.
+            let bind = unsafe { sqe::bind(slot, gen, src) };
+            self.ring.push(bind);
         }
-        self.push(sqe::connect(slot, gen, &setup.dest));
+        // SAFETY: as above; the kernel copies the address when the entry is submitted.
+        let connect = unsafe { sqe::connect(slot, gen, &setup.dest) };
+        // The set-up steps before it post only on failure; the connect always posts, so it alone
+        // is the request in flight.
+        self.submit(slot, Req::Connect, connect);
     }
 
     /// A step of the set-up chain before `connect` failed (these post only on failure).
@@ -100,16 +145,9 @@ impl Engine {
         );
     }
 
-    pub(super) fn on_connect(&mut self, token: Token, res: i32) {
-        let slot = token.slot;
-        let Some(u) = self.user_for(token) else {
-            return;
-        };
-        u.clear(flag::CONNECT_INFLIGHT);
-        let state = u.state;
-        if state != State::Connecting {
-            // Aborted meanwhile (timeout, end of run): finish the teardown.
-            self.maybe_close_fd(slot);
+    fn on_connect(&mut self, slot: u32, res: i32) {
+        if self.users[slot as usize].phase() != Phase::Connecting {
+            // Aborted meanwhile (timeout, end of run): `settle` finishes the teardown.
             return;
         }
         if res < 0 {
@@ -135,7 +173,7 @@ impl Engine {
 
     fn send_upgrade(&mut self, slot: u32) {
         let u = &mut self.users[slot as usize];
-        u.state = State::Handshake;
+        u.life.advance(Phase::Handshake);
         let (user_id, gen, session) = (u64::from(u.user_id), u.gen, u.session);
         let vars = Vars {
             user_id,
@@ -159,91 +197,64 @@ impl Engine {
     }
 
     fn arm_poll(&mut self, slot: u32) {
-        let u = &mut self.users[slot as usize];
-        u.set(flag::POLL_ARMED);
-        let e = sqe::poll_readable(slot, u.gen);
-        self.push(e);
+        let gen = self.users[slot as usize].gen;
+        self.submit(slot, Req::Poll, sqe::poll_readable(slot, gen));
     }
 
     fn start_recv(&mut self, slot: u32) {
         let u = &mut self.users[slot as usize];
-        if u.has(flag::RECV_INFLIGHT) {
-            u.set(flag::RECV_AGAIN);
-            return;
+        if u.life.want_recv() {
+            let gen = u.gen;
+            self.submit(slot, Req::Recv, sqe::recv_once(slot, gen, BGID));
         }
-        u.set(flag::RECV_INFLIGHT);
-        u.clear(flag::RECV_AGAIN);
-        let e = sqe::recv_once(slot, u.gen, BGID);
-        self.push(e);
     }
 
-    pub(super) fn on_poll(&mut self, token: Token, res: i32, flags: u32) {
-        let slot = token.slot;
-        let Some(u) = self.user_for(token) else {
-            return;
-        };
-        if !cqueue::more(flags) {
-            u.clear(flag::POLL_ARMED);
-        }
-        if res < 0 || !u.receiving() {
-            // ECANCELED (our teardown) or a dead socket, which the receive would report anyway.
-            if u.receiving() {
-                self.abort(slot);
-            } else {
-                self.maybe_close_fd(slot);
-            }
-            return;
+    fn on_poll(&mut self, slot: u32, res: i32) {
+        if res < 0 {
+            // ECANCELED (our teardown) or a dead socket.
+            return self.abort(slot);
         }
         // POLLIN, POLLHUP or POLLERR: the receive tells which.
         self.start_recv(slot);
-        if !self.users[slot as usize].has(flag::POLL_ARMED) {
+        let u = &self.users[slot as usize];
+        if u.receiving() && !u.life.in_flight(Req::Poll) {
             self.arm_poll(slot);
         }
     }
 
-    pub(super) fn on_recv(&mut self, token: Token, res: i32, flags: u32) {
-        let slot = token.slot;
-        let Some(u) = self.user_for(token) else {
-            return;
-        };
-        u.clear(flag::RECV_INFLIGHT);
-        let bid = cqueue::buffer_select(flags);
+    fn on_recv(&mut self, slot: u32, res: i32, flags: u32) {
+        let buf = cqueue::buffer_select(flags).map(|bid| {
+            // SAFETY: `bid` comes from this completion's F_BUFFER flags, taken once here.
+            unsafe { self.bufs.take(bid, res.max(0) as usize) }
+        });
         if res > 0 {
-            let Some(bid) = bid else {
+            let Some(buf) = buf else {
                 say!("ringgate load: receive completed without a buffer");
-                self.abort(slot);
-                return;
+                return self.abort(slot);
             };
-            self.bufs.taken(bid);
             let len = res as usize;
             // Copied out so the buffer goes back at once and the handlers can borrow the engine.
             let mut data = std::mem::take(&mut self.rxbuf);
             data.clear();
-            data.extend_from_slice(self.bufs.filled(bid, len));
-            self.bufs.give_back(bid);
+            data.extend_from_slice(&buf);
+            let full = buf.is_full();
+            drop(buf);
             self.cur.s.bytes_received += len as u64;
             self.on_bytes(slot, &mut data);
             self.rxbuf = data;
-            let u = &self.users[slot as usize];
-            let again = u.has(flag::RECV_AGAIN)
-                || cqueue::sock_nonempty(flags)
-                || len == self.bufs.buf_bytes() as usize;
-            if u.receiving() && again {
-                self.start_recv(slot);
-            } else {
-                self.maybe_close_fd(slot);
+            let u = &mut self.users[slot as usize];
+            if u.life.recv_again(cqueue::sock_nonempty(flags), full) {
+                let gen = u.gen;
+                self.submit(slot, Req::Recv, sqe::recv_once(slot, gen, BGID));
             }
             return;
         }
-        if let Some(bid) = bid {
-            self.bufs.taken(bid);
-            self.bufs.give_back(bid);
-        }
-        let state = self.users[slot as usize].state;
+        drop(buf);
+        let state = self.users[slot as usize].phase();
         match -res {
             // EOF. After our Close it is the normal end; before, the server dropped us.
             0 => {
-                if state == State::Open || state == State::Handshake {
+                if state == Phase::Open || state == Phase::Handshake {
                     self.disconnected(
                         slot,
                         "connection closed by the server without a Close frame",
@@ -255,24 +266,23 @@ impl Engine {
             libc::ENOBUFS => {
                 self.bufs.starved();
                 let u = &mut self.users[slot as usize];
-                if !u.has(flag::STARVED) {
-                    u.set(flag::STARVED);
-                    self.starved.push_back(slot);
+                if u.life.starve() {
+                    self.starved.push_back((slot, u.gen));
                 }
             }
-            // A spurious wake-up (MSG_DONTWAIT): nothing to read.
+            // A spurious wake-up (MSG_DONTWAIT): nothing to read, unless readiness came meanwhile.
             libc::EAGAIN => {
-                if self.users[slot as usize].has(flag::RECV_AGAIN) {
-                    self.start_recv(slot);
-                } else {
-                    self.maybe_close_fd(slot);
+                let u = &mut self.users[slot as usize];
+                if u.life.recv_again(false, false) {
+                    let gen = u.gen;
+                    self.submit(slot, Req::Recv, sqe::recv_once(slot, gen, BGID));
                 }
             }
             // Our teardown.
-            libc::ECANCELED => self.maybe_close_fd(slot),
+            libc::ECANCELED => self.abort(slot),
             // ECONNRESET and friends.
             e => {
-                if state == State::Open || state == State::Handshake {
+                if state == Phase::Open || state == Phase::Handshake {
                     let msg = std::io::Error::from_raw_os_error(e).to_string();
                     self.disconnected(slot, &msg);
                 }
@@ -294,12 +304,11 @@ impl Engine {
 
     pub(super) fn retry_starved(&mut self) {
         for _ in 0..self.starved.len() {
-            let Some(slot) = self.starved.pop_front() else {
+            let Some((slot, gen)) = self.starved.pop_front() else {
                 break;
             };
             let u = &mut self.users[slot as usize];
-            u.clear(flag::STARVED);
-            if u.receiving() {
+            if u.gen == gen && u.life.unstarve() {
                 self.start_recv(slot);
             }
         }
@@ -321,12 +330,12 @@ impl Engine {
             .map(|r| std::mem::replace(&mut r.reader, MessageReader::new(Role::Client)))
             .unwrap_or_else(|| MessageReader::new(Role::Client));
         let mut off = 0;
-        if self.users[slot as usize].state == State::Handshake {
+        if self.users[slot as usize].phase() == Phase::Handshake {
             match self.on_response(slot, &input) {
                 Some(n) => off = n,
                 None => {
                     // Incomplete head (kept) or failed upgrade (user aborted, stash dropped).
-                    if self.users[slot as usize].state == State::Handshake {
+                    if self.users[slot as usize].phase() == Phase::Handshake {
                         self.stash(slot, rx, &input, 0, reader);
                     }
                     self.give_input_back(data, input);
@@ -394,7 +403,7 @@ impl Engine {
                 let u = &mut self.users[slot as usize];
                 let started = u.deadline_ns - self.setup.connect_timeout_ms * 1_000_000;
                 u.deadline_ns = 0;
-                u.state = State::Open;
+                u.life.advance(Phase::Open);
                 u.pc = 1;
                 self.connecting -= 1;
                 self.open += 1;
@@ -420,14 +429,14 @@ impl Engine {
             Event::Text(t) => self.on_message(slot, t.as_bytes()),
             Event::Binary(b) => self.on_message(slot, b),
             // No frame may follow our Close, a Pong included.
-            Event::Ping(p) if self.users[slot as usize].state == State::Open => {
+            Event::Ping(p) if self.users[slot as usize].phase() == Phase::Open => {
                 let f = self.client_frame(opcode::PONG, p);
                 self.queue(slot, f, false);
             }
             Event::Ping(_) => {}
             Event::Pong(_) => {}
             Event::Close(c) => {
-                if self.users[slot as usize].state == State::Closing {
+                if self.users[slot as usize].phase() == Phase::Closing {
                     // The answer to our Close: done (we close TCP, the server sees EOF).
                     self.abort(slot);
                     return;
@@ -463,6 +472,9 @@ impl Engine {
 
     /// Sends `bytes` after whatever `slot` is already sending.
     pub(super) fn queue(&mut self, slot: u32, bytes: Vec<u8>, data: bool) {
+        if self.users[slot as usize].life.ending() {
+            return self.recycle(bytes);
+        }
         let id = self.tx.insert(TxBuf {
             bytes,
             off: 0,
@@ -486,22 +498,21 @@ impl Engine {
         let u = &self.users[slot as usize];
         let b = &self.tx[u.tx_head as usize];
         let rest = &b.bytes[b.off as usize..];
-        // The bytes live in `self.tx` until this send's completion removes them.
-        let e = sqe::send(slot, u.gen, rest.as_ptr(), rest.len() as u32);
-        self.push(e);
+        // SAFETY: the bytes live in `self.tx` until this send's completion removes them (or are
+        // leaked, not freed, if the engine exits with the send still in flight).
+        let e = unsafe { sqe::send(slot, u.gen, rest.as_ptr(), rest.len() as u32) };
+        self.submit(slot, Req::Send, e);
     }
 
-    pub(super) fn on_send(&mut self, token: Token, res: i32) {
-        let slot = token.slot;
-        let Some(u) = self.user_for(token) else {
-            return;
-        };
+    /// The head send completed (the request is already marked done).
+    fn on_send(&mut self, slot: u32, res: i32) {
+        let u = &self.users[slot as usize];
         let id = u.tx_head;
         debug_assert_ne!(id, NO_TX);
-        if res >= 0 {
+        if res > 0 && !u.life.ending() {
             let b = &mut self.tx[id as usize];
             b.off += res as u32;
-            if (b.off as usize) < b.bytes.len() && res > 0 {
+            if (b.off as usize) < b.bytes.len() {
                 // A short write: send the rest.
                 self.submit_send(slot);
                 return;
@@ -514,20 +525,14 @@ impl Engine {
         if res > 0 {
             self.cur.s.bytes_sent += b.bytes.len() as u64;
         }
-        if self.tx_pool.len() < TX_POOL_MAX && b.bytes.capacity() <= TX_POOL_MAX_BYTES {
-            self.tx_pool.push(b.bytes);
-        }
-        let next = self.txq.get_mut(&slot).and_then(VecDeque::pop_front);
-        if self.txq.get(&slot).is_some_and(VecDeque::is_empty) {
-            self.txq.remove(&slot);
-        }
+        self.recycle(b.bytes);
         let u = &mut self.users[slot as usize];
-        u.tx_head = next.unwrap_or(NO_TX);
-        let (state, id) = (u.state, u.user_id);
+        u.tx_head = NO_TX;
+        let (state, id) = (u.phase(), u.user_id);
         if res < 0 {
             // EPIPE / ECONNRESET: the peer is gone; ECANCELED: our teardown.
             if res != -libc::ECANCELED
-                && matches!(state, State::Open | State::Handshake)
+                && matches!(state, Phase::Open | Phase::Handshake)
                 && !self.ending
             {
                 self.record_error(ErrorKind::Send);
@@ -539,33 +544,43 @@ impl Engine {
                     ),
                 );
             }
-            self.abort(slot);
-            self.maybe_close_fd(slot);
+            return self.abort(slot);
+        }
+        if u.life.ending() {
             return;
         }
-        if next.is_some() {
-            // `abort` drops the backlog, so a user with one is still sending.
+        let next = self.txq.get_mut(&slot).and_then(VecDeque::pop_front);
+        if self.txq.get(&slot).is_some_and(VecDeque::is_empty) {
+            self.txq.remove(&slot);
+        }
+        if let Some(next) = next {
+            self.users[slot as usize].tx_head = next;
             self.submit_send(slot);
         }
         let backlog = self.queued(slot);
         let u = &mut self.users[slot as usize];
         if u.has(flag::TX_BLOCKED) && backlog < MAX_QUEUED_SENDS {
             u.clear(flag::TX_BLOCKED);
-            if u.state == State::Open {
+            if u.phase() == Phase::Open {
                 let now = self.now();
                 self.advance(slot, now);
             }
         }
-        self.maybe_close_fd(slot);
+    }
+
+    /// Keeps a send buffer for reuse (bounded in count and size).
+    fn recycle(&mut self, bytes: Vec<u8>) {
+        if self.tx_pool.len() < TX_POOL_MAX && bytes.capacity() <= TX_POOL_MAX_BYTES {
+            self.tx_pool.push(bytes);
+        }
     }
 
     /// Queues our Close frame; the user waits for the server's answer (or EOF) until the close
     /// timeout.
     pub(super) fn start_close(&mut self, slot: u32, code: u16, now: u64) {
-        if self.users[slot as usize].state != State::Open {
+        if !self.users[slot as usize].life.advance(Phase::Closing) {
             return;
         }
-        self.users[slot as usize].state = State::Closing;
         let payload = crate::ws::close::close_payload(code, "");
         let f = self.client_frame(opcode::CLOSE, &payload);
         self.queue(slot, f, false);
@@ -573,15 +588,20 @@ impl Engine {
         self.set_deadline(slot, now + timeout);
     }
 
-    /// Ends the user now: cancel what is in flight, close the slot once everything reported.
+    /// Ends the user now: cancel what is in flight; `settle` closes the slot once everything
+    /// reported. Idempotent.
     pub(super) fn abort(&mut self, slot: u32) {
         let u = &mut self.users[slot as usize];
-        match u.state {
-            State::Free | State::Aborting | State::ClosingFd => return,
-            State::Connecting | State::Handshake => self.connecting -= 1,
-            State::Open | State::Closing => self.open -= 1,
+        let phase = u.phase();
+        let gen = u.gen;
+        if !u.life.abort(slot, gen, &mut RingSubmit(&mut self.ring)) {
+            return;
         }
-        u.state = State::Aborting;
+        match phase {
+            Phase::Connecting | Phase::Handshake => self.connecting -= 1,
+            Phase::Open | Phase::Closing => self.open -= 1,
+            _ => {}
+        }
         u.deadline_ns = 0;
         u.rx = None;
         u.clear(flag::TX_BLOCKED);
@@ -590,50 +610,19 @@ impl Engine {
         if let Some(q) = self.txq.remove(&slot) {
             for id in q {
                 let b = self.tx.remove(id as usize);
-                if self.tx_pool.len() < TX_POOL_MAX {
-                    self.tx_pool.push(b.bytes);
-                }
+                self.recycle(b.bytes);
             }
         }
-        let u = &self.users[slot as usize];
-        if u.busy() {
-            // One cancel per request, by its token: cancelling by fd walks every armed poll of the
-            // ring (O(N²) when many users finish at once).
-            let gen = u.gen;
-            let ops = [
-                (u.has(flag::POLL_ARMED), Op::Poll),
-                (u.has(flag::RECV_INFLIGHT), Op::Recv),
-                (u.has(flag::CONNECT_INFLIGHT), Op::Connect),
-                (u.tx_head != NO_TX, Op::Send),
-            ];
-            for (inflight, op) in ops {
-                if inflight {
-                    self.push(sqe::cancel_op(op, slot, gen));
-                }
-            }
-        } else {
-            self.maybe_close_fd(slot);
-        }
+        self.settle(slot);
     }
 
-    /// Closes the slot of an aborting user once nothing is in flight on it.
-    pub(super) fn maybe_close_fd(&mut self, slot: u32) {
-        let u = &mut self.users[slot as usize];
-        if u.state != State::Aborting || u.busy() {
-            return;
-        }
-        u.state = State::ClosingFd;
-        let e = sqe::close_slot(slot, u.gen);
-        self.push(e);
-    }
-
-    pub(super) fn on_close(&mut self, token: Token) {
+    fn on_close(&mut self, token: Token) {
         // EBADF means the socket was never created (its set-up failed): the slot is free either way.
         let slot = token.slot;
         let Some(u) = self.user_for(token) else {
             return;
         };
-        debug_assert_eq!(u.state, State::ClosingFd);
+        u.life.released();
         let gen = u.gen.wrapping_add(1);
         *u = User::free(gen);
         self.free.push(slot);

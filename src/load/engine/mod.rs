@@ -19,19 +19,20 @@ use std::collections::{BinaryHeap, VecDeque};
 use std::io;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{mpsc, Arc};
+use std::time::Duration;
 
 use hdrhistogram::Histogram;
 use io_uring::types::{SubmitArgs, Timespec};
-use io_uring::{squeue, IoUring};
+use io_uring::IoUring;
 
 use crate::load::scenario::Scenario;
 use crate::load::stats::{self, ErrorKind, Sample, ERROR_KINDS, ERROR_NAMES};
 use crate::ring::bufring::BufRing;
 use crate::ring::token::{Op, Token};
-use crate::ring::Ring;
+use crate::ring::{Cqe, Reactor, Ring};
 use crate::ws;
 use arrivals::Arrivals;
-use user::{State, User};
+use user::{Phase, User};
 
 /// Buffer group of the worker's receive buffers.
 const BGID: u16 = 0;
@@ -43,6 +44,9 @@ const MAX_WAIT_NS: u64 = 100_000_000;
 /// receive, send); more than fit overflow into the kernel's list, which makes submissions fail with
 /// `EBUSY` until we reap. 32768 × 16 B = 512 KiB per worker.
 const CQ_ENTRIES: u32 = 32768;
+/// How long the exit waits for the kernel to report every cancelled request before it leaks the
+/// memory they point to instead.
+const QUIESCE_TIMEOUT: Duration = Duration::from_secs(2);
 /// Errors of one kind printed per process; later ones are only counted.
 const ERRORS_PRINTED_PER_KIND: u32 = 3;
 
@@ -160,7 +164,8 @@ pub struct Engine {
     /// `(deadline_ns, slot, gen)`, earliest first; stale entries are skipped when they surface.
     timers: BinaryHeap<Reverse<(u64, u32, u32)>>,
     arrivals: Arrivals,
-    starved: VecDeque<u32>,
+    /// Receives starved of buffers, as (slot, generation).
+    starved: VecDeque<(u32, u32)>,
     /// Gauges: users between arrival and 101, open WebSockets, slots in use.
     connecting: u64,
     open: u64,
@@ -176,10 +181,6 @@ pub struct Engine {
     rxbuf: Vec<u8>,
     ts_finder: memchr::memmem::Finder<'static>,
     rng: u64,
-    batch: Vec<(u64, i32, u32)>,
-    /// Entries that did not fit the SQ while the kernel refused submissions (`EBUSY`: completions
-    /// overflowed the CQ); pushed after the next reap.
-    backlog: VecDeque<squeue::Entry>,
 }
 
 impl Engine {
@@ -241,8 +242,6 @@ impl Engine {
             rxbuf: Vec::new(),
             ts_finder: memchr::memmem::Finder::new(needle.as_bytes()).into_owned(),
             rng: setup.seed ^ (u64::from(plan.global_index) << 32) | 1,
-            batch: Vec::with_capacity(1024),
-            backlog: VecDeque::new(),
             setup,
         })
     }
@@ -268,50 +267,28 @@ impl Engine {
             self.emit_samples(now);
             if self.ending && (self.live == 0 || now >= self.end_deadline_ns) {
                 self.emit_final(now);
+                self.exit();
                 return Ok(());
             }
             let wake = self.next_wake(now);
             self.enter(wake.saturating_sub(now))?;
-            self.drain_completions();
-            self.flush_backlog();
+            crate::ring::reap(&mut self);
+            self.ring.flush_backlog();
             self.bufs.refill();
             self.retry_starved();
         }
     }
 
-    /// Queues an entry. When the SQ is full it is submitted; when the kernel refuses that
-    /// (`EBUSY`: the CQ overflowed, it wants completions reaped first) the entry waits in
-    /// `backlog` until the loop has reaped. Never spins, never drops an entry.
-    pub(super) fn push(&mut self, entry: squeue::Entry) {
-        if !self.backlog.is_empty() || !self.try_push(&entry) {
-            self.backlog.push_back(entry);
+    /// As the gateway's exit: the ring goes only after the kernel let go of every request, or the
+    /// memory those requests point to is leaked on purpose.
+    fn exit(&mut self) {
+        for slot in 0..self.users.len() as u32 {
+            self.abort(slot);
         }
-    }
-
-    fn try_push(&mut self, entry: &squeue::Entry) -> bool {
-        for _ in 0..2 {
-            // SAFETY: every entry is built by `ring::sqe`, whose constructors document that the
-            // memory an entry points to outlives its completion: send bytes stay in `self.tx`
-            // until the send's completion, addresses live in `self.setup`, options are statics.
-            if unsafe { self.ring.uring.submission().push(entry) }.is_ok() {
-                return true;
-            }
-            match self.ring.uring.submit() {
-                Ok(_) => {}
-                // EBUSY (CQ overflow) or EAGAIN (kernel short of memory): reap first.
-                Err(_) => return false,
-            }
-        }
-        false
-    }
-
-    /// Moves backlogged entries into the SQ after a reap.
-    fn flush_backlog(&mut self) {
-        while let Some(e) = self.backlog.pop_front() {
-            if !self.try_push(&e) {
-                self.backlog.push_front(e);
-                return;
-            }
+        if !crate::ring::quiesce(self, QUIESCE_TIMEOUT) {
+            say!("ringgate load: requests still in flight at exit; leaking their buffers");
+            std::mem::forget(std::mem::take(&mut self.tx));
+            self.bufs.leak();
         }
     }
 
@@ -351,44 +328,6 @@ impl Engine {
                 Ok(())
             }
             Err(e) => Err(e),
-        }
-    }
-
-    fn drain_completions(&mut self) {
-        loop {
-            self.batch.clear();
-            for cqe in self.ring.uring.completion().take(4096) {
-                self.batch
-                    .push((cqe.user_data(), cqe.result(), cqe.flags()));
-            }
-            if self.batch.is_empty() {
-                return;
-            }
-            let batch = std::mem::take(&mut self.batch);
-            for &(user_data, res, flags) in &batch {
-                self.dispatch(user_data, res, flags);
-            }
-            self.batch = batch;
-        }
-    }
-
-    fn dispatch(&mut self, user_data: u64, res: i32, flags: u32) {
-        let Some(token) = Token::decode(user_data) else {
-            say!("ringgate load: completion with an unknown token {user_data:#x} (res {res})");
-            return;
-        };
-        match token.op {
-            Op::Socket | Op::SockOpt | Op::Bind => self.on_setup_failed(token, res),
-            Op::Connect => self.on_connect(token, res),
-            Op::Poll => self.on_poll(token, res, flags),
-            Op::Recv => self.on_recv(token, res, flags),
-            Op::Send => self.on_send(token, res),
-            Op::Close => self.on_close(token),
-            // The number of requests cancelled; each reports itself.
-            Op::Cancel => {}
-            Op::Accept | Op::Shutdown | Op::Tick | Op::Inbox | Op::PeerName => {
-                say!("ringgate load: unexpected completion {token:?} (res {res})");
-            }
         }
     }
 
@@ -433,7 +372,7 @@ impl Engine {
             }
             self.timers.pop();
             let u = &self.users[slot as usize];
-            if u.gen == gen && u.deadline_ns == due && u.state != State::Free {
+            if u.gen == gen && u.deadline_ns == due && u.phase() != Phase::Free {
                 self.users[slot as usize].deadline_ns = 0;
                 self.on_deadline(slot, now);
             }
@@ -445,9 +384,9 @@ impl Engine {
         self.ending = true;
         self.end_deadline_ns = now + (self.setup.close_timeout_ms + 500) * 1_000_000;
         for slot in 0..self.users.len() as u32 {
-            match self.users[slot as usize].state {
-                State::Open => self.start_close(slot, ws::close::NORMAL, now),
-                State::Connecting | State::Handshake => self.abort(slot),
+            match self.users[slot as usize].phase() {
+                Phase::Open => self.start_close(slot, ws::close::NORMAL, now),
+                Phase::Connecting | Phase::Handshake => self.abort(slot),
                 _ => {}
             }
         }
@@ -499,5 +438,33 @@ impl Engine {
         self.rng ^= self.rng << 25;
         self.rng ^= self.rng >> 27;
         self.rng.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+}
+
+impl Reactor for Engine {
+    fn ring(&mut self) -> &mut Ring {
+        &mut self.ring
+    }
+
+    fn dispatch(&mut self, (user_data, res, flags): Cqe) {
+        let Some(token) = Token::decode(user_data) else {
+            say!("ringgate load: completion with an unknown token {user_data:#x} (res {res})");
+            return;
+        };
+        match token.op {
+            Op::Socket | Op::SockOpt | Op::Bind => self.on_setup_failed(token, res),
+            Op::Connect | Op::Poll | Op::Recv | Op::Send | Op::Close => {
+                self.on_user_completion(token, res, flags)
+            }
+            // The number of requests cancelled; each reports itself.
+            Op::Cancel => {}
+            Op::Accept | Op::Shutdown | Op::Tick | Op::Inbox | Op::PeerName => {
+                say!("ringgate load: unexpected completion {token:?} (res {res})");
+            }
+        }
+    }
+
+    fn in_flight(&self) -> bool {
+        self.users.iter().any(|u| u.phase() != Phase::Free)
     }
 }

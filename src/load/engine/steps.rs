@@ -1,7 +1,7 @@
 //! Running a user's session: the step machine, expects, timers, delivery latencies.
 
 use super::conn::MAX_QUEUED_SENDS;
-use super::user::{flag, State};
+use super::user::{flag, Phase};
 use super::{mono_ns, Engine};
 use crate::load::scenario::{LoopUntil, Step, Think, Vars};
 use crate::load::stats::ErrorKind;
@@ -25,7 +25,7 @@ impl Engine {
         let session = &setup.scenario.sessions[usize::from(self.users[slot as usize].session)];
         for _ in 0..MAX_STEPS_PER_TURN {
             let u = &mut self.users[slot as usize];
-            if u.state != State::Open || u.has(flag::TX_BLOCKED) {
+            if u.phase() != Phase::Open || u.has(flag::TX_BLOCKED) {
                 return;
             }
             let pc = usize::from(u.pc);
@@ -112,8 +112,8 @@ impl Engine {
     pub(super) fn on_deadline(&mut self, slot: u32, now: u64) {
         let u = &self.users[slot as usize];
         let (id, session, pc) = (u.user_id, u.session, u.pc);
-        match u.state {
-            State::Connecting | State::Handshake => {
+        match u.phase() {
+            Phase::Connecting | Phase::Handshake => {
                 self.record_error(ErrorKind::ConnectTimeout);
                 self.setup.report_error(
                     ErrorKind::ConnectTimeout,
@@ -124,7 +124,7 @@ impl Engine {
                 );
                 self.abort(slot);
             }
-            State::Open => {
+            Phase::Open => {
                 let setup = self.setup.clone();
                 let session = &setup.scenario.sessions[usize::from(session)];
                 match session.steps.get(usize::from(pc)) {
@@ -149,8 +149,8 @@ impl Engine {
                 self.advance(slot, now);
             }
             // The server did not answer our Close in time: close TCP anyway.
-            State::Closing => self.abort(slot),
-            State::Free | State::Aborting | State::ClosingFd => {}
+            Phase::Closing => self.abort(slot),
+            Phase::Free | Phase::HalfClosed | Phase::Aborting | Phase::Releasing => {}
         }
     }
 
@@ -167,7 +167,7 @@ impl Engine {
             }
         }
         let u = &self.users[slot as usize];
-        if u.state != State::Open || u.deadline_ns == 0 {
+        if u.phase() != Phase::Open || u.deadline_ns == 0 {
             return;
         }
         let setup = self.setup.clone();

@@ -6,41 +6,14 @@
 
 use crate::ws::{MessageReader, Role};
 
-/// Where a user is in its life.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum State {
-    /// The slot is unused.
-    Free,
-    /// Socket set-up chain (socket, options, bind, connect) in flight.
-    Connecting,
-    /// Upgrade request sent, waiting for the 101.
-    Handshake,
-    /// A WebSocket running its session steps.
-    Open,
-    /// Our Close frame is queued or sent; waiting for the server's Close or EOF.
-    Closing,
-    /// Cancelling every request on the slot; closed when the last one reports.
-    Aborting,
-    /// The slot's close is in flight.
-    ClosingFd,
-}
+pub use crate::lifecycle::{Life, Phase, Req};
 
-/// Bits of [`User::flags`].
+/// Bits of [`User::flags`] (the lifecycle's own bits are in [`User::life`]).
 pub mod flag {
-    /// A multishot readiness poll is armed.
-    pub const POLL_ARMED: u8 = 1 << 0;
-    /// A one-shot receive is in flight.
-    pub const RECV_INFLIGHT: u8 = 1 << 1;
-    /// Readiness arrived while the receive was in flight: receive again after it.
-    pub const RECV_AGAIN: u8 = 1 << 2;
-    /// The set-up chain has not posted its final (connect) completion yet.
-    pub const CONNECT_INFLIGHT: u8 = 1 << 3;
-    /// On the worker's list of receives waiting for buffers (`ENOBUFS`).
-    pub const STARVED: u8 = 1 << 4;
     /// The session is paused on a full send queue; resumed when sends drain.
-    pub const TX_BLOCKED: u8 = 1 << 5;
+    pub const TX_BLOCKED: u8 = 1 << 0;
     /// The end of this user's session was already counted (error or normal), not to count twice.
-    pub const FINISHED: u8 = 1 << 6;
+    pub const FINISHED: u8 = 1 << 1;
 }
 
 /// A receive in progress: bytes of an incomplete response head or frame, and the reader of a
@@ -81,7 +54,8 @@ pub struct User {
     pub tx_head: u32,
     /// Index of the current step in its session.
     pub pc: u16,
-    pub state: State,
+    /// Phase and in-flight requests: the gateway's connection lifecycle (`lifecycle`).
+    pub life: Life,
     pub flags: u8,
     pub session: u8,
 }
@@ -100,7 +74,7 @@ impl User {
             loops: [0; 2],
             tx_head: NO_TX,
             pc: 0,
-            state: State::Free,
+            life: Life::FREE,
             flags: 0,
             session: 0,
         }
@@ -118,14 +92,12 @@ impl User {
         self.flags &= !f;
     }
 
-    /// Whether any request on the slot may still post a completion.
-    pub fn busy(&self) -> bool {
-        self.has(flag::POLL_ARMED | flag::RECV_INFLIGHT | flag::CONNECT_INFLIGHT)
-            || self.tx_head != NO_TX
+    pub fn phase(&self) -> Phase {
+        self.life.phase()
     }
 
-    /// Whether the user reads from its socket in this state.
+    /// Whether the user reads from its socket in this phase.
     pub fn receiving(&self) -> bool {
-        matches!(self.state, State::Handshake | State::Open | State::Closing)
+        self.life.receiving()
     }
 }
