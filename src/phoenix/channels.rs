@@ -164,7 +164,7 @@ impl Channels {
     /// The connection is gone: leave every topic without sending anything. Call this before
     /// dropping a `Channels` that is not empty, or the host keeps the memberships.
     pub fn leave_all(&mut self, host: &mut impl Host) {
-        self.store.drain_topics(|topic| host.unsubscribe(topic));
+        self.store.empty_topics(|topic| host.unsubscribe(topic));
     }
 
     fn join(

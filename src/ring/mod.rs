@@ -149,7 +149,7 @@ impl Ring {
             return true;
         }
         match self.uring.submit() {
-            // The queue drained into the kernel: there is room now.
+            // The queue went into the kernel: there is room now.
             // SAFETY: as above.
             Ok(_) => unsafe { self.uring.submission().push(&entry.0) }.is_ok(),
             // EBUSY: the completion queue overflowed; the kernel takes nothing until it is reaped.

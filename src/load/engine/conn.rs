@@ -21,7 +21,7 @@ use crate::ring::token::{Op, Token};
 use crate::ws::frame::{self, opcode};
 use crate::ws::{Decoded, Event, MessageReader, Role};
 
-/// Queued sends per user past which its session pauses until they drain: a scenario that sends
+/// Queued sends per user past which its session pauses until they are out: a scenario that sends
 /// in a tight loop is paced by the socket instead of growing memory.
 pub const MAX_QUEUED_SENDS: usize = 64;
 

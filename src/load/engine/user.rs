@@ -10,7 +10,7 @@ pub use crate::lifecycle::{Life, Phase, Req};
 
 /// Bits of [`User::flags`] (the lifecycle's own bits are in [`User::life`]).
 pub mod flag {
-    /// The session is paused on a full send queue; resumed when sends drain.
+    /// The session is paused on a full send queue; resumed when queued sends are out.
     pub const TX_BLOCKED: u8 = 1 << 0;
     /// The end of this user's session was already counted (error or normal), not to count twice.
     pub const FINISHED: u8 = 1 << 1;

@@ -202,7 +202,7 @@ impl Store {
     }
 
     /// Empties the set, calling `f` with each topic that was in it.
-    pub fn drain_topics(&mut self, mut f: impl FnMut(TopicId)) {
+    pub fn empty_topics(&mut self, mut f: impl FnMut(TopicId)) {
         match std::mem::take(self) {
             Store::Empty => {}
             Store::One(entry) => f(entry.topic()),
@@ -295,13 +295,13 @@ mod tests {
     }
 
     #[test]
-    fn drain_visits_every_topic_and_empties() {
+    fn empty_topics_visits_every_topic_and_empties() {
         let mut s = Store::default();
         let mut seen = vec![];
-        s.drain_topics(|t| seen.push(t.0));
+        s.empty_topics(|t| seen.push(t.0));
         assert!(seen.is_empty());
         s.insert(Entry::new(TopicId(5), Some("x")));
-        s.drain_topics(|t| seen.push(t.0));
+        s.empty_topics(|t| seen.push(t.0));
         assert_eq!(seen, [5]);
         assert_eq!(s.len(), 0);
         for i in 0..5 {
@@ -311,7 +311,7 @@ mod tests {
             ));
         }
         seen.clear();
-        s.drain_topics(|t| seen.push(t.0));
+        s.empty_topics(|t| seen.push(t.0));
         seen.sort_unstable();
         assert_eq!(seen, [0, 1, 2, 3, 4]);
         assert!(matches!(s, Store::Empty));

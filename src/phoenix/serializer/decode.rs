@@ -217,7 +217,7 @@ impl<'de> Visitor<'de> for V2Visitor {
             None => None,
         };
         // Phoenix matches `[join_ref, ref, topic, event, payload | _]`: the rest is ignored,
-        // but it must still be valid JSON, which draining checks.
+        // but it must still be valid JSON, which skipping the rest checks.
         while seq.next_element::<IgnoredAny>()?.is_some() {}
         let (Some(join_ref), Some(msg_ref), Some(topic), Some(event), Some(payload)) =
             (join_ref, msg_ref, topic, event, payload)
