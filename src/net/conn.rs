@@ -95,10 +95,27 @@ pub struct Rx {
     pub reader: Option<MessageReader>,
 }
 
-/// Frames queued behind the in-flight one, and their total bytes (bounded by
-/// `max_send_queue_bytes`).
-#[derive(Default)]
+/// Frames queued behind the head frame, and their total bytes (bounded by `max_send_queue_bytes`),
+/// with the iovec and msghdr of a vectored send that covers the head and the first `inflight` of
+/// them (both must stay put while that send is in flight: the box is kept until its completion).
 pub struct TxQueue {
     pub frames: VecDeque<u32>,
     pub bytes: usize,
+    /// Frames of `frames` (from the front) that the send in flight covers.
+    pub inflight: u16,
+    pub iov: Vec<libc::iovec>,
+    pub msg: libc::msghdr,
+}
+
+impl Default for TxQueue {
+    fn default() -> Self {
+        Self {
+            frames: VecDeque::new(),
+            bytes: 0,
+            inflight: 0,
+            iov: Vec::new(),
+            // SAFETY: an all-zero msghdr is valid (no name, no iovec, no control data).
+            msg: unsafe { std::mem::zeroed() },
+        }
+    }
 }

@@ -314,11 +314,7 @@ impl Worker {
             self.handshaking -= 1;
         }
         c.rx = None;
-        if let Some(q) = c.txq.take() {
-            for id in q.frames {
-                self.release_frame(id);
-            }
-        }
+        self.drop_waiting(slot);
         self.on_leave(slot);
         self.settle(slot);
     }

@@ -1,9 +1,20 @@
-//! The send path: frames as shared `Bytes`, one send in flight per connection, a bounded queue.
+//! The send path: frames as shared `Bytes`, one send in flight per connection, a bounded queue,
+//! and queued frames coalesced into one send.
 //!
 //! A frame lives in the worker's frame table with a reference count, so a broadcast frame is one
 //! allocation shared by every member's queue: queuing it for a connection is an id and a count, no
-//! copy, no allocation (unless that connection already has a send in flight and needs its queue box).
+//! copy, no allocation (unless that connection already has a frame waiting and needs its queue box).
 //! A frame is released only on its final completion: the kernel may read it until then.
+//!
+//! Corking: a frame is not submitted when it is queued but at the end of the loop turn
+//! (`flush_sends`, just before the worker enters the kernel, so it adds no latency). Every frame a
+//! connection was given in that turn — the broadcasts of one inbox batch, a reply and a push — and
+//! every frame that queued up behind a send in flight, leaves in **one** send: a plain `SEND` for
+//! one frame, a `SENDMSG` whose iovec points at the queued frames (each still shared with every
+//! other member) for several. The loopback TCP send path costs several µs per call whatever its
+//! size, so a subscriber ten frames behind costs one trip through the kernel instead of ten.
+//! A send covers at most `MAX_FRAMES_PER_SEND` frames and `MAX_BYTES_PER_SEND` bytes; a short send
+//! resumes in the middle of its iovec.
 
 use bytes::Bytes;
 
@@ -12,12 +23,19 @@ use crate::ring::sqe;
 use crate::worker::{Deadline, Frame, Worker};
 use crate::ws;
 
+/// Frames one vectored send covers at most: bounds the iovec (16 B per frame) a backlogged
+/// connection keeps, and the kernel's per-call work; far below `IOV_MAX` (1024).
+pub const MAX_FRAMES_PER_SEND: usize = 64;
+/// Bytes one vectored send covers at most (past the first frame): a send larger than the socket
+/// buffer would only come back short.
+pub const MAX_BYTES_PER_SEND: usize = 256 << 10;
+
 /// What happened to a frame handed to `send_frame`: backpressure as a value.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Sent {
-    /// Submitted to the kernel now.
+    /// Accepted: it leaves in this loop turn's send to the connection.
     Submitted,
-    /// Queued behind the in-flight send.
+    /// Queued behind the send in flight.
     Queued,
     /// Not sent: the connection is closing, or its queue was full (it is being closed with 1008).
     Dropped,
@@ -65,9 +83,10 @@ impl Worker {
             self.frames[id as usize].refs += 1;
             c.tx_head = id;
             c.tx_off = 0;
-            self.submit_head(slot);
+            self.unflushed.push((slot, c.gen));
             return Sent::Submitted;
         }
+        let in_flight = c.life.in_flight(Req::Send);
         let q = c.txq.get_or_insert_with(Box::<TxQueue>::default);
         if !force && q.bytes + len > self.cfg.max_send_queue_bytes {
             self.stats.send_queue_overflows += 1;
@@ -77,75 +96,183 @@ impl Worker {
                 queued = q.bytes,
                 "send queue full; closing with 1008"
             );
-            // The queued frames are dropped at once (their memory is the point of the bound); the
-            // close frame goes right behind the frame already in flight.
-            let dropped = c.txq.take().map(|q| q.frames).unwrap_or_default();
-            for id in dropped {
-                self.release_frame(id);
-            }
+            // The waiting frames are dropped at once (their memory is the point of the bound); the
+            // close frame goes right behind the frames already in flight.
+            self.drop_waiting(slot);
             self.close_with(slot, ws::close::POLICY_VIOLATION, "send queue full");
             return Sent::Dropped;
         }
         q.bytes += len;
         q.frames.push_back(id);
         self.frames[id as usize].refs += 1;
-        Sent::Queued
+        if in_flight {
+            Sent::Queued
+        } else {
+            Sent::Submitted
+        }
     }
 
+    /// Releases the frames that wait and are not part of the send in flight (teardown, queue
+    /// overflow). The queue box stays while a vectored send still points into it.
+    pub(crate) fn drop_waiting(&mut self, slot: u32) {
+        let c = &mut self.conns[slot as usize];
+        let in_flight = c.life.in_flight(Req::Send);
+        let mut waiting = Vec::new();
+        if let Some(q) = c.txq.as_mut() {
+            let keep = if in_flight { q.inflight as usize } else { 0 };
+            waiting.extend(q.frames.drain(keep..));
+            q.bytes = 0;
+            if !in_flight {
+                q.inflight = 0;
+            }
+            if q.frames.is_empty() {
+                c.txq = None;
+            }
+        }
+        if !in_flight && c.tx_head != NO_FRAME {
+            // Queued in this loop turn, never submitted.
+            waiting.push(c.tx_head);
+            c.tx_head = NO_FRAME;
+            c.tx_off = 0;
+        }
+        for id in waiting {
+            self.release_frame(id);
+        }
+    }
+
+    /// End of the loop turn: every connection given frames in it sends them, coalesced.
+    pub(crate) fn flush_sends(&mut self) {
+        let mut unflushed = std::mem::take(&mut self.unflushed);
+        for (slot, gen) in unflushed.drain(..) {
+            let c = &self.conns[slot as usize];
+            if c.gen == gen && c.tx_head != NO_FRAME && !c.life.in_flight(Req::Send) {
+                self.submit_head(slot);
+            }
+        }
+        self.unflushed = unflushed;
+    }
+
+    /// Sends the head frame (from `tx_off`) and, if frames wait behind it, those too in one
+    /// vectored send.
     fn submit_head(&mut self, slot: u32) {
-        let c = &self.conns[slot as usize];
-        let frame = &self.frames[c.tx_head as usize].bytes;
-        let rest = &frame[c.tx_off as usize..];
-        // SAFETY: the bytes belong to frame `tx_head`, which holds a reference for this connection
-        // until `on_send` handles this send's final completion (and is leaked, not freed, if the
-        // worker exits with the send still in flight).
-        let entry = unsafe { sqe::send(slot, c.gen, rest.as_ptr(), rest.len() as u32) };
-        self.stats.frames_out += 1;
+        let c = &mut self.conns[slot as usize];
+        debug_assert!(!c.life.ending());
+        let gen = c.gen;
+        let head = &self.frames[c.tx_head as usize].bytes[c.tx_off as usize..];
+        let waiting = c.txq.as_ref().map_or(0, |q| q.frames.len());
+        if waiting == 0 {
+            // SAFETY: the bytes belong to frame `tx_head`, which holds a reference for this
+            // connection until `on_send` handles this send's final completion (and is leaked, not
+            // freed, if the worker exits with the send still in flight).
+            let entry = unsafe { sqe::send(slot, gen, head.as_ptr(), head.len() as u32) };
+            self.stats.frames_out += 1;
+            self.stats.sends += 1;
+            return self.submit(slot, Req::Send, entry);
+        }
+        let q = c.txq.as_mut().expect("frames wait");
+        q.iov.clear();
+        q.iov.push(libc::iovec {
+            iov_base: head.as_ptr().cast_mut().cast(),
+            iov_len: head.len(),
+        });
+        let mut bytes = 0;
+        for &id in q.frames.iter().take(MAX_FRAMES_PER_SEND - 1) {
+            let f = &self.frames[id as usize].bytes;
+            if bytes > 0 && bytes + f.len() > MAX_BYTES_PER_SEND {
+                break;
+            }
+            bytes += f.len();
+            q.iov.push(libc::iovec {
+                iov_base: f.as_ptr().cast_mut().cast(),
+                iov_len: f.len(),
+            });
+        }
+        q.inflight = (q.iov.len() - 1) as u16;
+        // SAFETY: an all-zero msghdr is valid (no name, no control data).
+        q.msg = unsafe { std::mem::zeroed() };
+        q.msg.msg_iov = q.iov.as_mut_ptr();
+        q.msg.msg_iovlen = q.iov.len();
+        let frames = q.iov.len() as u64;
+        // SAFETY: the msghdr and iovec live in this connection's queue box, which is kept (never
+        // dropped or modified) while the send is in flight (`drop_waiting`, `on_send`); each iovec
+        // points into a frame that holds a reference for this connection until `on_send` handles
+        // the send's final completion (leaked, not freed, at an exit with the send in flight).
+        let entry = unsafe { sqe::send_msg(slot, gen, &q.msg) };
+        self.stats.frames_out += frames;
+        self.stats.sends += 1;
         self.submit(slot, Req::Send, entry);
     }
 
-    /// The head frame's send completed (the request is already marked done).
+    /// The send completed (the request is already marked done): `res` bytes went out, across the
+    /// head and the frames the send covered.
     pub(crate) fn on_send(&mut self, slot: u32, res: i32) {
         let c = &mut self.conns[slot as usize];
-        let head = c.tx_head;
-        debug_assert_ne!(head, NO_FRAME);
-        if res >= 0 && !c.life.ending() {
-            c.tx_off += res as u32;
-            if (c.tx_off as usize) < self.frames[head as usize].bytes.len() {
-                // A short write (socket buffer full): send the rest.
-                self.submit_head(slot);
-                return;
-            }
-        }
-        let c = &mut self.conns[slot as usize];
-        c.tx_head = NO_FRAME;
-        c.tx_off = 0;
-        self.release_frame(head);
-        if res < 0 {
+        debug_assert_ne!(c.tx_head, NO_FRAME);
+        let covered = c
+            .txq
+            .as_mut()
+            .map_or(0, |q| std::mem::take(&mut q.inflight));
+        if res < 0 || c.life.ending() {
             // ECANCELED (our teardown), EPIPE/ECONNRESET (peer gone): nothing more can be sent.
-            return self.abort(slot);
+            let mut gone = vec![c.tx_head];
+            c.tx_head = NO_FRAME;
+            c.tx_off = 0;
+            if let Some(q) = c.txq.as_mut() {
+                gone.extend(q.frames.drain(..usize::from(covered).min(q.frames.len())));
+            }
+            for id in gone {
+                self.release_frame(id);
+            }
+            self.drop_waiting(slot);
+            if res < 0 {
+                self.abort(slot);
+            }
+            return;
+        }
+        // Walk the bytes sent across the head and the covered frames.
+        let mut sent = res as usize;
+        let mut covered = usize::from(covered);
+        loop {
+            let c = &mut self.conns[slot as usize];
+            let left = self.frames[c.tx_head as usize].bytes.len() - c.tx_off as usize;
+            if sent < left {
+                // A short send: resume inside this frame.
+                c.tx_off += sent as u32;
+                break;
+            }
+            sent -= left;
+            let done = c.tx_head;
+            let next = match c.txq.as_mut() {
+                Some(q) => {
+                    let next = q.frames.pop_front();
+                    if let Some(id) = next {
+                        q.bytes -= self.frames[id as usize].bytes.len();
+                    }
+                    if q.frames.is_empty() {
+                        c.txq = None;
+                    }
+                    next
+                }
+                None => None,
+            };
+            c.tx_head = next.unwrap_or(NO_FRAME);
+            c.tx_off = 0;
+            self.release_frame(done);
+            if next.is_none() || covered == 0 {
+                break;
+            }
+            covered -= 1;
         }
         self.send_next(slot);
     }
 
     fn send_next(&mut self, slot: u32) {
         let c = &mut self.conns[slot as usize];
-        if c.life.ending() {
-            // Tearing down: `settle` closes the slot once nothing is in flight.
+        if c.tx_head != NO_FRAME {
+            // More to send (a short send's rest, or frames that queued meanwhile): with whatever
+            // else this loop turn brings.
+            self.unflushed.push((slot, c.gen));
             return;
-        }
-        if let Some(q) = c.txq.as_mut() {
-            if let Some(id) = q.frames.pop_front() {
-                q.bytes -= self.frames[id as usize].bytes.len();
-                if q.frames.is_empty() {
-                    c.txq = None;
-                }
-                c.tx_head = id;
-                c.tx_off = 0;
-                self.submit_head(slot);
-                return;
-            }
-            c.txq = None;
         }
         if c.phase() == Phase::Closing && self.advance(slot, Phase::HalfClosed) {
             // Everything up to our close frame (or HTTP error response) is out: half-close and

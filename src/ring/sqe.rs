@@ -97,6 +97,18 @@ pub unsafe fn send(slot: u32, gen: u32, ptr: *const u8, len: u32) -> Sqe {
     tag(e, Op::Send, slot, gen)
 }
 
+/// `sendmsg` of `msg`'s iovec (5.3): several queued frames in one send. `MSG_NOSIGNAL` as `send`.
+///
+/// # Safety
+/// `msg`, its iovec array and every buffer the iovec points to stay valid and unchanged until this
+/// entry's completion.
+pub unsafe fn send_msg(slot: u32, gen: u32, msg: *const libc::msghdr) -> Sqe {
+    let e = opcode::SendMsg::new(types::Fixed(slot), msg)
+        .flags(libc::MSG_NOSIGNAL as u32)
+        .build();
+    tag(e, Op::Send, slot, gen)
+}
+
 /// `shutdown(SHUT_WR)` (5.11): our side is done; the peer sees EOF after our close frame.
 pub fn shutdown_write(slot: u32, gen: u32) -> Sqe {
     let e = opcode::Shutdown::new(types::Fixed(slot), libc::SHUT_WR).build();

@@ -69,6 +69,8 @@ pub struct Stats {
     pub accept_table_full: u64,
     pub messages_in: u64,
     pub frames_out: u64,
+    /// Send calls (`SEND` or a coalesced `SENDMSG`) the frames went out in.
+    pub sends: u64,
     pub joins: u64,
     pub leaves: u64,
     pub broadcasts: u64,
@@ -113,6 +115,9 @@ pub struct Worker {
     start: Instant,
     pub(crate) now_tick: u32,
     pub(crate) ticks: Ticks,
+    /// Connections given frames this loop turn, as (slot, generation): each sends them all in one
+    /// send at the end of the turn (`flush_sends`).
+    pub(crate) unflushed: Vec<(u32, u32)>,
     /// Receives starved of buffers, as (slot, generation), retried after a refill.
     pub(crate) starved: VecDeque<(u32, u32)>,
     /// Last tick a receive found the buffer ring empty (buffers are trimmed after quiet ticks).
@@ -238,6 +243,7 @@ impl Worker {
             now_tick: 0,
             ticks,
             starved: VecDeque::new(),
+            unflushed: Vec::new(),
             last_starved_tick: 0,
             accept: Acceptor::default(),
             globals: 0,
@@ -280,6 +286,7 @@ impl Worker {
             }
             self.now_tick = self.clock_tick();
             crate::ring::reap(self);
+            self.flush_sends();
             self.ring.flush_backlog();
             self.bufs.refill();
             self.retry_starved();
