@@ -349,3 +349,33 @@ async fn join_rate_is_limited_with_an_error_reply() {
     .unwrap();
     assert_eq!(next_json(&mut ws).await[4]["status"], "ok");
 }
+
+/// Issue 9, defect 3: with the message limit off (`max_messages_per_second = 0`) the join bucket
+/// still refills. A client joining a new topic every 0.3 s stays under a 5/s join limit for good;
+/// before the fix the bucket never refilled and the 11th join (past the burst of 10) was refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn join_bucket_refills_with_the_message_limit_off() {
+    let gw = Gateway::start(&[
+        "--workers",
+        "1",
+        "--max-messages-per-second",
+        "0",
+        "--max-joins-per-second",
+        "5",
+    ]);
+    let mut ws = connect(&gw, "?vsn=2.0.0").await;
+    let mut statuses = Vec::new();
+    for i in 0..16 {
+        let r = i.to_string();
+        ws.send(Message::text(
+            json!([r, r, format!("rooms:{i}"), "phx_join", {}]).to_string(),
+        ))
+        .await
+        .unwrap();
+        let reply = next_json(&mut ws).await;
+        assert_eq!(reply[1], json!(r), "{reply}");
+        statuses.push(reply[4]["status"].clone());
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    assert_eq!(statuses, vec![json!("ok"); 16]);
+}
