@@ -339,24 +339,29 @@ impl Worker {
         let entry = sqe::tick(&self.tick_ts);
         self.ring.push(&entry);
         self.now_tick = self.clock_tick();
-        let conns = &self.conns;
+        let now = self.now_tick;
+        let conns = &mut self.conns;
         let mut expired = std::mem::take(&mut self.expired);
         self.wheel.advance(
-            self.now_tick,
-            |e| match conns.get(e.slot as usize) {
-                Some(c) if c.gen == e.gen && c.has(flag::IN_WHEEL) => {
-                    if c.deadline_tick <= self.now_tick {
-                        Verdict::Expired
-                    } else {
-                        Verdict::Later(c.deadline_tick)
+            now,
+            |e| match conns.get_mut(e.slot as usize) {
+                Some(c) => {
+                    let mut mark = timer::Mark {
+                        gen: c.gen,
+                        in_wheel: c.has(flag::IN_WHEEL),
+                        deadline_tick: c.deadline_tick,
+                    };
+                    let verdict = timer::judge(e, &mut mark, now);
+                    if !mark.in_wheel {
+                        c.clear(flag::IN_WHEEL);
                     }
+                    verdict
                 }
-                _ => Verdict::Stale,
+                None => Verdict::Stale,
             },
             &mut expired,
         );
         for e in expired.drain(..) {
-            self.conns[e.slot as usize].clear(flag::IN_WHEEL);
             self.on_deadline(e.slot);
         }
         self.expired = expired;
@@ -412,16 +417,15 @@ impl Worker {
             deadline = deadline.min(exp);
         }
         let c = &mut self.conns[slot as usize];
-        // Moving a deadline later needs no wheel work (the entry is re-filed when it comes due);
-        // moving it earlier needs an entry that comes due in time. A stale extra entry is judged
-        // against the connection when it comes due and dropped.
-        let earlier = deadline < c.deadline_tick;
-        c.deadline_tick = deadline;
-        if !c.has(flag::IN_WHEEL) || earlier {
+        let mut mark = timer::Mark {
+            gen: c.gen,
+            in_wheel: c.has(flag::IN_WHEEL),
+            deadline_tick: c.deadline_tick,
+        };
+        self.wheel.schedule(slot, &mut mark, deadline);
+        c.deadline_tick = mark.deadline_tick;
+        if mark.in_wheel {
             c.set(flag::IN_WHEEL);
-            let entry = Entry { slot, gen: c.gen };
-            let due = c.deadline_tick;
-            self.wheel.insert(entry, due);
         }
     }
 
