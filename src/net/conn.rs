@@ -148,6 +148,8 @@ pub struct Rx {
     pub pending: Vec<u8>,
     /// A fragmented message in progress.
     pub reader: Option<MessageReader>,
+    /// What this state is charged to the worker's `max_rx_bytes_per_worker` budget.
+    pub charge: crate::net::rx_budget::Charge,
 }
 
 /// Frames queued behind the in-flight one, and their total bytes (bounded by

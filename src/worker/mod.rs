@@ -80,6 +80,8 @@ pub struct Stats {
     pub auth_expired: u64,
     pub per_ip_refused: u64,
     pub memory_pauses: u64,
+    /// Connections closed because their input would pass `max_rx_bytes_per_worker`.
+    pub rx_budget_closes: u64,
 }
 
 /// Deadlines in ticks, derived once from the config.
@@ -137,6 +139,8 @@ pub struct Worker {
     /// when `max_connections_per_ip` is set).
     pub(crate) peer_ips: std::collections::HashMap<u32, std::net::IpAddr>,
     pub(crate) peer_bufs: std::collections::HashMap<u32, Box<libc::sockaddr_storage>>,
+    /// Receive memory held for incomplete input, bounded by `max_rx_bytes_per_worker`.
+    pub(crate) rx_budget: crate::net::rx_budget::RxBudget,
 }
 
 /// What a worker needs from the thread that starts it.
@@ -210,6 +214,7 @@ impl Worker {
             max_message_bytes: cfg.max_message_bytes,
             max_fragments: cfg.max_fragments,
         };
+        let rx_budget = crate::net::rx_budget::RxBudget::new(cfg.max_rx_bytes_per_worker);
         let http_limits = ws::handshake::Limits {
             max_request_bytes: cfg.max_handshake_bytes,
             max_headers: cfg.max_handshake_headers,
@@ -251,6 +256,7 @@ impl Worker {
             claim_sets: Default::default(),
             peer_ips: Default::default(),
             peer_bufs: Default::default(),
+            rx_budget,
         })
     }
 
