@@ -161,3 +161,33 @@ fn half_frames_from_many_clients_stay_under_the_worker_bound() {
         "a held client is still open"
     );
 }
+
+/// A header announcing a frame far over `max_frame_bytes`, arriving split so it is completed in
+/// the kept bytes, reserves nothing: the decoder closes with 1009 as for any oversized frame, with
+/// the bound on or off.
+#[test]
+fn an_oversized_frame_header_split_over_receives_reserves_nothing() {
+    for limit in ["0", "1048576"] {
+        let gw = Gateway::start(&[
+            "--echo-path",
+            "/echo",
+            "--workers",
+            "1",
+            "--max-rx-bytes-per-worker",
+            limit,
+        ]);
+        let mut c = RawClient::connect(gw.addr, "/echo");
+        // FIN + binary, masked, 64-bit length 2^62, mask: sent in two receives.
+        let mut header = vec![0x82, 0xFF];
+        header.extend_from_slice(&(1u64 << 62).to_be_bytes());
+        header.extend_from_slice(&[1, 2, 3, 4]);
+        c.send_raw(&header[..3]);
+        std::thread::sleep(Duration::from_millis(200));
+        c.send_raw(&header[3..]);
+        assert_eq!(c.expect_close(), Some(1009), "limit {limit}");
+        let w = worker_stats(&gw);
+        assert_eq!(w["stats"]["protocol_errors"], 1, "{w}");
+        assert_eq!(w["stats"]["rx_budget_closes"], 0, "{w}");
+        assert_eq!(w["memory"]["rx_held_bytes"], 0, "{w}");
+    }
+}

@@ -119,14 +119,16 @@ impl Worker {
     }
 
     /// Header plus payload bytes of the frame starting at `head`, once its header is complete
-    /// (WebSocket connections only).
+    /// (WebSocket connections only). `None` for a frame over `max_frame_bytes`: the decoder
+    /// refuses it (1009) as soon as it sees the header, and nothing is reserved for it.
     fn frame_bytes(&self, slot: u32, head: &[u8]) -> Option<usize> {
         if self.conns[slot as usize].state != State::Open {
             return None;
         }
         match ws::frame::decode_header(head) {
             Ok(Some((h, header_len))) => {
-                Some(header_len.saturating_add(usize::try_from(h.payload_len).ok()?))
+                let payload = usize::try_from(h.payload_len).ok()?;
+                (payload <= self.ws_limits.max_frame_bytes).then_some(header_len + payload)
             }
             _ => None,
         }
