@@ -191,3 +191,36 @@ fn an_oversized_frame_header_split_over_receives_reserves_nothing() {
         assert_eq!(w["memory"]["rx_held_bytes"], 0, "{w}");
     }
 }
+
+/// When a frame completes with the start of the next one in the same receive, only those bytes
+/// stay held: the kept copy shrinks to them instead of keeping the finished frame's megabyte.
+#[test]
+fn kept_bytes_shrink_when_a_frame_completes() {
+    let gw = Gateway::start(&["--echo-path", "/echo", "--workers", "1"]);
+    let mut c = RawClient::connect(gw.addr, "/echo");
+    let (first, _) = frame_halves(FRAME_PAYLOAD_BYTES + 14);
+    let mut second = Vec::new();
+    ringgate::ws::frame::write_header(&mut second, true, 2, Some([0; 4]), 100);
+    second.extend_from_slice(&[9; 100]);
+    let mut bytes = first.clone();
+    bytes.extend_from_slice(&second[..10]);
+    c.send_raw(&bytes);
+    let (_, opcode, payload) = c.read_frame().expect("the first echo");
+    assert_eq!((opcode, payload.len()), (2, FRAME_PAYLOAD_BYTES));
+    let w = worker_stats(&gw);
+    assert_eq!(w["memory"]["rx_states"], 1, "{w}");
+    let held = w["memory"]["rx_held_bytes"].as_u64().unwrap();
+    assert!(
+        held < 4096,
+        "{held} bytes held for 10 bytes of a 106-byte frame: {w}"
+    );
+    assert_eq!(w["memory"]["rx_bytes"].as_u64().unwrap(), held);
+    c.send_raw(&second[10..]);
+    assert_eq!(
+        c.read_frame().expect("the second echo"),
+        (true, 2, vec![9; 100])
+    );
+    let w = worker_stats(&gw);
+    assert_eq!(w["memory"]["rx_states"], 0, "{w}");
+    assert_eq!(w["memory"]["rx_held_bytes"], 0, "{w}");
+}
