@@ -26,6 +26,23 @@ fn frame_halves(n: usize) -> (Vec<u8>, Vec<u8>) {
     (out, rest)
 }
 
+/// This process holds every client socket: lift a default soft `RLIMIT_NOFILE` of 1024 (up to
+/// the hard limit) so the test does not depend on the shell it runs from.
+fn raise_fd_limit(want: u64) {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit only read and write the struct passed by reference.
+    unsafe {
+        assert_eq!(libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim), 0);
+        if lim.rlim_cur < want {
+            lim.rlim_cur = want.min(lim.rlim_max);
+            assert_eq!(libc::setrlimit(libc::RLIMIT_NOFILE, &lim), 0);
+        }
+    }
+}
+
 fn worker_stats(gw: &Gateway) -> Value {
     let resp = http_request(
         gw.admin,
@@ -44,6 +61,7 @@ fn worker_stats(gw: &Gateway) -> Value {
 /// and the ones held are served when they finish their frames.
 #[test]
 fn half_frames_from_many_clients_stay_under_the_worker_bound() {
+    raise_fd_limit(CLIENTS as u64 + 256);
     let gw = Gateway::start(&[
         "--echo-path",
         "/echo",
