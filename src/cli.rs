@@ -102,6 +102,10 @@ pub struct ServeArgs {
     /// Largest upgrade request head, bytes [default: 8192].
     #[arg(long)]
     pub max_handshake_bytes: Option<usize>,
+    /// Bytes a worker may hold for incomplete input before closing with 1009; 0 = off
+    /// [default: 268435456].
+    #[arg(long)]
+    pub max_rx_bytes_per_worker: Option<usize>,
     /// Most upgrade request header lines [default: 32].
     #[arg(long)]
     pub max_handshake_headers: Option<usize>,
@@ -213,6 +217,7 @@ impl ServeArgs {
             timer_tick_ms,
             max_frame_bytes,
             max_message_bytes,
+            max_rx_bytes_per_worker,
             max_fragments,
             max_handshake_bytes,
             max_handshake_headers,

@@ -65,6 +65,14 @@ pub struct Config {
     pub max_frame_bytes: usize,
     /// Largest reassembled message (1009 past it). Default 1 MiB, for the same reason.
     pub max_message_bytes: usize,
+    /// Bytes one worker may hold for incomplete input, over all its connections: partial frames,
+    /// fragmented messages in progress and partial upgrade request heads. A connection whose input
+    /// would pass it is closed with 1009 (503 while upgrading) and counted. Default 256 MiB: each
+    /// connection may pin up to `max_frame_bytes` + `max_message_bytes` (2 MiB by default), so
+    /// without it a wave of slow senders could take the memory the idle connections need; 256 MiB
+    /// still holds 128 maximal messages at once, or hundreds of thousands of typical partial frames.
+    /// 0 disables.
+    pub max_rx_bytes_per_worker: usize,
     /// Most fragments in one message (1009 past it). Default 1024: stops a peer from making the
     /// server do per-frame work for a message of tiny fragments.
     pub max_fragments: usize,
@@ -162,6 +170,7 @@ impl Default for Config {
             timer_tick_ms: 1_000,
             max_frame_bytes: 1 << 20,
             max_message_bytes: 1 << 20,
+            max_rx_bytes_per_worker: 256 << 20,
             max_fragments: 1024,
             max_handshake_bytes: 8192,
             max_handshake_headers: 32,

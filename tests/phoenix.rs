@@ -349,3 +349,196 @@ async fn join_rate_is_limited_with_an_error_reply() {
     .unwrap();
     assert_eq!(next_json(&mut ws).await[4]["status"], "ok");
 }
+
+/// Issue 9, defect 3: with the message limit off (`max_messages_per_second = 0`) the join bucket
+/// still refills. A client joining a new topic every 0.3 s stays under a 5/s join limit for good;
+/// before the fix the bucket never refilled and the 11th join (past the burst of 10) was refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn join_bucket_refills_with_the_message_limit_off() {
+    let gw = Gateway::start(&[
+        "--workers",
+        "1",
+        "--max-messages-per-second",
+        "0",
+        "--max-joins-per-second",
+        "5",
+    ]);
+    let mut ws = connect(&gw, "?vsn=2.0.0").await;
+    let mut statuses = Vec::new();
+    for i in 0..16 {
+        let r = i.to_string();
+        ws.send(Message::text(
+            json!([r, r, format!("rooms:{i}"), "phx_join", {}]).to_string(),
+        ))
+        .await
+        .unwrap();
+        let reply = next_json(&mut ws).await;
+        assert_eq!(reply[1], json!(r), "{reply}");
+        statuses.push(reply[4]["status"].clone());
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    assert_eq!(statuses, vec![json!("ok"); 16]);
+}
+
+/// The next frame (text or binary), with a timeout.
+async fn next_frame(ws: &mut Ws) -> Message {
+    loop {
+        let m = tokio::time::timeout(Duration::from_secs(20), ws.next())
+            .await
+            .expect("a frame in time")
+            .expect("stream open")
+            .expect("no error");
+        if matches!(m, Message::Text(_) | Message::Binary(_)) {
+            return m;
+        }
+    }
+}
+
+/// Sends a heartbeat with `r` and returns every frame before its reply: proves what an earlier
+/// message produced (or that it produced nothing) without waiting for a timeout.
+async fn frames_before_heartbeat(ws: &mut Ws, r: &str) -> Vec<Message> {
+    ws.send(Message::text(
+        json!([null, r, "phoenix", "heartbeat", {}]).to_string(),
+    ))
+    .await
+    .unwrap();
+    let mut before = Vec::new();
+    loop {
+        let m = next_frame(ws).await;
+        if let Message::Text(t) = &m {
+            let v: Value = serde_json::from_str(t).unwrap();
+            if v[2] == "phoenix" && v[1] == r {
+                return before;
+            }
+        }
+        before.push(m);
+    }
+}
+
+/// Issue 9, defect 8 (Phoenix.Socket.handle_in/4, duplicate join): the new join's reply comes
+/// first, then the old join's phx_close.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn duplicate_join_replies_then_closes_the_old_join() {
+    let gw = Gateway::start(&["--workers", "1"]);
+    let mut ws = connect(&gw, "?vsn=2.0.0").await;
+    let topic = "rooms:dup";
+    for jr in ["1", "2"] {
+        ws.send(Message::text(
+            json!([jr, jr, topic, "phx_join", {}]).to_string(),
+        ))
+        .await
+        .unwrap();
+    }
+    let ok = json!({"status": "ok", "response": {}});
+    assert_eq!(
+        next_json(&mut ws).await,
+        json!(["1", "1", topic, "phx_reply", ok])
+    );
+    assert_eq!(
+        next_json(&mut ws).await,
+        json!(["2", "2", topic, "phx_reply", ok])
+    );
+    assert_eq!(
+        next_json(&mut ws).await,
+        json!(["1", "1", topic, "phx_close", {}])
+    );
+}
+
+/// Issue 9, defect 8 (Phoenix.Socket.handle_in/4, push on a joined topic): a join sent with a
+/// null join_ref is keyed by null. A push naming a join_ref (here the join's own ref) is stale
+/// for it and dropped; a push with a null join_ref reaches the channel, and the reply carries the
+/// channel's join_ref (the join's ref).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn null_join_ref_of_a_join_is_not_a_wildcard() {
+    let gw = Gateway::start(&["--workers", "1"]);
+    let mut ws = connect(&gw, "?vsn=2.0.0").await;
+    let topic = "rooms:nulljr";
+    ws.send(Message::text(
+        json!([null, "5", topic, "phx_join", {}]).to_string(),
+    ))
+    .await
+    .unwrap();
+    let ok = json!({"status": "ok", "response": {}});
+    assert_eq!(
+        next_json(&mut ws).await,
+        json!([null, "5", topic, "phx_reply", ok])
+    );
+    ws.send(Message::text(
+        json!(["5", "6", topic, "new_msg", {"n": 1}]).to_string(),
+    ))
+    .await
+    .unwrap();
+    assert_eq!(frames_before_heartbeat(&mut ws, "h1").await, Vec::new());
+    ws.send(Message::text(
+        json!([null, "7", topic, "new_msg", {"n": 2}]).to_string(),
+    ))
+    .await
+    .unwrap();
+    let got: Vec<Value> = frames_before_heartbeat(&mut ws, "h2")
+        .await
+        .into_iter()
+        .map(|m| serde_json::from_str(m.to_text().unwrap()).unwrap())
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            json!([null, null, topic, "new_msg", {"n": 2}]),
+            json!(["5", "7", topic, "phx_reply", ok]),
+        ]
+    );
+}
+
+/// A V2 binary client push: `0, jr_len, ref_len, topic_len, event_len, join_ref, ref, topic,
+/// event, data`.
+fn binary_push(join_ref: &str, r: &str, topic: &str, event: &str, data: &[u8]) -> Message {
+    let mut f = vec![
+        0u8,
+        join_ref.len() as u8,
+        r.len() as u8,
+        topic.len() as u8,
+        event.len() as u8,
+    ];
+    for part in [join_ref, r, topic, event] {
+        f.extend_from_slice(part.as_bytes());
+    }
+    f.extend_from_slice(data);
+    Message::binary(f)
+}
+
+/// Issue 9, defect 8 (Phoenix.Socket.V2.JSONSerializer, binary decode): an empty join_ref in a
+/// binary push is "", not null, so it does not match a join made with "6" (dropped, as in
+/// Phoenix); the same push with "6" is broadcast and answered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn binary_empty_join_ref_is_kept_as_the_empty_string() {
+    let gw = Gateway::start(&["--workers", "1"]);
+    let mut ws = connect(&gw, "?vsn=2.0.0").await;
+    let topic = "rooms:binjr";
+    ws.send(Message::text(
+        json!(["6", "6", topic, "phx_join", {}]).to_string(),
+    ))
+    .await
+    .unwrap();
+    let ok = json!({"status": "ok", "response": {}});
+    assert_eq!(
+        next_json(&mut ws).await,
+        json!(["6", "6", topic, "phx_reply", ok])
+    );
+    ws.send(binary_push("", "7", topic, "blob", b"\x01\x02"))
+        .await
+        .unwrap();
+    assert_eq!(frames_before_heartbeat(&mut ws, "h1").await, Vec::new());
+    ws.send(binary_push("6", "8", topic, "blob", b"\x01\x02"))
+        .await
+        .unwrap();
+    let got = frames_before_heartbeat(&mut ws, "h2").await;
+    assert_eq!(got.len(), 2, "{got:?}");
+    // The broadcast, kind 2: `2, topic_len, event_len, topic, event, data`.
+    let mut want = vec![2u8, topic.len() as u8, 4];
+    want.extend_from_slice(topic.as_bytes());
+    want.extend_from_slice(b"blob\x01\x02");
+    assert_eq!(got[0], Message::binary(want));
+    assert_eq!(
+        serde_json::from_str::<Value>(got[1].to_text().unwrap()).unwrap(),
+        json!(["6", "8", topic, "phx_reply", ok])
+    );
+}

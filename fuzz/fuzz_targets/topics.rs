@@ -186,16 +186,17 @@ fn decode_sent(vsn: Vsn, kind: FrameKind, bytes: &[u8]) -> Frame {
 }
 
 struct Model {
-    /// Per connection: joined topic → the channel's join_ref.
-    joined: Vec<BTreeMap<String, Option<String>>>,
+    /// Per connection: joined topic → (the channel's join_ref, the join's key: what messages are
+    /// matched against and `phx_close` carries).
+    joined: Vec<BTreeMap<String, Joined>>,
     max_channels: usize,
 }
 
-fn same_join(channel: Option<&str>, message: Option<&str>) -> bool {
-    match (channel, message) {
-        (Some(c), Some(m)) => c == m,
-        _ => true,
-    }
+type Joined = (Option<String>, Option<String>);
+
+/// A null join_ref in a message matches any join; otherwise it must equal the join's key.
+fn same_join(key: Option<&str>, message: Option<&str>) -> bool {
+    message.is_none() || key == message
 }
 
 impl Model {
@@ -240,9 +241,7 @@ impl Model {
         match event {
             "heartbeat" if topic == "phoenix" => out.push(reply(None, None)),
             "phx_join" => {
-                if let Some(old) = chans.remove(topic) {
-                    out.push(close(old.as_deref()));
-                }
+                let old = chans.remove(topic);
                 if !routed {
                     out.push(reply(None, Some("unmatched topic")));
                 } else if topic.len() > 255 {
@@ -250,23 +249,30 @@ impl Model {
                 } else if chans.len() >= self.max_channels {
                     out.push(reply(jr, Some("too many channels joined")));
                 } else {
-                    chans.insert(topic.to_owned(), jr.or(r).map(str::to_owned));
+                    // V2 keys a join by its own join_ref (null included); V1 by `join_ref || ref`.
+                    let key = if vsn == Vsn::V1 { jr.or(r) } else { jr };
+                    let joined = (jr.or(r).map(str::to_owned), key.map(str::to_owned));
+                    chans.insert(topic.to_owned(), joined);
                     out.push(reply(jr, None));
+                }
+                // The new join's reply first, then the old join's close.
+                if let Some((_, old_key)) = old {
+                    out.push(close(old_key.as_deref()));
                 }
             }
             "phx_leave" => match chans.get(topic).cloned() {
                 None => out.push(reply(jr, None)),
-                Some(stored) if !same_join(stored.as_deref(), jr) => {}
-                Some(stored) => {
+                Some((_, key)) if !same_join(key.as_deref(), jr) => {}
+                Some((stored, key)) => {
                     chans.remove(topic);
                     out.push(reply(stored.as_deref(), None));
-                    out.push(close(stored.as_deref()));
+                    out.push(close(key.as_deref()));
                 }
             },
             _ => match chans.get(topic).cloned() {
                 None => out.push(reply(None, Some("unmatched topic"))),
-                Some(stored) if !same_join(stored.as_deref(), jr) => {}
-                Some(stored) => {
+                Some((_, key)) if !same_join(key.as_deref(), jr) => {}
+                Some((stored, _)) => {
                     if ["phx_reply", "phx_close", "phx_error"].contains(&event) {
                         out.push(reply(stored.as_deref(), Some("reserved event")));
                     } else if topic == "rooms:ro" {
@@ -380,7 +386,11 @@ impl World {
                 .map(|(id, jr)| (local.name(id).to_owned(), jr.map(str::to_owned)))
                 .collect();
             assert_eq!(self.chans[conn].len(), have.len());
-            assert_eq!(have, self.model.joined[conn], "conn {conn}");
+            let want: BTreeMap<String, Option<String>> = self.model.joined[conn]
+                .iter()
+                .map(|(topic, (jr, _))| (topic.clone(), jr.clone()))
+                .collect();
+            assert_eq!(have, want, "conn {conn}");
             let held: BTreeSet<String> = have.keys().cloned().collect();
             assert_eq!(held, self.held[conn], "conn {conn}");
         }

@@ -155,6 +155,18 @@ pub fn prometheus(reports: &[Report], topics: usize) -> String {
         &|r| r.memory.rx_bytes,
     );
     metric(
+        "memory_rx_limit_bytes",
+        "gauge",
+        "Bound on bytes of incomplete receive state (max_rx_bytes_per_worker; 0 = none).",
+        &|r| r.memory.rx_limit_bytes,
+    );
+    metric(
+        "rx_budget_closes_total",
+        "counter",
+        "Connections closed because their input would pass max_rx_bytes_per_worker.",
+        &|r| r.stats.rx_budget_closes,
+    );
+    metric(
         "memory_send_queue_bytes",
         "gauge",
         "Bytes of send queues.",

@@ -93,6 +93,8 @@ pub struct Rx {
     pub pending: Vec<u8>,
     /// A fragmented message in progress.
     pub reader: Option<MessageReader>,
+    /// What this state is charged to the worker's `max_rx_bytes_per_worker` budget.
+    pub charge: crate::net::rx_budget::Charge,
 }
 
 /// Frames queued behind the head frame, and their total bytes (bounded by `max_send_queue_bytes`),

@@ -8,13 +8,13 @@
 //!
 //! # Rules, in the order `handle` applies them
 //! 1. `phoenix`/`heartbeat`: ok reply, `join_ref` null, in any state.
-//! 2. `phx_join`: if the topic is already joined, `phx_close` for the old join
-//!    (`[old, old, topic, "phx_close", {}]`) and unsubscribe; then, in Phoenix's order:
+//! 2. `phx_join`: if the topic is already joined, unsubscribe the old join; then, in Phoenix's order:
 //!    no route → error "unmatched topic" (`join_ref` null); topic over [`MAX_TOPIC_BYTES`] →
 //!    error "topic too long"; `max_channels` joined → error "too many channels joined";
 //!    [`Host::authorize_join`] refuses → error with its reason; else subscribe and ok reply
 //!    echoing the client's `join_ref` and `ref`. The join errors after routing echo the
-//!    `join_ref`, like a Phoenix channel's `{:error, reply}`.
+//!    `join_ref`, like a Phoenix channel's `{:error, reply}`. After that reply (ok or error)
+//!    comes the old join's `phx_close` (`[old, old, topic, "phx_close", {}]`), as in Phoenix.
 //! 3. `phx_leave`: joined and `join_ref` null or matching → ok reply then `phx_close` with
 //!    `ref = join_ref`, unsubscribe; joined with a stale `join_ref` → nothing (the client
 //!    raced a server close); not joined → ok reply.
@@ -32,7 +32,10 @@
 //! current join before closing. Phoenix ≥ 1.3 writes `"ref":null` there for V1, which that
 //! client accepts for any join — including a newer one it should not close.
 //!
-//! A message's `join_ref` matches the channel when either is absent or they are equal.
+//! A message's `join_ref` matches the channel when it is null or equal to the join's own
+//! `join_ref` (its key). A V2 join sent with a null `join_ref` is keyed by null: only messages
+//! without a `join_ref` reach it, while its replies carry the join's `ref`. V1 joins keep the
+//! join's `ref` as their key (the identity above). See `docs/protocol.md`.
 //!
 //! # Reserved events
 //! A client sending `phx_reply`, `phx_close` or `phx_error` on a joined topic would, if
@@ -167,6 +170,10 @@ impl Channels {
         self.store.empty_topics(|topic| host.unsubscribe(topic));
     }
 
+    /// A join. A duplicate join first ends the old one (unsubscribe), then the new join is
+    /// answered, and only then comes the old join's `phx_close`: Phoenix
+    /// (`Phoenix.Socket.handle_in/4`, duplicate-join clause) queues that close to its own
+    /// mailbox and returns the new join's reply, which the transport writes first.
     fn join(
         &mut self,
         reply: Reply<'_>,
@@ -175,13 +182,26 @@ impl Channels {
         max_channels: usize,
         host: &mut impl Host,
     ) {
-        let topic = reply.topic;
-        if let Some(id) = host.lookup(topic) {
-            if let Some(old) = self.store.remove(id) {
-                host.unsubscribe(id);
-                reply.close(host, old.join_ref());
-            }
+        let old = host.lookup(reply.topic).and_then(|id| {
+            let old = self.store.remove(id)?;
+            host.unsubscribe(id);
+            Some(old)
+        });
+        self.join_new(reply, msg, router, max_channels, host);
+        if let Some(old) = old {
+            reply.close(host, old.key());
         }
+    }
+
+    fn join_new(
+        &mut self,
+        reply: Reply<'_>,
+        msg: &Message<'_>,
+        router: &Router,
+        max_channels: usize,
+        host: &mut impl Host,
+    ) {
+        let topic = reply.topic;
         let join_ref = msg.join_ref.as_deref();
         if router.route(topic).is_none() {
             return reply.error(host, None, "unmatched topic");
@@ -197,8 +217,11 @@ impl Channels {
         }
         let id = host.intern(topic);
         host.subscribe(id);
-        self.store
-            .insert(Entry::new(id, join_ref.or(reply.msg_ref)));
+        let entry = match (reply.vsn, join_ref, reply.msg_ref) {
+            (Vsn::V2, None, Some(msg_ref)) => Entry::keyless(id, msg_ref),
+            _ => Entry::new(id, join_ref.or(reply.msg_ref)),
+        };
+        self.store.insert(entry);
         reply.ok(host, join_ref);
     }
 
@@ -206,13 +229,13 @@ impl Channels {
         let Some((id, entry)) = self.find(host, reply.topic) else {
             return reply.ok(host, msg.join_ref.as_deref());
         };
-        if !same_join(entry.join_ref(), msg.join_ref.as_deref()) {
+        if !same_join(entry.key(), msg.join_ref.as_deref()) {
             return;
         }
         if let Some(left) = self.store.remove(id) {
             host.unsubscribe(id);
             reply.ok(host, left.join_ref());
-            reply.close(host, left.join_ref());
+            reply.close(host, left.key());
         }
     }
 
@@ -221,7 +244,7 @@ impl Channels {
             return reply.error(host, None, "unmatched topic");
         };
         let join_ref = entry.join_ref();
-        if !same_join(join_ref, msg.join_ref.as_deref()) {
+        if !same_join(entry.key(), msg.join_ref.as_deref()) {
             return;
         }
         if RESERVED_EVENTS.contains(&msg.event.as_ref()) {
@@ -245,12 +268,15 @@ impl Channels {
     }
 }
 
-/// Whether a message's join_ref addresses the channel's current join: an absent ref on
-/// either side matches (Phoenix matches a `nil` join_ref to handle V1).
-fn same_join(channel: Option<&str>, message: Option<&str>) -> bool {
-    match (channel, message) {
-        (Some(channel), Some(message)) => channel == message,
-        _ => true,
+/// Whether a message's join_ref addresses the channel's current join (`key`, the join's own
+/// join_ref): a null join_ref in the message matches any join; otherwise it must equal the
+/// key exactly, and a join made with a null join_ref matches only null. Phoenix
+/// (`Phoenix.Socket.handle_in/4`, the `phx_leave` and push clauses on a joined topic):
+/// `is_nil(join_ref) or join_ref === existing_join_ref`.
+fn same_join(key: Option<&str>, message: Option<&str>) -> bool {
+    match message {
+        None => true,
+        Some(message) => key == Some(message),
     }
 }
 
@@ -629,14 +655,14 @@ mod tests {
     }
 
     #[test]
-    fn duplicate_join_closes_the_old_join_first() {
+    fn duplicate_join_answers_the_new_join_then_closes_the_old() {
         let mut c = Conn::new(Vsn::V2);
         c.send(JOIN_LOBBY_6);
         assert_eq!(
             c.send(r#"["9","9","rooms:lobby","phx_join",{}]"#),
             [
-                r#"["6","6","rooms:lobby","phx_close",{}]"#,
                 r#"["9","9","rooms:lobby","phx_reply",{"status":"ok","response":{}}]"#,
+                r#"["6","6","rooms:lobby","phx_close",{}]"#,
             ]
         );
         assert_eq!(
@@ -648,8 +674,8 @@ mod tests {
         assert_eq!(
             c.send(r#"["9","9","rooms:lobby","phx_join",{}]"#),
             [
-                r#"["9","9","rooms:lobby","phx_close",{}]"#,
                 r#"["9","9","rooms:lobby","phx_reply",{"status":"ok","response":{}}]"#,
+                r#"["9","9","rooms:lobby","phx_close",{}]"#,
             ]
         );
         c.assert_consistent();
@@ -663,8 +689,8 @@ mod tests {
         assert_eq!(
             c.send(r#"["9","9","rooms:lobby","phx_join",{}]"#),
             [
-                r#"["6","6","rooms:lobby","phx_close",{}]"#,
                 r#"["9","9","rooms:lobby","phx_reply",{"status":"error","response":{"reason":"banned"}}]"#,
+                r#"["6","6","rooms:lobby","phx_close",{}]"#,
             ]
         );
         assert!(c.channels.is_empty());
@@ -679,8 +705,8 @@ mod tests {
         assert_eq!(
             c.send(r#"["7","7","rooms:lobby","phx_join",{}]"#),
             [
-                r#"["6","6","rooms:lobby","phx_close",{}]"#,
                 r#"["7","7","rooms:lobby","phx_reply",{"status":"ok","response":{}}]"#,
+                r#"["6","6","rooms:lobby","phx_close",{}]"#,
             ]
         );
         assert_eq!(c.channels.len(), 1);
@@ -782,6 +808,77 @@ mod tests {
         c.send(JOIN_LOBBY_6);
         assert!(c.send(r#"["5","7","rooms:lobby","new_msg",{}]"#).is_empty());
         assert!(c.host.broadcasts.is_empty());
+    }
+
+    /// Issue 9, defect 8: a V2 join sent with a null join_ref is keyed by null, as Phoenix's
+    /// socket keeps it: a message with a join_ref (even the join's ref) does not match it, a
+    /// message without one does. Replies still carry the channel's join_ref (the join's ref),
+    /// and `phx_close` the join's own (null).
+    #[test]
+    fn null_join_ref_of_a_join_is_not_a_wildcard() {
+        let mut c = Conn::new(Vsn::V2);
+        assert_eq!(
+            c.send(r#"[null,"5","rooms:lobby","phx_join",{}]"#),
+            [r#"[null,"5","rooms:lobby","phx_reply",{"status":"ok","response":{}}]"#]
+        );
+        assert_eq!(
+            c.joined(),
+            [("rooms:lobby".to_owned(), Some("5".to_owned()))]
+        );
+        assert!(c.send(r#"["5","6","rooms:lobby","new_msg",{}]"#).is_empty());
+        assert!(c
+            .send(r#"["x","7","rooms:lobby","phx_leave",{}]"#)
+            .is_empty());
+        assert!(c.host.broadcasts.is_empty());
+        assert_eq!(
+            c.send(r#"[null,"8","rooms:lobby","new_msg",{}]"#),
+            [r#"["5","8","rooms:lobby","phx_reply",{"status":"ok","response":{}}]"#]
+        );
+        assert_eq!(c.host.broadcasts.len(), 1);
+        assert_eq!(
+            c.send(r#"[null,"9","rooms:lobby","phx_leave",{}]"#),
+            [
+                r#"["5","9","rooms:lobby","phx_reply",{"status":"ok","response":{}}]"#,
+                r#"[null,null,"rooms:lobby","phx_close",{}]"#,
+            ]
+        );
+        c.assert_consistent();
+    }
+
+    /// Issue 9, defect 8: a binary push's empty join_ref is `""`, not null: it does not
+    /// match a join made with "6" (Phoenix drops it), and it matches a join made with "".
+    #[test]
+    fn binary_empty_join_ref_is_the_empty_string() {
+        let mut c = Conn::new(Vsn::V2);
+        c.send(JOIN_LOBBY_6);
+        let push = |join_ref: &str| {
+            let mut f = vec![0u8, join_ref.len() as u8, 1, 11, 7];
+            f.extend_from_slice(join_ref.as_bytes());
+            f.extend_from_slice(b"7rooms:lobbynew_msg\x01");
+            f
+        };
+        let empty = push("");
+        let msg = serializer::decode(Vsn::V2, FrameKind::Binary, &empty).unwrap();
+        assert_eq!(msg.join_ref.as_deref(), Some(""));
+        assert!(c.handle(&msg).is_empty());
+        assert!(c.host.broadcasts.is_empty());
+        let current = push("6");
+        let msg = serializer::decode(Vsn::V2, FrameKind::Binary, &current).unwrap();
+        assert_eq!(
+            c.handle(&msg),
+            [r#"["6","7","rooms:lobby","phx_reply",{"status":"ok","response":{}}]"#]
+        );
+        // A join made with "" (binary) is matched by "" and answered with "".
+        let mut join = vec![0u8, 0, 1, 9, 8];
+        join.extend_from_slice(b"1rooms:binphx_join");
+        let msg = serializer::decode(Vsn::V2, FrameKind::Binary, &join).unwrap();
+        assert_eq!(
+            c.handle(&msg),
+            [r#"["","1","rooms:bin","phx_reply",{"status":"ok","response":{}}]"#]
+        );
+        assert!(c
+            .joined()
+            .contains(&("rooms:bin".to_owned(), Some(String::new()))));
     }
 
     #[test]
@@ -907,12 +1004,12 @@ mod tests {
                 r#"{"topic":"phoenix","event":"phx_reply","payload":{"status":"ok","response":{}},"ref":"3"}"#
             ]
         );
-        // Duplicate join: close carries the old join's ref.
+        // Duplicate join: the reply, then the close carrying the old join's ref.
         assert_eq!(
             c.send(r#"{"topic":"rooms:lobby","event":"phx_join","payload":{},"ref":"4"}"#),
             [
-                r#"{"topic":"rooms:lobby","event":"phx_close","payload":{},"ref":"1"}"#,
                 r#"{"topic":"rooms:lobby","event":"phx_reply","payload":{"status":"ok","response":{}},"ref":"4"}"#,
+                r#"{"topic":"rooms:lobby","event":"phx_close","payload":{},"ref":"1"}"#,
             ]
         );
         assert_eq!(
@@ -971,21 +1068,23 @@ mod tests {
     fn joins_without_refs_and_odd_messages_never_panic() {
         let mut c = Conn::new(Vsn::V2);
         c.router = Router::new(vec![Route::new("*", OnPush::Broadcast)]).unwrap();
-        // A join without any ref: the channel has no join_ref, every message matches it.
+        // A join without any ref: the channel has no join_ref; only messages without one
+        // match it (a null join_ref is not a wildcard on the channel's side).
         assert_eq!(
             c.send(r#"[null,null,"","phx_join",{}]"#),
             [r#"[null,null,"","phx_reply",{"status":"ok","response":{}}]"#]
         );
         assert_eq!(c.joined(), [(String::new(), None)]);
+        assert!(c.send(r#"["x",null,"","",null]"#).is_empty());
         assert_eq!(
-            c.send(r#"["x",null,"","",null]"#),
+            c.send(r#"[null,null,"","",null]"#),
             [r#"[null,null,"","phx_reply",{"status":"ok","response":{}}]"#]
         );
         assert_eq!(
             c.send(r#"["x",null,"","phx_join",[]]"#),
             [
-                r#"[null,null,"","phx_close",{}]"#,
                 r#"["x",null,"","phx_reply",{"status":"ok","response":{}}]"#,
+                r#"[null,null,"","phx_close",{}]"#,
             ]
         );
         // "phoenix" may be joined through "*"; the heartbeat still answers with null.
@@ -1188,9 +1287,7 @@ mod tests {
                         // V1 has no join_ref on the wire: the join's ref identifies it.
                         let identity = if v1 { msg_ref.clone() } else { format!("j{jr}") };
                         join_ref = (!v1).then(|| identity.clone());
-                        if let Some(old) = model.remove(topic) {
-                            want.push(("phx_close", None, Some(old)));
-                        }
+                        let old = model.remove(topic);
                         if topic.starts_with("nope") {
                             want.push(("phx_reply", Some("error"), None));
                         } else if model.len() >= MODEL_MAX_CHANNELS {
@@ -1198,6 +1295,10 @@ mod tests {
                         } else {
                             model.insert(topic, identity);
                             want.push(("phx_reply", Some("ok"), join_ref.clone()));
+                        }
+                        // Phoenix answers the new join first, then closes the old one.
+                        if let Some(old) = old {
+                            want.push(("phx_close", None, Some(old)));
                         }
                     }
                     Op::Leave { topic: t, pick } | Op::Push { topic: t, pick, .. } => {

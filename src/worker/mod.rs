@@ -83,6 +83,8 @@ pub struct Stats {
     pub auth_expired: u64,
     pub per_ip_refused: u64,
     pub memory_pauses: u64,
+    /// Connections closed because their input would pass `max_rx_bytes_per_worker`.
+    pub rx_budget_closes: u64,
 }
 
 /// Deadlines in ticks, derived once from the config.
@@ -147,6 +149,8 @@ pub struct Worker {
     /// when `max_connections_per_ip` is set).
     pub(crate) peer_ips: std::collections::HashMap<u32, std::net::IpAddr>,
     pub(crate) peer_bufs: std::collections::HashMap<u32, Box<libc::sockaddr_storage>>,
+    /// Receive memory held for incomplete input, bounded by `max_rx_bytes_per_worker`.
+    pub(crate) rx_budget: crate::net::rx_budget::RxBudget,
 }
 
 /// What a worker needs from the thread that starts it.
@@ -220,6 +224,7 @@ impl Worker {
             max_message_bytes: cfg.max_message_bytes,
             max_fragments: cfg.max_fragments,
         };
+        let rx_budget = crate::net::rx_budget::RxBudget::new(cfg.max_rx_bytes_per_worker);
         let http_limits = ws::handshake::Limits {
             max_request_bytes: cfg.max_handshake_bytes,
             max_headers: cfg.max_handshake_headers,
@@ -263,6 +268,7 @@ impl Worker {
             claim_sets: Default::default(),
             peer_ips: Default::default(),
             peer_bufs: Default::default(),
+            rx_budget,
         })
     }
 
@@ -346,24 +352,29 @@ impl Worker {
         }
         self.arm_tick();
         self.now_tick = self.clock_tick();
-        let conns = &self.conns;
+        let now = self.now_tick;
+        let conns = &mut self.conns;
         let mut expired = std::mem::take(&mut self.expired);
         self.wheel.advance(
-            self.now_tick,
-            |e| match conns.get(e.slot as usize) {
-                Some(c) if c.gen == e.gen && c.life.has_timer() => {
-                    if c.deadline_tick <= self.now_tick {
-                        Verdict::Expired
-                    } else {
-                        Verdict::Later(c.deadline_tick)
+            now,
+            |e| match conns.get_mut(e.slot as usize) {
+                Some(c) => {
+                    let mut mark = timer::Mark {
+                        gen: c.gen,
+                        in_wheel: c.life.has_timer(),
+                        deadline_tick: c.deadline_tick,
+                    };
+                    let verdict = timer::judge(e, &mut mark, now);
+                    if !mark.in_wheel {
+                        c.life.set_timer(false);
                     }
+                    verdict
                 }
-                _ => Verdict::Stale,
+                None => Verdict::Stale,
             },
             &mut expired,
         );
         for e in expired.drain(..) {
-            self.conns[e.slot as usize].life.set_timer(false);
             self.on_deadline(e.slot);
         }
         self.expired = expired;
@@ -417,16 +428,15 @@ impl Worker {
             deadline = deadline.min(exp);
         }
         let c = &mut self.conns[slot as usize];
-        // Moving a deadline later needs no wheel work (the entry is re-filed when it comes due);
-        // moving it earlier needs an entry that comes due in time. A stale extra entry is judged
-        // against the connection when it comes due and dropped.
-        let earlier = deadline < c.deadline_tick;
-        c.deadline_tick = deadline;
-        if !c.life.has_timer() || earlier {
+        let mut mark = timer::Mark {
+            gen: c.gen,
+            in_wheel: c.life.has_timer(),
+            deadline_tick: c.deadline_tick,
+        };
+        self.wheel.schedule(slot, &mut mark, deadline);
+        c.deadline_tick = mark.deadline_tick;
+        if mark.in_wheel {
             c.life.set_timer(true);
-            let entry = Entry { slot, gen: c.gen };
-            let due = c.deadline_tick;
-            self.wheel.insert(entry, due);
         }
     }
 

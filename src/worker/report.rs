@@ -18,6 +18,10 @@ pub struct Memory {
     /// Receive state of connections with an incomplete frame or fragmented message.
     pub rx_states: u64,
     pub rx_bytes: u64,
+    /// The same bytes as counted by the receive budget as they change, and its bound
+    /// (`max_rx_bytes_per_worker`, 0 = none).
+    pub rx_held_bytes: u64,
+    pub rx_limit_bytes: u64,
     /// Send queues of connections with frames waiting behind the one in flight.
     pub send_queues: u64,
     pub send_queue_bytes: u64,
@@ -86,6 +90,8 @@ impl Worker {
             m.memberships += c.chans.len() as u64;
             conn_heap(c, m);
         }
+        m.rx_held_bytes = self.rx_budget.held() as u64;
+        m.rx_limit_bytes = self.cfg.max_rx_bytes_per_worker as u64;
         m.topics = self.topics.len() as u64;
         m.frames_in_flight = self.frames.len() as u64;
         m.frame_bytes = self.frames.iter().map(|(_, f)| f.bytes.len() as u64).sum();

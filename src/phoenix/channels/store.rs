@@ -85,6 +85,13 @@ pub enum Entry {
         topic: TopicId,
         join_ref: Box<Box<str>>,
     },
+    /// A V2 join sent with a null `join_ref` but a `ref`: the channel's join_ref (on its replies)
+    /// is the join's `ref`, while the join's own `join_ref`, the one messages are matched
+    /// against and `phx_close` carries, is null. Boxed: official clients never send this.
+    Keyless {
+        topic: TopicId,
+        channel_ref: Box<Box<str>>,
+    },
 }
 
 impl Entry {
@@ -109,12 +116,33 @@ impl Entry {
         }
     }
 
-    pub fn topic(&self) -> TopicId {
-        match self {
-            Entry::Inline { topic, .. } | Entry::Boxed { topic, .. } => *topic,
+    /// A join whose `join_ref` was null: `channel_ref` (the join's `ref`) is the channel's
+    /// join_ref, the match key is null.
+    pub fn keyless(topic: TopicId, channel_ref: &str) -> Self {
+        Entry::Keyless {
+            topic,
+            channel_ref: Box::new(channel_ref.into()),
         }
     }
 
+    pub fn topic(&self) -> TopicId {
+        match self {
+            Entry::Inline { topic, .. }
+            | Entry::Boxed { topic, .. }
+            | Entry::Keyless { topic, .. } => *topic,
+        }
+    }
+
+    /// The join's own `join_ref`, as the socket keeps it: what a message's `join_ref` is
+    /// matched against and what `phx_close` carries.
+    pub fn key(&self) -> Option<&str> {
+        match self {
+            Entry::Keyless { .. } => None,
+            _ => self.join_ref(),
+        }
+    }
+
+    /// The channel's join_ref, written on its replies.
     pub fn join_ref(&self) -> Option<&str> {
         match self {
             Entry::Inline {
@@ -127,6 +155,7 @@ impl Entry {
                 std::str::from_utf8(&bytes[..*len as usize]).ok()
             }
             Entry::Boxed { join_ref, .. } => Some(join_ref),
+            Entry::Keyless { channel_ref, .. } => Some(channel_ref),
         }
     }
 }

@@ -58,7 +58,9 @@ pub fn decode_text(vsn: Vsn, text: &str) -> Result<Message<'_>, DecodeError> {
 
 /// Decodes a V2 binary client push:
 /// `0, jr_len, ref_len, topic_len, event_len, join_ref, ref, topic, event, data`.
-/// Zero-length refs decode as `None`; the data may be empty.
+/// A zero-length `join_ref` or `ref` is the empty string, not null: the binary format has no null,
+/// and Phoenix (`Phoenix.Socket.V2.JSONSerializer.decode_binary/1`) keeps `""`, which matches
+/// only a join made with `""`. The data may be empty.
 pub fn decode_binary(data: &[u8]) -> Result<Message<'_>, DecodeError> {
     let (&kind, rest) = data.split_first().ok_or(DecodeError::EmptyBinary)?;
     if kind != 0 {
@@ -73,8 +75,8 @@ pub fn decode_binary(data: &[u8]) -> Result<Message<'_>, DecodeError> {
     let topic = take_str(&mut rest, topic_len, "topic")?;
     let event = take_str(&mut rest, event_len, "event")?;
     Ok(Message {
-        join_ref: non_empty(join_ref),
-        msg_ref: non_empty(msg_ref),
+        join_ref: Some(Cow::Borrowed(join_ref)),
+        msg_ref: Some(Cow::Borrowed(msg_ref)),
         topic: Cow::Borrowed(topic),
         event: Cow::Borrowed(event),
         payload: Payload::Binary(rest),
@@ -92,10 +94,6 @@ fn take_str<'a>(
     let (bytes, tail) = rest.split_at(len);
     *rest = tail;
     std::str::from_utf8(bytes).map_err(|_| DecodeError::FieldNotUtf8(field))
-}
-
-fn non_empty(s: &str) -> Option<Cow<'_, str>> {
-    (!s.is_empty()).then_some(Cow::Borrowed(s))
 }
 
 /// A JSON value in a slot that must be a string (or, for refs, a string or null). Anything
@@ -556,8 +554,9 @@ mod tests {
     fn binary_fields_of_length_zero() {
         let frame = binary(b"", b"", b"", b"", b"");
         let m = decode_binary(&frame).unwrap();
-        assert_eq!(m.join_ref, None);
-        assert_eq!(m.msg_ref, None);
+        // Empty refs stay "" (Phoenix keeps them; they are not null).
+        assert_eq!(m.join_ref.as_deref(), Some(""));
+        assert_eq!(m.msg_ref.as_deref(), Some(""));
         assert_eq!(m.topic, "");
         assert_eq!(m.event, "");
         assert_eq!(m.payload, Payload::Binary(b""));
@@ -669,8 +668,8 @@ mod tests {
             prop_assume!(topic.len() <= 255 && event.len() <= 255);
             let frame = binary(jr.as_bytes(), r.as_bytes(), topic.as_bytes(), event.as_bytes(), &data);
             let m = decode_binary(&frame).unwrap();
-            prop_assert_eq!(m.join_ref.as_deref(), (!jr.is_empty()).then_some(jr.as_str()));
-            prop_assert_eq!(m.msg_ref.as_deref(), (!r.is_empty()).then_some(r.as_str()));
+            prop_assert_eq!(m.join_ref.as_deref(), Some(jr.as_str()));
+            prop_assert_eq!(m.msg_ref.as_deref(), Some(r.as_str()));
             prop_assert_eq!(m.topic.as_ref(), topic.as_str());
             prop_assert_eq!(m.event.as_ref(), event.as_str());
             prop_assert_eq!(m.payload, Payload::Binary(&data));
