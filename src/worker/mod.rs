@@ -269,6 +269,7 @@ impl Worker {
             }
             self.now_tick = self.clock_tick();
             self.drain_completions();
+            self.inbox.take_fault()?;
             self.ring.flush_backlog();
             self.bufs.refill();
             self.retry_starved();
