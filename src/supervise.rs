@@ -11,10 +11,15 @@
 //! - it is logged and counted (`ringgate_worker_up`, `ringgate_worker_deaths_total`).
 //!
 //! Then `server::run` applies `on_worker_death`: exit non-zero (the default), or keep serving.
+//!
+//! Also here: the test-only override of the resident-memory reading behind `max_memory_bytes`
+//! (set through the admin API with `--debug-fault-injection`), so that a test can drive the
+//! pause and the resume under 90% exactly, whatever the process really holds.
 
 use std::any::Any;
 use std::io;
 use std::net::Shutdown;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use socket2::Socket;
 
@@ -67,4 +72,18 @@ pub fn contain(worker: usize, listener: Option<&Socket>, hub: &Hub) -> u64 {
 /// Workers whose inbox is closed: they died (a drained worker's inbox stays open).
 pub fn deaths(hub: &Hub) -> u64 {
     hub.inboxes.iter().filter(|i| i.is_closed()).count() as u64
+}
+
+/// Resident bytes reported instead of `/proc/self/statm` when non-zero (test-only).
+static RESIDENT_OVERRIDE: AtomicU64 = AtomicU64::new(0);
+
+/// Test-only (`--debug-fault-injection`): makes the memory ceiling see `bytes` as the process's
+/// resident memory; 0 restores the real reading.
+pub fn override_resident_bytes(bytes: u64) {
+    RESIDENT_OVERRIDE.store(bytes, Ordering::Relaxed);
+}
+
+/// The override, if one is set (read once per tick by workers with `max_memory_bytes` set).
+pub fn resident_override() -> Option<u64> {
+    Some(RESIDENT_OVERRIDE.load(Ordering::Relaxed)).filter(|&b| b > 0)
 }

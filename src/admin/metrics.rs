@@ -166,6 +166,12 @@ pub fn prometheus(reports: &[Report], health: &[Health], topics: usize) -> Strin
         &|r| r.stats.deliveries_dropped,
     );
     metric(
+        "memory_pauses_total",
+        "counter",
+        "Times accepting paused past max_memory_bytes.",
+        &|r| r.stats.memory_pauses,
+    );
+    metric(
         "cq_overflow_total",
         "counter",
         "Completions the kernel could not post: the completion queue was full.",

@@ -11,6 +11,8 @@
 //! - `POST /api/debug/fail-worker/{id}/{error|panic}` → 202; only with `--debug-fault-injection`
 //!   (a hidden flag for tests; otherwise the route does not exist): that worker fails on its next
 //!   loop turn, so the worker-death handling can be driven from outside.
+//! - `POST /api/debug/resident-bytes/{bytes}` → 202; same flag: the `max_memory_bytes` check reads
+//!   `bytes` as the resident memory (0: the real reading again), so a test drives pause and resume.
 //!
 //! With `api_key` set, `/api/*` requires `Authorization: Bearer <api_key>` (401 otherwise).
 
@@ -56,6 +58,23 @@ struct AppState {
     hub: Arc<Hub>,
     drain_ms: u64,
     api_key: Option<Arc<str>>,
+}
+
+/// Test-only: overrides the resident-memory reading of the memory ceiling.
+async fn resident_bytes(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(bytes): Path<u64>,
+) -> Response {
+    if !authorized(&state, &headers) {
+        return error(StatusCode::UNAUTHORIZED, "missing or wrong bearer token");
+    }
+    crate::supervise::override_resident_bytes(bytes);
+    (
+        StatusCode::ACCEPTED,
+        Json(json!({ "resident_bytes": bytes })),
+    )
+        .into_response()
 }
 
 /// Test-only: makes worker `id` fail (`error`: its loop returns an error; `panic`: it panics).
@@ -122,6 +141,7 @@ pub fn start(cfg: Arc<Config>, hub: Arc<Hub>) -> std::io::Result<Admin> {
                     app = app.merge(
                         Router::new()
                             .route("/api/debug/fail-worker/{id}/{how}", post(fail_worker))
+                            .route("/api/debug/resident-bytes/{bytes}", post(resident_bytes))
                             .with_state(state),
                     );
                 }
