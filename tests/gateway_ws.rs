@@ -292,7 +292,7 @@ fn idle_and_handshake_deadlines() {
     }
     // A connection that never completes its handshake is dropped after the handshake timeout.
     let mut half = std::net::TcpStream::connect(gw.addr).unwrap();
-    use std::io::{Read, Write};
+    use std::io::Write;
     half.write_all(b"GET /echo HTTP/1.1\r\n").unwrap();
     half.set_read_timeout(Some(Duration::from_secs(10)))
         .unwrap();
