@@ -37,8 +37,17 @@ async fn next_json(ws: &mut Ws) -> Value {
     }
 }
 
-/// A raw HTTP POST to the admin API; returns (status, body).
+/// A raw HTTP POST to the admin API; returns (status, body). Bounded by a timeout.
 async fn admin_post(admin: SocketAddr, path: &str, body: &str) -> (u16, String) {
+    tokio::time::timeout(ADMIN_TIMEOUT, admin_post_once(admin, path, body))
+        .await
+        .unwrap_or_else(|_| panic!("POST {path}: no answer in {ADMIN_TIMEOUT:?}"))
+}
+
+/// How long an admin API request may take in these tests.
+const ADMIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+async fn admin_post_once(admin: SocketAddr, path: &str, body: &str) -> (u16, String) {
     let mut s = tokio::net::TcpStream::connect(admin)
         .await
         .unwrap_or_else(|e| panic!("connect to the admin API {admin}: {e}"));
@@ -54,7 +63,14 @@ async fn admin_post(admin: SocketAddr, path: &str, body: &str) -> (u16, String) 
     (status, body)
 }
 
+/// A GET of the admin API, its JSON body. Bounded by a timeout.
 async fn admin_get(admin: SocketAddr, path: &str) -> Value {
+    tokio::time::timeout(ADMIN_TIMEOUT, admin_get_once(admin, path))
+        .await
+        .unwrap_or_else(|_| panic!("GET {path}: no answer in {ADMIN_TIMEOUT:?}"))
+}
+
+async fn admin_get_once(admin: SocketAddr, path: &str) -> Value {
     let mut s = tokio::net::TcpStream::connect(admin).await.unwrap();
     let req = format!("GET {path} HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n");
     s.write_all(req.as_bytes()).await.unwrap();
@@ -140,6 +156,13 @@ async fn fan_out_across_workers_reaches_every_subscriber() {
         admin_get(gw.admin, "/api/topics/rooms:fan").await["subscribers"],
         SUBSCRIBERS as u64
     );
+    // The members are spread over more than one worker, so the fan-out crosses workers.
+    let members = per_worker(&metrics_text(gw.admin).await, "memberships");
+    assert_eq!(members.iter().sum::<u64>(), SUBSCRIBERS as u64);
+    assert!(
+        members.iter().filter(|&&m| m > 0).count() >= 2,
+        "subscribers on more than one worker: {members:?}"
+    );
     for n in 0..BROADCASTS {
         let body = json!({"topic": "rooms:fan", "event": "tick", "payload": {"n": n}}).to_string();
         let (status, resp) = admin_post(gw.admin, "/api/broadcast", &body).await;
@@ -175,8 +198,49 @@ async fn fan_out_across_workers_reaches_every_subscriber() {
         }));
     }
     for t in tasks {
-        t.await.unwrap();
+        tokio::time::timeout(Duration::from_secs(60), t)
+            .await
+            .expect("every subscriber's reads in time")
+            .unwrap();
     }
+    // Exact counts: every member got every broadcast (the push's sender included), and the
+    // members were spread over more than one worker (so the fan-out crossed workers).
+    let text = metrics_text(gw.admin).await;
+    let deliveries: u64 = per_worker(&text, "deliveries_total").iter().sum();
+    assert_eq!(
+        deliveries,
+        (SUBSCRIBERS * (BROADCASTS + 1)) as u64,
+        "{text}"
+    );
+    assert_eq!(
+        per_worker(&text, "deliveries_dropped_total")
+            .iter()
+            .sum::<u64>(),
+        0
+    );
+}
+
+/// One metric's per-worker samples from a `/metrics` text.
+fn per_worker(text: &str, name: &str) -> Vec<u64> {
+    text.lines()
+        .filter(|l| l.starts_with(&format!("ringgate_{name}{{")))
+        .map(|l| l.rsplit(' ').next().unwrap().parse::<u64>().unwrap())
+        .collect()
+}
+
+/// The Prometheus text of `/metrics`, read with a timeout.
+async fn metrics_text(admin: SocketAddr) -> String {
+    tokio::time::timeout(Duration::from_secs(10), async {
+        let mut s = tokio::net::TcpStream::connect(admin).await.unwrap();
+        s.write_all(b"GET /metrics HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+            .await
+            .unwrap();
+        let mut text = String::new();
+        s.read_to_string(&mut text).await.unwrap();
+        text
+    })
+    .await
+    .expect("/metrics in time")
 }
 
 /// Joins, leaves and abrupt closes racing with a stream of broadcasts: the survivors get every
@@ -272,7 +336,16 @@ async fn admin_api_validates_requests_and_requires_the_key() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stats_and_metrics_account_connections_and_memberships() {
-    let gw = Gateway::start(&["--workers", "2"]);
+    // A 1 s handshake timeout on 100 ms ticks: a connection's handshake deadline, superseded by
+    // its idle deadline, leaves the wheel within about a second.
+    let gw = Gateway::start(&[
+        "--workers",
+        "2",
+        "--handshake-timeout-ms",
+        "1000",
+        "--timer-tick-ms",
+        "100",
+    ]);
     let mut conns = Vec::new();
     for _ in 0..10 {
         let mut ws = connect(&gw, "?vsn=2.0.0").await;
@@ -284,7 +357,25 @@ async fn stats_and_metrics_account_connections_and_memberships() {
         assert_eq!(next_json(&mut ws).await[4]["status"], "ok");
         conns.push(ws);
     }
-    let stats = admin_get(gw.admin, "/api/stats").await;
+    // Wait (bounded) until the superseded handshake entries have come due and been dropped.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let stats = loop {
+        let stats = admin_get(gw.admin, "/api/stats").await;
+        let entries: u64 = stats["workers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|w| w["memory"]["wheel_entries"].as_u64().unwrap())
+            .sum();
+        if entries == 10 {
+            break stats;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "wheel entries never settled at one per connection: {stats}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
     let workers = stats["workers"].as_array().unwrap();
     assert_eq!(workers.len(), 2);
     let sum = |key: &str| {
@@ -302,6 +393,14 @@ async fn stats_and_metrics_account_connections_and_memberships() {
     assert_eq!(sum("open"), 10);
     assert_eq!(mem_sum("memberships"), 10);
     assert_eq!(stats["topics"], 1);
+    // The accounted user-space bytes of an idle joined connection: its 64-byte `Conn` slot and
+    // one 8-byte timer-wheel entry, 72 B exactly (a slot freed by the readiness probe is reused).
+    assert_eq!(mem_sum("conn_slots"), 10, "{stats}");
+    assert_eq!(
+        (mem_sum("conn_table_bytes") + mem_sum("wheel_bytes")) / 10,
+        72,
+        "{stats}"
+    );
     let mut s = tokio::net::TcpStream::connect(gw.admin).await.unwrap();
     s.write_all(b"GET /metrics HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
         .await
