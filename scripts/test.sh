@@ -235,6 +235,14 @@ stage_deps() {
     else
         echo "tests/js/package.json absent: no npm install"
     fi
+    # ---- ss (iproute2): tests/gateway_ws.rs reads the server socket's send buffer with it ----
+    if ! command -v ss >/dev/null 2>&1; then
+        export DEBIAN_FRONTEND=noninteractive
+        timeout -k 10 "$INSTALL_TIMEOUT_S" apt-get install -y -qq iproute2 >/dev/null 2>&1 ||
+            { timeout -k 10 "$INSTALL_TIMEOUT_S" apt-get update -qq &&
+                timeout -k 10 "$INSTALL_TIMEOUT_S" apt-get install -y -qq iproute2 >/dev/null; }
+    fi
+    echo "ss: $(ss -V 2>&1 | head -n 1)"
     # ---- headless Chromium: tests/load_gateway.rs renders the load report in it ----
     if command -v chromium >/dev/null 2>&1; then
         echo "chromium: $(chromium --version 2>/dev/null)"

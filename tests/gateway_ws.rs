@@ -604,3 +604,136 @@ fn memory_limit_pauses_accepting_and_resumes_under_90_percent() {
     assert_eq!(metric("ringgate_accepted_total{worker=\"0\"}"), base + 2);
     assert_eq!(metric("ringgate_memory_pauses_total{worker=\"0\"}"), 1);
 }
+
+/// Sends an upgrade request with these extra header lines and returns the response's status line
+/// (read with a timeout; the connection may stay open after a 101).
+fn upgrade_status(addr: std::net::SocketAddr, extra_headers: &str) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let request = common::UPGRADE
+        .replace("{path}", "/echo")
+        .replace("\r\n\r\n", &format!("\r\n{extra_headers}\r\n"));
+    s.write_all(request.as_bytes()).unwrap();
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n") {
+        match s.read(&mut byte) {
+            Ok(1) => head.push(byte[0]),
+            other => panic!("no status line: {other:?} after {head:?}"),
+        }
+    }
+    String::from_utf8_lossy(&head).trim_end().to_string()
+}
+
+/// `allowed_origins`: a browser Origin not on the list is refused with 403; listed ones and
+/// clients sending no Origin (not browsers) upgrade.
+#[test]
+fn allowed_origins_refuse_other_browser_origins() {
+    let gw = echo_gateway(&[
+        "--allowed-origins",
+        "https://chat.example",
+        "--allowed-origins",
+        "https://admin.example",
+    ]);
+    let status = |origin: &str| upgrade_status(gw.addr, origin);
+    assert_eq!(
+        status("Origin: https://chat.example\r\n"),
+        "HTTP/1.1 101 Switching Protocols"
+    );
+    assert_eq!(
+        status("Origin: https://admin.example\r\n"),
+        "HTTP/1.1 101 Switching Protocols"
+    );
+    assert!(status("Origin: https://evil.example\r\n").starts_with("HTTP/1.1 403"));
+    assert!(status("Origin: https://chat.example.evil\r\n").starts_with("HTTP/1.1 403"));
+    assert_eq!(status(""), "HTTP/1.1 101 Switching Protocols");
+    // Without the setting, any Origin upgrades.
+    let open = echo_gateway(&[]);
+    assert_eq!(
+        upgrade_status(open.addr, "Origin: https://evil.example\r\n"),
+        "HTTP/1.1 101 Switching Protocols"
+    );
+}
+
+/// The kernel's send buffer of the server's side of a connection, from `ss -tm` (`tb`).
+fn server_sndbuf(port: u16) -> u64 {
+    let out = std::process::Command::new("ss")
+        .args(["-tmnH", "state", "established"])
+        .arg(format!("( sport = :{port} )"))
+        .output()
+        .expect("ss (iproute2) runs");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let tb = text
+        .split(|c| c == ',' || c == '(' || c == ')')
+        .find_map(|f| f.strip_prefix("tb"))
+        .unwrap_or_else(|| panic!("no skmem tb in ss output: {text:?}"));
+    tb.parse().unwrap()
+}
+
+/// `send_buffer_bytes` sets `SO_SNDBUF` on the listener and accepted sockets inherit it (the
+/// kernel doubles the value for its bookkeeping overhead, so 65536 reads back as 131072).
+#[test]
+fn send_buffer_bytes_is_inherited_by_accepted_sockets() {
+    let gw = echo_gateway(&["--send-buffer-bytes", "65536"]);
+    let mut c = RawClient::connect(gw.addr, "/echo");
+    c.send_frame(true, 1, b"x");
+    assert_eq!(c.read_frame().unwrap(), (true, 1, b"x".to_vec()));
+    assert_eq!(server_sndbuf(gw.addr.port()), 131_072);
+}
+
+/// Buffer-ring exhaustion with many connections: 4 receive buffers of 256 B for 50 clients each
+/// sending 20 KB messages at once. Receives find the ring empty (`recv_enobufs_total` > 0), the
+/// data waits in the sockets and is read after buffers come back: every echo is exact.
+#[test]
+fn exhausted_buffer_ring_loses_nothing() {
+    const CLIENTS: usize = 50;
+    const MESSAGES: usize = 5;
+    let gw = echo_gateway(&["--recv-buffer-bytes", "256", "--recv-buffers", "4"]);
+    let clients: Vec<RawClient> = (0..CLIENTS)
+        .map(|_| RawClient::connect(gw.addr, "/echo"))
+        .collect();
+    let start = std::sync::Arc::new(std::sync::Barrier::new(CLIENTS));
+    let threads: Vec<_> = clients
+        .into_iter()
+        .enumerate()
+        .map(|(i, mut c)| {
+            let start = start.clone();
+            std::thread::spawn(move || {
+                let messages: Vec<Vec<u8>> = (0..MESSAGES)
+                    .map(|m| (0..20_000).map(|b| (b + i * 7 + m * 13) as u8).collect())
+                    .collect();
+                start.wait();
+                for m in &messages {
+                    c.send_frame(true, 2, m);
+                }
+                for (m, sent) in messages.iter().enumerate() {
+                    // RawClient reads with a 10 s timeout: a lost message fails, never hangs.
+                    let got = c.read_frame().expect("echo before EOF");
+                    assert_eq!(got.1, 2, "client {i} message {m}: opcode");
+                    assert!(got.2 == *sent, "client {i} message {m}: payload differs");
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    let text = http_request(
+        gw.admin,
+        "GET /metrics HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+    )
+    .unwrap();
+    let enobufs: u64 = text
+        .lines()
+        .filter(|l| l.starts_with("ringgate_recv_enobufs_total{"))
+        .map(|l| l.rsplit(' ').next().unwrap().parse::<u64>().unwrap())
+        .sum();
+    assert!(enobufs > 0, "the ring never ran dry:\n{text}");
+    let messages_in: u64 = text
+        .lines()
+        .filter(|l| l.starts_with("ringgate_messages_in_total{"))
+        .map(|l| l.rsplit(' ').next().unwrap().parse::<u64>().unwrap())
+        .sum();
+    assert_eq!(messages_in, (CLIENTS * MESSAGES) as u64);
+}
