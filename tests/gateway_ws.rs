@@ -665,7 +665,7 @@ fn server_sndbuf(port: u16) -> u64 {
         .expect("ss (iproute2) runs");
     let text = String::from_utf8_lossy(&out.stdout);
     let tb = text
-        .split(|c| c == ',' || c == '(' || c == ')')
+        .split([',', '(', ')'])
         .find_map(|f| f.strip_prefix("tb"))
         .unwrap_or_else(|| panic!("no skmem tb in ss output: {text:?}"));
     tb.parse().unwrap()
