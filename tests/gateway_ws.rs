@@ -75,21 +75,27 @@ fn upgrade_declines_extensions_and_answers_with_the_rfc_accept_key() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn echo_with_tokio_tungstenite() {
-    echo_round_trips(&[]).await;
+#[test]
+fn echo_with_tokio_tungstenite() {
+    common::bounded(Duration::from_secs(120), async {
+        echo_round_trips(&[]).await;
+    });
 }
 
 /// The same traffic with the other way of waiting for data (multishot receive).
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn echo_with_multishot_receive() {
-    echo_round_trips(&["--recv-mode", "multishot"]).await;
+#[test]
+fn echo_with_multishot_receive() {
+    common::bounded(Duration::from_secs(120), async {
+        echo_round_trips(&["--recv-mode", "multishot"]).await;
+    });
 }
 
 /// Tiny receive buffers: every message spans many buffers and partial frames are reassembled.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn echo_with_small_receive_buffers() {
-    echo_round_trips(&["--recv-buffer-bytes", "256", "--recv-buffers", "4"]).await;
+#[test]
+fn echo_with_small_receive_buffers() {
+    common::bounded(Duration::from_secs(120), async {
+        echo_round_trips(&["--recv-buffer-bytes", "256", "--recv-buffers", "4"]).await;
+    });
 }
 
 async fn echo_round_trips(extra: &[&str]) {
@@ -125,26 +131,28 @@ async fn echo_round_trips(extra: &[&str]) {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn many_concurrent_clients_each_get_their_own_echo() {
-    let gw = echo_gateway(&[]);
-    let url = gw.url("/echo");
-    let mut tasks = Vec::new();
-    for i in 0..200 {
-        let url = url.clone();
-        tasks.push(tokio::spawn(async move {
-            let (mut ws, _) = tokio_tungstenite::connect_async(url).await.unwrap();
-            for j in 0..20 {
-                let text = format!("client {i} message {j}");
-                ws.send(Message::text(text.clone())).await.unwrap();
-                assert_eq!(ws.next().await.unwrap().unwrap(), Message::text(text));
-            }
-            ws.close(None).await.unwrap();
-        }));
-    }
-    for t in tasks {
-        t.await.unwrap();
-    }
+#[test]
+fn many_concurrent_clients_each_get_their_own_echo() {
+    common::bounded(Duration::from_secs(120), async {
+        let gw = echo_gateway(&[]);
+        let url = gw.url("/echo");
+        let mut tasks = Vec::new();
+        for i in 0..200 {
+            let url = url.clone();
+            tasks.push(tokio::spawn(async move {
+                let (mut ws, _) = tokio_tungstenite::connect_async(url).await.unwrap();
+                for j in 0..20 {
+                    let text = format!("client {i} message {j}");
+                    ws.send(Message::text(text.clone())).await.unwrap();
+                    assert_eq!(ws.next().await.unwrap().unwrap(), Message::text(text));
+                }
+                ws.close(None).await.unwrap();
+            }));
+        }
+        for t in tasks {
+            t.await.unwrap();
+        }
+    });
 }
 
 #[test]
