@@ -10,7 +10,10 @@
 #   build       cargo build --release
 #   pytest      tests/python against a fresh `ringgate serve` (default limits)
 #   autobahn    tests/autobahn/run.py against a server with the Autobahn limits
-#   node-test   node --test tests/js/ (only if tests/js/package.json exists)
+#   node-test   node --test tests/js/*.test.mjs (only if tests/js/package.json exists); the
+#               shell expands the glob, so Node 20 and Node 22+ get the same explicit file list
+#               (since Node 21 every argument is a glob pattern: a bare directory matches only
+#               itself and is then run as a module, not searched)
 #   fuzz        scripts/fuzz.sh: every fuzz target for FUZZ_SECONDS_PER_TARGET s
 #
 # Knobs (environment):
@@ -41,6 +44,12 @@ HEALTH_TIMEOUT_S=30
 PYTEST_TIMEOUT_S=600
 AUTOBAHN_TIMEOUT_S=900
 NODE_TIMEOUT_S=600
+# Caps of the cargo stages (a cold release build of the tests takes ~6 min on 2 cores) and of
+# package installs. The fuzz stage: its build, then FUZZ_SECONDS_PER_TARGET + 60 s per target.
+declare -A CARGO_TIMEOUT_S=([fmt]=120 [clippy]=900 [cargo-test]=1200 [build]=900)
+FUZZ_TARGETS=$(find fuzz/fuzz_targets -name "*.rs" | wc -l)
+CARGO_TIMEOUT_S[fuzz]=$((900 + FUZZ_TARGETS * (${FUZZ_SECONDS_PER_TARGET:-30} + 60)))
+INSTALL_TIMEOUT_S=600
 # Autobahn 9.* sends 16 MiB messages and 4 MiB in 64-byte fragments; see
 # tests/autobahn/README.md.
 AUTOBAHN_LIMITS=(--max-frame-bytes 16777216 --max-message-bytes 16777216 --max-fragments 100000 --max-messages-per-second 0)
@@ -204,13 +213,13 @@ install_python_deps() {
     fi
     if ((${#pip[@]})); then
         echo '*' >"$VENV/.gitignore"
-        "${pip[@]}" install -q --disable-pip-version-check -r "$req"
+        timeout -k 10 "$INSTALL_TIMEOUT_S" "${pip[@]}" install -q --disable-pip-version-check -r "$req"
         echo "$want" >"$stamp"
         PY=$VENV/bin/python
     else
         rm -rf "$VENV"
         echo "python deps: no venv possible; installing into the user site"
-        PIP_BREAK_SYSTEM_PACKAGES=1 python3 -m pip install -q --user --disable-pip-version-check -r "$req"
+        PIP_BREAK_SYSTEM_PACKAGES=1 timeout -k 10 "$INSTALL_TIMEOUT_S" python3 -m pip install -q --user --disable-pip-version-check -r "$req"
         PATH=$(python3 -m site --user-base)/bin:$PATH
         PY=python3
     fi
@@ -222,18 +231,27 @@ stage_deps() {
     install_python_deps
     # ---- tests/js (the lead adds it): install its locked deps if present ----
     if [[ -f tests/js/package.json ]]; then
-        npm ci --prefix tests/js --no-audit --no-fund
+        timeout -k 10 "$INSTALL_TIMEOUT_S" npm ci --prefix tests/js --no-audit --no-fund
     else
         echo "tests/js/package.json absent: no npm install"
     fi
+    # ---- ss (iproute2): tests/gateway_ws.rs reads the server socket's send buffer with it ----
+    if ! command -v ss >/dev/null 2>&1; then
+        export DEBIAN_FRONTEND=noninteractive
+        timeout -k 10 "$INSTALL_TIMEOUT_S" apt-get install -y -qq iproute2 >/dev/null 2>&1 ||
+            { timeout -k 10 "$INSTALL_TIMEOUT_S" apt-get update -qq &&
+                timeout -k 10 "$INSTALL_TIMEOUT_S" apt-get install -y -qq iproute2 >/dev/null; }
+    fi
+    echo "ss: $(ss -V 2>&1 | head -n 1)"
     # ---- headless Chromium: tests/load_gateway.rs renders the load report in it ----
     if command -v chromium >/dev/null 2>&1; then
         echo "chromium: $(chromium --version 2>/dev/null)"
     else
         echo "installing chromium (renders ringgate load's HTML report in tests)"
         export DEBIAN_FRONTEND=noninteractive
-        apt-get install -y -qq chromium >/dev/null 2>&1 ||
-            { apt-get update -qq && apt-get install -y -qq chromium >/dev/null; }
+        timeout -k 10 "$INSTALL_TIMEOUT_S" apt-get install -y -qq chromium >/dev/null 2>&1 ||
+            { timeout -k 10 "$INSTALL_TIMEOUT_S" apt-get update -qq &&
+                timeout -k 10 "$INSTALL_TIMEOUT_S" apt-get install -y -qq chromium >/dev/null; }
         echo "chromium: $(chromium --version 2>/dev/null)"
     fi
     stage_end
@@ -244,8 +262,9 @@ stage_cargo() { # NAME CMD...
     shift
     if [[ ${SKIP_CARGO:-0} == 1 ]]; then stage_skip "$name" "SKIP_CARGO=1"; return; fi
     stage_begin "$name"
-    echo "+ $*"
-    "$@"
+    local cap=${CARGO_TIMEOUT_S[$name]:?no time cap for stage $name}
+    echo "+ timeout $cap $*"
+    timeout -k 10 "$cap" "$@"
     stage_end
 }
 
@@ -295,7 +314,7 @@ stage_node() {
     RINGGATE_URL=ws://127.0.0.1:$SERVER_PORT/echo RINGGATE_HTTP=http://127.0.0.1:$SERVER_PORT \
         RINGGATE_PORT=$SERVER_PORT RINGGATE_ADMIN=http://127.0.0.1:$ADMIN_PORT \
         RINGGATE_BIN_PATH="$(realpath "${RINGGATE_CMD[0]}")" \
-        timeout -k 10 "$NODE_TIMEOUT_S" node --test tests/js/
+        timeout -k 10 "$NODE_TIMEOUT_S" node --test tests/js/*.test.mjs
     stop_server "$SERVER_PID"
     stage_end
 }

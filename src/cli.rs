@@ -187,6 +187,13 @@ pub struct ServeArgs {
     /// Allowed browser Origin (repeatable); none given = any.
     #[arg(long = "allowed-origins")]
     pub allowed_origins: Vec<String>,
+    /// When a worker dies: exit (status 1, for a supervisor to restart) or keep-serving on the
+    /// remaining workers [default: exit].
+    #[arg(long, value_enum)]
+    pub on_worker_death: Option<crate::config::OnWorkerDeath>,
+    /// Test only: enables POST /api/debug/fail-worker/{id}?how=error|panic on the admin API.
+    #[arg(long, hide = true)]
+    pub debug_fault_injection: bool,
 }
 
 macro_rules! override_fields {
@@ -237,7 +244,9 @@ impl ServeArgs {
             max_channels_per_connection,
             topic_stripes,
             admin_listen,
+            on_worker_death,
         );
+        cfg.debug_fault_injection = self.debug_fault_injection;
         let auth = &mut cfg.auth;
         for (flag, key) in [
             (&self.auth_secret, &mut auth.secret),

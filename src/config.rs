@@ -153,6 +153,28 @@ pub struct Config {
     pub channels: Vec<Route>,
     /// Connect authentication (JWT). Off by default; see `[auth]` in docs/configuration.md.
     pub auth: AuthConfig,
+    /// What the process does when a worker thread dies (returns an error or panics). Default
+    /// `exit`: stop the other workers and exit with status 1, so a supervisor (systemd, Kubernetes)
+    /// restarts a whole, healthy process; a process serving on fewer workers than configured holds
+    /// fewer connections than it was sized for, and whatever killed one worker may kill the rest.
+    /// `keep_serving`: stay up on the remaining workers (the dead one's listener is shut, its
+    /// topic counts dropped, its inbox closed), for deployments with no supervisor.
+    pub on_worker_death: OnWorkerDeath,
+    /// Test-only switch (`--debug-fault-injection`, not settable from a file): enables
+    /// `POST /api/debug/fail-worker/{id}?how=error|panic`, which makes that worker fail.
+    #[serde(skip)]
+    pub debug_fault_injection: bool,
+}
+
+/// What the process does when a worker dies (see `Config::on_worker_death`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum OnWorkerDeath {
+    /// Stop the other workers and exit with status 1 (the default).
+    #[default]
+    Exit,
+    /// Keep serving on the remaining workers.
+    KeepServing,
 }
 
 impl Default for Config {
@@ -195,6 +217,8 @@ impl Default for Config {
             api_key: None,
             channels: vec![Route::new("rooms:*", OnPush::Broadcast)],
             auth: AuthConfig::default(),
+            on_worker_death: OnWorkerDeath::Exit,
+            debug_fault_injection: false,
         }
     }
 }

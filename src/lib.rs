@@ -4,6 +4,7 @@
 //! # Layout
 //! - `config`, `cli`: every setting with its default and reason; the command line.
 //! - `server`: start-up (kernel probe, listeners, workers) and signal handling.
+//! - `supervise`: containment of a worker that died (listener, inbox, topic counts) and its policy.
 //! - `ring`: the kernel boundary — feature probe, `user_data` tokens, the provided-buffer ring, and
 //!   `ring::sqe`, the one module that builds submission entries.
 //! - `worker`: one thread + one io_uring per worker; the event loop, the timer wheel, the inbox.
@@ -36,6 +37,7 @@ pub mod phoenix;
 pub mod profile;
 pub mod ring;
 pub mod server;
+pub mod supervise;
 pub mod topics;
 pub mod worker;
 pub mod ws;

@@ -2,7 +2,9 @@
 //!
 //! Listeners are created here, not in the workers, so the first one can pick the port (port 0 in
 //! tests) and the others join it with `SO_REUSEPORT`: the kernel then spreads new connections over
-//! the workers. Signals are blocked in every thread and taken synchronously by the main thread.
+//! the workers. Signals are blocked in every thread and taken synchronously by the main thread,
+//! which also watches the worker threads: one that dies is contained (`supervise`) and the process
+//! exits non-zero or keeps serving, per `on_worker_death`.
 
 use std::io;
 use std::net::SocketAddr;
@@ -15,9 +17,10 @@ use std::time::Duration;
 use socket2::{Domain, Protocol, Socket, Type};
 
 use crate::admin;
-use crate::config::Config;
+use crate::config::{Config, OnWorkerDeath};
 use crate::hub::Hub;
 use crate::ring::probe;
+use crate::supervise::{self, Outcome};
 use crate::topics::table::TopicTable;
 use crate::worker::inbox::{Inbox, Msg};
 use crate::worker::{Stats, Worker, WorkerSetup};
@@ -29,7 +32,24 @@ pub struct Server {
     admin: Option<admin::Admin>,
     pub hub: Arc<Hub>,
     inboxes: Vec<Arc<Inbox>>,
-    threads: Vec<thread::JoinHandle<io::Result<Stats>>>,
+    /// Worker threads not yet joined (`None` once joined by `reap`).
+    threads: Vec<Option<thread::JoinHandle<io::Result<Stats>>>>,
+    /// What each joined worker ended with, by worker id.
+    ended: Vec<Option<io::Result<Stats>>>,
+    /// The server's own descriptor of each worker's listener, to shut it down if the worker dies.
+    listeners: Vec<Option<Socket>>,
+    /// Time to wait for the remaining workers to close their connections before exiting.
+    exit_wait: Duration,
+    on_worker_death: OnWorkerDeath,
+}
+
+/// A worker that died, as seen by `Server::reap`.
+#[derive(Debug, Clone)]
+pub struct Death {
+    pub worker: usize,
+    pub cause: String,
+    /// Memberships dropped from the topic table with it.
+    pub memberships: u64,
 }
 
 fn listener(addr: SocketAddr, backlog: u32, send_buffer_bytes: u32) -> io::Result<Socket> {
@@ -116,7 +136,9 @@ impl Server {
         ));
         let (ready_tx, ready_rx) = mpsc::channel::<(usize, io::Result<()>)>();
         let mut threads = Vec::new();
+        let mut listeners = Vec::new();
         for (id, socket) in sockets.into_iter().enumerate() {
+            listeners.push(Some(socket.try_clone()?));
             let setup = WorkerSetup {
                 id,
                 cfg: cfg.clone(),
@@ -140,7 +162,7 @@ impl Server {
                     let _ = ready.send((id, Ok(())));
                     worker.run()
                 })?;
-            threads.push(handle);
+            threads.push(Some(handle));
         }
         drop(ready_tx);
         let admin = match admin::start(cfg.clone(), hub.clone()) {
@@ -160,7 +182,11 @@ impl Server {
             admin: Some(admin),
             hub,
             inboxes,
+            ended: (0..threads.len()).map(|_| None).collect(),
             threads,
+            listeners,
+            exit_wait: Duration::from_millis(cfg.close_timeout_ms.saturating_add(1_000)),
+            on_worker_death: cfg.on_worker_death,
         };
         for _ in 0..cfg.workers {
             match ready_rx.recv() {
@@ -202,23 +228,74 @@ impl Server {
 
     /// Whether every worker thread has exited.
     pub fn is_finished(&self) -> bool {
-        self.threads.iter().all(|t| t.is_finished())
+        self.threads.iter().flatten().all(|t| t.is_finished())
+    }
+
+    /// Workers still running.
+    pub fn live_workers(&self) -> usize {
+        self.threads
+            .iter()
+            .flatten()
+            .filter(|t| !t.is_finished())
+            .count()
+    }
+
+    /// What the process does when a worker dies.
+    pub fn on_worker_death(&self) -> OnWorkerDeath {
+        self.on_worker_death
+    }
+
+    /// Joins every worker thread that has ended since the last call, contains each one that died
+    /// (see `supervise`) and returns those. Cheap when nothing ended: one flag read per worker.
+    pub fn reap(&mut self) -> Vec<Death> {
+        let mut deaths = Vec::new();
+        for id in 0..self.threads.len() {
+            if !self.threads[id].as_ref().is_some_and(|t| t.is_finished()) {
+                continue;
+            }
+            let Some(handle) = self.threads[id].take() else {
+                continue;
+            };
+            let listener = self.listeners[id].take();
+            match supervise::outcome(handle.join()) {
+                Outcome::Exited(stats) => self.ended[id] = Some(Ok(stats)),
+                Outcome::Died(cause) => {
+                    let memberships = supervise::contain(id, listener.as_ref(), &self.hub);
+                    tracing::error!(
+                        worker = id,
+                        cause = %cause,
+                        memberships_dropped = memberships,
+                        "worker {id} died: {cause}"
+                    );
+                    self.ended[id] = Some(Err(io::Error::other(cause.clone())));
+                    deaths.push(Death {
+                        worker: id,
+                        cause,
+                        memberships,
+                    });
+                }
+            }
+        }
+        deaths
     }
 
     /// Waits for the workers, stops the admin API, and returns the workers' counters.
-    pub fn join(self) -> Vec<io::Result<Stats>> {
-        let stats = self
-            .threads
-            .into_iter()
-            .map(|t| {
-                t.join()
-                    .unwrap_or_else(|_| Err(io::Error::other("worker panicked")))
-            })
-            .collect();
+    pub fn join(mut self) -> Vec<io::Result<Stats>> {
+        for (id, t) in self.threads.iter_mut().enumerate() {
+            if let Some(t) = t.take() {
+                self.ended[id] = Some(match supervise::outcome(t.join()) {
+                    Outcome::Exited(stats) => Ok(stats),
+                    Outcome::Died(cause) => Err(io::Error::other(cause)),
+                });
+            }
+        }
         if let Some(admin) = &self.admin {
             admin.stop();
         }
-        stats
+        std::mem::take(&mut self.ended)
+            .into_iter()
+            .map(|r| r.unwrap_or_else(|| Err(io::Error::other("worker never joined"))))
+            .collect()
     }
 }
 
@@ -246,14 +323,53 @@ fn wait_signal(set: &libc::sigset_t, timeout: Duration) -> Option<i32> {
     (sig > 0).then_some(sig)
 }
 
+/// The default answer to a worker's death: close the other workers' connections (1012, at once),
+/// wait for them at most the close timeout, and fail so that `main` exits with status 1 and a
+/// supervisor restarts the process.
+fn exit_after_death(
+    mut server: Server,
+    set: &libc::sigset_t,
+    death: &Death,
+) -> Result<(), Box<dyn std::error::Error>> {
+    tracing::error!(
+        worker = death.worker,
+        "on_worker_death = exit: stopping the other workers and exiting with status 1"
+    );
+    server.stop();
+    let deadline = std::time::Instant::now() + server.exit_wait;
+    while !server.is_finished() && std::time::Instant::now() < deadline {
+        server.reap();
+        if wait_signal(set, Duration::from_millis(100)).is_some() {
+            break;
+        }
+    }
+    server.reap();
+    Err(format!("worker {} died: {}", death.worker, death.cause).into())
+}
+
 /// Runs the gateway until SIGINT/SIGTERM (or `POST /api/drain`) has drained it; a second signal
 /// exits at once.
 pub fn run(cfg: Config) -> Result<(), Box<dyn std::error::Error>> {
     let set = block_signals();
     let drain_ms = cfg.drain_ms;
-    let server = Server::start(cfg)?;
+    let mut server = Server::start(cfg)?;
     let mut stopping = false;
     while !server.is_finished() {
+        for death in server.reap() {
+            if stopping {
+                continue;
+            }
+            let live = server.live_workers();
+            if server.on_worker_death() == OnWorkerDeath::KeepServing && live > 0 {
+                tracing::warn!(
+                    worker = death.worker,
+                    live_workers = live,
+                    "on_worker_death = keep_serving: serving on the remaining workers"
+                );
+                continue;
+            }
+            return exit_after_death(server, &set, &death);
+        }
         if let Some(sig) = wait_signal(&set, Duration::from_millis(200)) {
             if stopping {
                 tracing::warn!(signal = sig, "second signal: exiting now");

@@ -75,8 +75,15 @@ async fn join(ws: &mut Ws, topic: &str) -> Value {
     next_json(ws).await[4].clone()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn hs256_tokens_are_checked_at_connect() {
+#[test]
+fn hs256_tokens_are_checked_at_connect() {
+    common::bounded(
+        Duration::from_secs(120),
+        hs256_tokens_are_checked_at_connect_body(),
+    );
+}
+
+async fn hs256_tokens_are_checked_at_connect_body() {
     let gw = Gateway::start(&[
         "--workers",
         "1",
@@ -128,8 +135,15 @@ async fn hs256_tokens_are_checked_at_connect() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn token_in_the_phoenix_subprotocol() {
+#[test]
+fn token_in_the_phoenix_subprotocol() {
+    common::bounded(
+        Duration::from_secs(120),
+        token_in_the_phoenix_subprotocol_body(),
+    );
+}
+
+async fn token_in_the_phoenix_subprotocol_body() {
     let gw = Gateway::start(&["--workers", "1", "--auth-secret", SECRET]);
     let token = hs(json!({"exp": now() + 600}));
     use base64::Engine;
@@ -150,8 +164,15 @@ async fn token_in_the_phoenix_subprotocol() {
     assert_eq!(join(&mut ws, "rooms:lobby").await["status"], "ok");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn rs256_and_es256_keys_and_no_algorithm_confusion() {
+#[test]
+fn rs256_and_es256_keys_and_no_algorithm_confusion() {
+    common::bounded(
+        Duration::from_secs(120),
+        rs256_and_es256_keys_and_no_algorithm_confusion_body(),
+    );
+}
+
+async fn rs256_and_es256_keys_and_no_algorithm_confusion_body() {
     let rsa_pub = fixture("rsa_public.pem");
     let gw = Gateway::start(&["--workers", "1", "--auth-public-key-file", &rsa_pub]);
     let rsa_priv = std::fs::read(fixture("rsa_private.pem")).unwrap();
@@ -195,8 +216,15 @@ async fn rs256_and_es256_keys_and_no_algorithm_confusion() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn channels_claim_restricts_joins_and_routes_can_require_it() {
+#[test]
+fn channels_claim_restricts_joins_and_routes_can_require_it() {
+    common::bounded(
+        Duration::from_secs(120),
+        channels_claim_restricts_joins_and_routes_can_require_it_body(),
+    );
+}
+
+async fn channels_claim_restricts_joins_and_routes_can_require_it_body() {
     let dir = std::env::temp_dir().join(format!("ringgate-auth-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let config = dir.join("auth.toml");
@@ -237,8 +265,15 @@ async fn channels_claim_restricts_joins_and_routes_can_require_it() {
     std::fs::remove_dir_all(dir).unwrap();
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn expiry_closes_with_1008_unless_refreshed() {
+#[test]
+fn expiry_closes_with_1008_unless_refreshed() {
+    common::bounded(
+        Duration::from_secs(120),
+        expiry_closes_with_1008_unless_refreshed_body(),
+    );
+}
+
+async fn expiry_closes_with_1008_unless_refreshed_body() {
     let gw = Gateway::start(&[
         "--workers",
         "1",

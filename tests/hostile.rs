@@ -343,8 +343,15 @@ fn violation_cases() -> Vec<(String, &'static str, Vec<u8>, Option<u16>)> {
 /// Every frame-level violation on both endpoints, each with its RFC 6455 close code (or, on
 /// the Phoenix endpoint, 1008 for what is not a Phoenix message), then a half-close; valid
 /// close codes are echoed.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn protocol_violations_get_exact_close_codes() {
+#[test]
+fn protocol_violations_get_exact_close_codes() {
+    common::bounded(
+        Duration::from_secs(240),
+        protocol_violations_get_exact_close_codes_body(),
+    );
+}
+
+async fn protocol_violations_get_exact_close_codes_body() {
     let gw = gateway(&[
         "--max-frame-bytes",
         "4096",
@@ -386,8 +393,15 @@ fn masked_header(b0: u8, len: u64) -> Vec<u8> {
 }
 
 /// Bytes that are not an HTTP request get `400 Bad Request` and a closed connection.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn garbage_before_the_handshake_gets_http_400() {
+#[test]
+fn garbage_before_the_handshake_gets_http_400() {
+    common::bounded(
+        Duration::from_secs(240),
+        garbage_before_the_handshake_gets_http_400_body(),
+    );
+}
+
+async fn garbage_before_the_handshake_gets_http_400_body() {
     let gw = gateway(&[]);
     let watch = Watch::start(&gw, Duration::from_millis(10), 0).await;
     let addr = gw.addr;
@@ -486,8 +500,15 @@ fn slowloris(addr: SocketAddr, clients: usize) -> Vec<(Duration, usize)> {
 
 /// A handshake dribbled one byte per second is dropped at `handshake_timeout_ms` (2 s here),
 /// not kept alive by the trickle.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn slowloris_handshake_is_dropped_at_the_handshake_timeout() {
+#[test]
+fn slowloris_handshake_is_dropped_at_the_handshake_timeout() {
+    common::bounded(
+        Duration::from_secs(240),
+        slowloris_handshake_is_dropped_at_the_handshake_timeout_body(),
+    );
+}
+
+async fn slowloris_handshake_is_dropped_at_the_handshake_timeout_body() {
     let gw = gateway(&["--handshake-timeout-ms", "2000", "--timer-tick-ms", "100"]);
     let watch = Watch::start(&gw, Duration::from_millis(20), 0).await;
     let addr = gw.addr;
@@ -507,8 +528,15 @@ async fn slowloris_handshake_is_dropped_at_the_handshake_timeout() {
 
 /// 1,000 connections each send part of a request and stall: every one is dropped at the
 /// handshake deadline, and meanwhile a new client still upgrades and gets its echo at once.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_thousand_half_open_handshakes_are_dropped_at_the_deadline() {
+#[test]
+fn a_thousand_half_open_handshakes_are_dropped_at_the_deadline() {
+    common::bounded(
+        Duration::from_secs(240),
+        a_thousand_half_open_handshakes_are_dropped_at_the_deadline_body(),
+    );
+}
+
+async fn a_thousand_half_open_handshakes_are_dropped_at_the_deadline_body() {
     const HALF_OPEN: usize = 1000;
     let gw = gateway(&["--handshake-timeout-ms", "2000", "--timer-tick-ms", "100"]);
     let watch = Watch::start(&gw, Duration::from_millis(20), 0).await;
@@ -658,8 +686,15 @@ fn flood(addr: SocketAddr, duration: Duration, max: u64) -> Flood {
 /// One client pushing as fast as it can does not slow anyone else down: the spectators get
 /// every broadcast, and a probe's heartbeats come back promptly. There is no per-connection
 /// message rate limit yet, so the flooder is either served (it is reading) or closed with 1008.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn message_flood_leaves_other_clients_responsive() {
+#[test]
+fn message_flood_leaves_other_clients_responsive() {
+    common::bounded(
+        Duration::from_secs(240),
+        message_flood_leaves_other_clients_responsive_body(),
+    );
+}
+
+async fn message_flood_leaves_other_clients_responsive_body() {
     // The rate limit off: the worst case, a flood the gateway has to read in full.
     let gw = gateway(&["--max-messages-per-second", "0"]);
     let watch = Watch::start(&gw, Duration::from_millis(10), 0).await;
@@ -701,8 +736,15 @@ async fn message_flood_leaves_other_clients_responsive() {
 }
 
 /// With `max_messages_per_second`, a flooder is closed with 1008 and the others never notice.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn flood_past_max_messages_per_second_is_closed_with_1008() {
+#[test]
+fn flood_past_max_messages_per_second_is_closed_with_1008() {
+    common::bounded(
+        Duration::from_secs(240),
+        flood_past_max_messages_per_second_is_closed_with_1008_body(),
+    );
+}
+
+async fn flood_past_max_messages_per_second_is_closed_with_1008_body() {
     let gw = gateway(&["--max-messages-per-second", "100"]);
     let watch = Watch::start(&gw, Duration::from_millis(10), 0).await;
     let stop = Arc::new(AtomicBool::new(false));
@@ -721,8 +763,15 @@ async fn flood_past_max_messages_per_second_is_closed_with_1008() {
 /// A subscriber that never reads while broadcasts continue is closed with 1008 once its queue
 /// passes `max_send_queue_bytes`: it leaves the topic, and when it finally reads it finds an
 /// unbroken run of ticks, then the close. Everyone else gets every tick.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn subscriber_that_never_reads_is_closed_with_1008() {
+#[test]
+fn subscriber_that_never_reads_is_closed_with_1008() {
+    common::bounded(
+        Duration::from_secs(240),
+        subscriber_that_never_reads_is_closed_with_1008_body(),
+    );
+}
+
+async fn subscriber_that_never_reads_is_closed_with_1008_body() {
     let gw = gateway(&[
         "--max-send-queue-bytes",
         "65536",

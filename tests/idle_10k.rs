@@ -41,8 +41,15 @@ async fn ping(s: &mut TcpStream, tag: u32) {
     assert_eq!(pong[2..], payload);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn ten_thousand_idle_connections_through_two_workers() {
+#[test]
+fn ten_thousand_idle_connections_through_two_workers() {
+    common::bounded(
+        Duration::from_secs(300),
+        ten_thousand_idle_connections_through_two_workers_body(),
+    );
+}
+
+async fn ten_thousand_idle_connections_through_two_workers_body() {
     let gw = Gateway::start(&[
         "--echo-path",
         "/echo",

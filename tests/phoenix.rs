@@ -37,8 +37,17 @@ async fn next_json(ws: &mut Ws) -> Value {
     }
 }
 
-/// A raw HTTP POST to the admin API; returns (status, body).
+/// A raw HTTP POST to the admin API; returns (status, body). Bounded by a timeout.
 async fn admin_post(admin: SocketAddr, path: &str, body: &str) -> (u16, String) {
+    tokio::time::timeout(ADMIN_TIMEOUT, admin_post_once(admin, path, body))
+        .await
+        .unwrap_or_else(|_| panic!("POST {path}: no answer in {ADMIN_TIMEOUT:?}"))
+}
+
+/// How long an admin API request may take in these tests.
+const ADMIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+async fn admin_post_once(admin: SocketAddr, path: &str, body: &str) -> (u16, String) {
     let mut s = tokio::net::TcpStream::connect(admin)
         .await
         .unwrap_or_else(|e| panic!("connect to the admin API {admin}: {e}"));
@@ -54,7 +63,14 @@ async fn admin_post(admin: SocketAddr, path: &str, body: &str) -> (u16, String) 
     (status, body)
 }
 
+/// A GET of the admin API, its JSON body. Bounded by a timeout.
 async fn admin_get(admin: SocketAddr, path: &str) -> Value {
+    tokio::time::timeout(ADMIN_TIMEOUT, admin_get_once(admin, path))
+        .await
+        .unwrap_or_else(|_| panic!("GET {path}: no answer in {ADMIN_TIMEOUT:?}"))
+}
+
+async fn admin_get_once(admin: SocketAddr, path: &str) -> Value {
     let mut s = tokio::net::TcpStream::connect(admin).await.unwrap();
     let req = format!("GET {path} HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n");
     s.write_all(req.as_bytes()).await.unwrap();
@@ -63,291 +79,390 @@ async fn admin_get(admin: SocketAddr, path: &str) -> Value {
     serde_json::from_str(out.split("\r\n\r\n").nth(1).unwrap()).unwrap()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn seed_scenario_verbatim() {
-    let gw = Gateway::start(&["--workers", "2"]);
-    let mut ws = connect(&gw, "").await;
-    let join = r#"{"topic":"rooms:lobby","event":"phx_join","payload":{"user":"42"},"ref":"1"}"#;
-    ws.send(Message::text(join)).await.unwrap();
-    let reply = ws.next().await.unwrap().unwrap();
-    assert_eq!(
-        reply,
-        Message::text(
-            r#"{"topic":"rooms:lobby","event":"phx_reply","payload":{"status":"ok","response":{}},"ref":"1"}"#
+#[test]
+fn seed_scenario_verbatim() {
+    common::bounded(Duration::from_secs(120), async {
+        let gw = Gateway::start(&["--workers", "2"]);
+        let mut ws = connect(&gw, "").await;
+        let join =
+            r#"{"topic":"rooms:lobby","event":"phx_join","payload":{"user":"42"},"ref":"1"}"#;
+        ws.send(Message::text(join)).await.unwrap();
+        let reply = ws.next().await.unwrap().unwrap();
+        assert_eq!(
+            reply,
+            Message::text(
+                r#"{"topic":"rooms:lobby","event":"phx_reply","payload":{"status":"ok","response":{}},"ref":"1"}"#
+            )
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let (status, body) = admin_post(
+            gw.admin,
+            "/api/broadcast",
+            r#"{"topic":"rooms:lobby","event":"new_msg","payload":{"body":"hi"}}"#,
         )
-    );
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let (status, body) = admin_post(
-        gw.admin,
-        "/api/broadcast",
-        r#"{"topic":"rooms:lobby","event":"new_msg","payload":{"body":"hi"}}"#,
-    )
-    .await;
-    assert_eq!(status, 202, "{body}");
-    assert_eq!(
-        serde_json::from_str::<Value>(&body).unwrap()["subscribers"],
-        1
-    );
-    let got = ws.next().await.unwrap().unwrap();
-    assert_eq!(
-        got,
-        Message::text(
-            r#"{"topic":"rooms:lobby","event":"new_msg","payload":{"body":"hi"},"ref":null}"#
-        )
-    );
+        .await;
+        assert_eq!(status, 202, "{body}");
+        assert_eq!(
+            serde_json::from_str::<Value>(&body).unwrap()["subscribers"],
+            1
+        );
+        let got = ws.next().await.unwrap().unwrap();
+        assert_eq!(
+            got,
+            Message::text(
+                r#"{"topic":"rooms:lobby","event":"new_msg","payload":{"body":"hi"},"ref":null}"#
+            )
+        );
+    });
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn unknown_vsn_is_refused_with_403() {
-    let gw = Gateway::start(&["--workers", "1"]);
-    let err = tokio_tungstenite::connect_async(gw.url("/socket/websocket?vsn=3.0.0"))
-        .await
-        .unwrap_err();
-    match err {
-        tokio_tungstenite::tungstenite::Error::Http(resp) => assert_eq!(resp.status(), 403),
-        other => panic!("expected HTTP 403, got {other:?}"),
-    }
+#[test]
+fn unknown_vsn_is_refused_with_403() {
+    common::bounded(Duration::from_secs(120), async {
+        let gw = Gateway::start(&["--workers", "1"]);
+        let err = tokio_tungstenite::connect_async(gw.url("/socket/websocket?vsn=3.0.0"))
+            .await
+            .unwrap_err();
+        match err {
+            tokio_tungstenite::tungstenite::Error::Http(resp) => assert_eq!(resp.status(), 403),
+            other => panic!("expected HTTP 403, got {other:?}"),
+        }
+    });
 }
 
 /// Many subscribers over three workers; every broadcast reaches every one of them, in order,
 /// whether published by the admin API or by a client push on another worker.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn fan_out_across_workers_reaches_every_subscriber() {
-    const SUBSCRIBERS: usize = 600;
-    const BROADCASTS: usize = 10;
-    let gw = Gateway::start(&["--workers", "3"]);
-    let mut subs = Vec::new();
-    for i in 0..SUBSCRIBERS {
-        let query = if i % 2 == 0 { "?vsn=2.0.0" } else { "" };
-        let mut ws = connect(&gw, query).await;
-        let join = if i % 2 == 0 {
-            json!(["1", "1", "rooms:fan", "phx_join", {}]).to_string()
-        } else {
-            json!({"topic": "rooms:fan", "event": "phx_join", "payload": {}, "ref": "1"})
-                .to_string()
-        };
-        ws.send(Message::text(join)).await.unwrap();
-        let reply = next_json(&mut ws).await;
-        let status = if i % 2 == 0 {
-            &reply[4]["status"]
-        } else {
-            &reply["payload"]["status"]
-        };
-        assert_eq!(status, "ok", "{reply}");
-        subs.push(ws);
-    }
-    assert_eq!(
-        admin_get(gw.admin, "/api/topics/rooms:fan").await["subscribers"],
-        SUBSCRIBERS as u64
-    );
-    for n in 0..BROADCASTS {
-        let body = json!({"topic": "rooms:fan", "event": "tick", "payload": {"n": n}}).to_string();
-        let (status, resp) = admin_post(gw.admin, "/api/broadcast", &body).await;
-        assert_eq!(status, 202, "{resp}");
-    }
-    // One more from a client push (V2 subscriber 0): sender included, plus its ok reply.
-    subs[0]
-        .send(Message::text(
-            json!(["1", "2", "rooms:fan", "tick", {"n": BROADCASTS}]).to_string(),
-        ))
-        .await
-        .unwrap();
-    let mut tasks = Vec::new();
-    for (i, mut ws) in subs.into_iter().enumerate() {
-        tasks.push(tokio::spawn(async move {
-            let mut seen = Vec::new();
-            while seen.len() < BROADCASTS + 1 {
-                let m = next_json(&mut ws).await;
-                let (event, payload) = if i % 2 == 0 {
-                    (m[3].clone(), m[4].clone())
-                } else {
-                    (m["event"].clone(), m["payload"].clone())
-                };
-                if event == "tick" {
-                    seen.push(payload["n"].as_u64().unwrap());
+#[test]
+fn fan_out_across_workers_reaches_every_subscriber() {
+    common::bounded(Duration::from_secs(120), async {
+        const SUBSCRIBERS: usize = 600;
+        const BROADCASTS: usize = 10;
+        let gw = Gateway::start(&["--workers", "3"]);
+        let mut subs = Vec::new();
+        for i in 0..SUBSCRIBERS {
+            let query = if i % 2 == 0 { "?vsn=2.0.0" } else { "" };
+            let mut ws = connect(&gw, query).await;
+            let join = if i % 2 == 0 {
+                json!(["1", "1", "rooms:fan", "phx_join", {}]).to_string()
+            } else {
+                json!({"topic": "rooms:fan", "event": "phx_join", "payload": {}, "ref": "1"})
+                    .to_string()
+            };
+            ws.send(Message::text(join)).await.unwrap();
+            let reply = next_json(&mut ws).await;
+            let status = if i % 2 == 0 {
+                &reply[4]["status"]
+            } else {
+                &reply["payload"]["status"]
+            };
+            assert_eq!(status, "ok", "{reply}");
+            subs.push(ws);
+        }
+        assert_eq!(
+            admin_get(gw.admin, "/api/topics/rooms:fan").await["subscribers"],
+            SUBSCRIBERS as u64
+        );
+        // The members are spread over more than one worker, so the fan-out crosses workers.
+        let members = per_worker(&metrics_text(gw.admin).await, "memberships");
+        assert_eq!(members.iter().sum::<u64>(), SUBSCRIBERS as u64);
+        assert!(
+            members.iter().filter(|&&m| m > 0).count() >= 2,
+            "subscribers on more than one worker: {members:?}"
+        );
+        for n in 0..BROADCASTS {
+            let body =
+                json!({"topic": "rooms:fan", "event": "tick", "payload": {"n": n}}).to_string();
+            let (status, resp) = admin_post(gw.admin, "/api/broadcast", &body).await;
+            assert_eq!(status, 202, "{resp}");
+        }
+        // One more from a client push (V2 subscriber 0): sender included, plus its ok reply.
+        subs[0]
+            .send(Message::text(
+                json!(["1", "2", "rooms:fan", "tick", {"n": BROADCASTS}]).to_string(),
+            ))
+            .await
+            .unwrap();
+        let mut tasks = Vec::new();
+        for (i, mut ws) in subs.into_iter().enumerate() {
+            tasks.push(tokio::spawn(async move {
+                let mut seen = Vec::new();
+                while seen.len() < BROADCASTS + 1 {
+                    let m = next_json(&mut ws).await;
+                    let (event, payload) = if i % 2 == 0 {
+                        (m[3].clone(), m[4].clone())
+                    } else {
+                        (m["event"].clone(), m["payload"].clone())
+                    };
+                    if event == "tick" {
+                        seen.push(payload["n"].as_u64().unwrap());
+                    }
                 }
-            }
-            assert_eq!(
-                seen,
-                (0..=BROADCASTS as u64).collect::<Vec<_>>(),
-                "subscriber {i}"
-            );
-        }));
-    }
-    for t in tasks {
-        t.await.unwrap();
-    }
+                assert_eq!(
+                    seen,
+                    (0..=BROADCASTS as u64).collect::<Vec<_>>(),
+                    "subscriber {i}"
+                );
+            }));
+        }
+        for t in tasks {
+            tokio::time::timeout(Duration::from_secs(60), t)
+                .await
+                .expect("every subscriber's reads in time")
+                .unwrap();
+        }
+        // Exact counts: every member got every broadcast (the push's sender included), and the
+        // members were spread over more than one worker (so the fan-out crossed workers).
+        let text = metrics_text(gw.admin).await;
+        let deliveries: u64 = per_worker(&text, "deliveries_total").iter().sum();
+        assert_eq!(
+            deliveries,
+            (SUBSCRIBERS * (BROADCASTS + 1)) as u64,
+            "{text}"
+        );
+        assert_eq!(
+            per_worker(&text, "deliveries_dropped_total")
+                .iter()
+                .sum::<u64>(),
+            0
+        );
+    });
+}
+
+/// One metric's per-worker samples from a `/metrics` text.
+fn per_worker(text: &str, name: &str) -> Vec<u64> {
+    text.lines()
+        .filter(|l| l.starts_with(&format!("ringgate_{name}{{")))
+        .map(|l| l.rsplit(' ').next().unwrap().parse::<u64>().unwrap())
+        .collect()
+}
+
+/// The Prometheus text of `/metrics`, read with a timeout.
+async fn metrics_text(admin: SocketAddr) -> String {
+    tokio::time::timeout(Duration::from_secs(10), async {
+        let mut s = tokio::net::TcpStream::connect(admin).await.unwrap();
+        s.write_all(b"GET /metrics HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+            .await
+            .unwrap();
+        let mut text = String::new();
+        s.read_to_string(&mut text).await.unwrap();
+        text
+    })
+    .await
+    .expect("/metrics in time")
 }
 
 /// Joins, leaves and abrupt closes racing with a stream of broadcasts: the survivors get every
 /// broadcast, and the member count ends exact (closed connections left every topic).
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn joins_leaves_and_closes_race_with_broadcasts() {
-    let gw = Gateway::start(&["--workers", "2"]);
-    let admin = gw.admin;
-    let publisher = tokio::spawn(async move {
-        for n in 0..40 {
-            let body =
-                json!({"topic": "rooms:race", "event": "tick", "payload": {"n": n}}).to_string();
-            assert_eq!(admin_post(admin, "/api/broadcast", &body).await.0, 202);
-            tokio::time::sleep(Duration::from_millis(10)).await;
+#[test]
+fn joins_leaves_and_closes_race_with_broadcasts() {
+    common::bounded(Duration::from_secs(120), async {
+        let gw = Gateway::start(&["--workers", "2"]);
+        let admin = gw.admin;
+        let publisher = tokio::spawn(async move {
+            for n in 0..40 {
+                let body = json!({"topic": "rooms:race", "event": "tick", "payload": {"n": n}})
+                    .to_string();
+                assert_eq!(admin_post(admin, "/api/broadcast", &body).await.0, 202);
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        });
+        let mut keep = Vec::new();
+        for i in 0..200 {
+            let mut ws = connect(&gw, "?vsn=2.0.0").await;
+            ws.send(Message::text(
+                json!(["1", "1", "rooms:race", "phx_join", {}]).to_string(),
+            ))
+            .await
+            .unwrap();
+            ws.send(Message::text(
+                json!(["1", "2", "rooms:other", "phx_join", {}]).to_string(),
+            ))
+            .await
+            .unwrap();
+            match i % 4 {
+                0 => drop(ws), // abrupt close, no close frame
+                1 => {
+                    ws.send(Message::text(
+                        json!(["1", "3", "rooms:race", "phx_leave", {}]).to_string(),
+                    ))
+                    .await
+                    .unwrap();
+                    keep.push((ws, false));
+                }
+                _ => keep.push((ws, true)),
+            }
         }
+        publisher.await.unwrap();
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let expected = keep.iter().filter(|(_, member)| *member).count() as u64;
+        assert_eq!(
+            admin_get(gw.admin, "/api/topics/rooms:race").await["subscribers"],
+            expected
+        );
+        assert_eq!(
+            admin_get(gw.admin, "/api/topics/rooms:other").await["subscribers"],
+            keep.len() as u64
+        );
+        // Every remaining member gets a final broadcast.
+        let body = json!({"topic": "rooms:race", "event": "final", "payload": {}}).to_string();
+        assert_eq!(admin_post(gw.admin, "/api/broadcast", &body).await.0, 202);
+        for (mut ws, member) in keep {
+            if !member {
+                continue;
+            }
+            loop {
+                let m = next_json(&mut ws).await;
+                if m[3] == "final" {
+                    break;
+                }
+            }
+        }
+        drop(gw);
     });
-    let mut keep = Vec::new();
-    for i in 0..200 {
-        let mut ws = connect(&gw, "?vsn=2.0.0").await;
-        ws.send(Message::text(
-            json!(["1", "1", "rooms:race", "phx_join", {}]).to_string(),
-        ))
-        .await
-        .unwrap();
-        ws.send(Message::text(
-            json!(["1", "2", "rooms:other", "phx_join", {}]).to_string(),
-        ))
-        .await
-        .unwrap();
-        match i % 4 {
-            0 => drop(ws), // abrupt close, no close frame
-            1 => {
-                ws.send(Message::text(
-                    json!(["1", "3", "rooms:race", "phx_leave", {}]).to_string(),
-                ))
-                .await
-                .unwrap();
-                keep.push((ws, false));
-            }
-            _ => keep.push((ws, true)),
-        }
-    }
-    publisher.await.unwrap();
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let expected = keep.iter().filter(|(_, member)| *member).count() as u64;
-    assert_eq!(
-        admin_get(gw.admin, "/api/topics/rooms:race").await["subscribers"],
-        expected
-    );
-    assert_eq!(
-        admin_get(gw.admin, "/api/topics/rooms:other").await["subscribers"],
-        keep.len() as u64
-    );
-    // Every remaining member gets a final broadcast.
-    let body = json!({"topic": "rooms:race", "event": "final", "payload": {}}).to_string();
-    assert_eq!(admin_post(gw.admin, "/api/broadcast", &body).await.0, 202);
-    for (mut ws, member) in keep {
-        if !member {
-            continue;
-        }
-        loop {
-            let m = next_json(&mut ws).await;
-            if m[3] == "final" {
-                break;
-            }
-        }
-    }
-    drop(gw);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn admin_api_validates_requests_and_requires_the_key() {
-    let gw = Gateway::start(&["--workers", "1", "--api-key", "sekret"]);
-    let (status, body) = admin_post(
-        gw.admin,
-        "/api/broadcast",
-        r#"{"topic":"a","event":"e","payload":{}}"#,
-    )
-    .await;
-    assert_eq!(status, 401, "{body}");
-    let mut s = tokio::net::TcpStream::connect(gw.admin).await.unwrap();
-    let bad = "{not json";
-    let req = format!(
-        "POST /api/broadcast HTTP/1.1\r\nHost: a\r\nAuthorization: Bearer sekret\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{bad}",
-        bad.len()
-    );
-    s.write_all(req.as_bytes()).await.unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).await.unwrap();
-    assert!(out.starts_with("HTTP/1.1 400"), "{out}");
-    assert!(out.contains("error"), "{out}");
+#[test]
+fn admin_api_validates_requests_and_requires_the_key() {
+    common::bounded(Duration::from_secs(120), async {
+        let gw = Gateway::start(&["--workers", "1", "--api-key", "sekret"]);
+        let (status, body) = admin_post(
+            gw.admin,
+            "/api/broadcast",
+            r#"{"topic":"a","event":"e","payload":{}}"#,
+        )
+        .await;
+        assert_eq!(status, 401, "{body}");
+        let mut s = tokio::net::TcpStream::connect(gw.admin).await.unwrap();
+        let bad = "{not json";
+        let req = format!(
+            "POST /api/broadcast HTTP/1.1\r\nHost: a\r\nAuthorization: Bearer sekret\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{bad}",
+            bad.len()
+        );
+        s.write_all(req.as_bytes()).await.unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).await.unwrap();
+        assert!(out.starts_with("HTTP/1.1 400"), "{out}");
+        assert!(out.contains("error"), "{out}");
+    });
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn stats_and_metrics_account_connections_and_memberships() {
-    let gw = Gateway::start(&["--workers", "2"]);
-    let mut conns = Vec::new();
-    for _ in 0..10 {
+#[test]
+fn stats_and_metrics_account_connections_and_memberships() {
+    common::bounded(Duration::from_secs(120), async {
+        // A 1 s handshake timeout on 100 ms ticks: a connection's handshake deadline, superseded by
+        // its idle deadline, leaves the wheel within about a second.
+        let gw = Gateway::start(&[
+            "--workers",
+            "2",
+            "--handshake-timeout-ms",
+            "1000",
+            "--timer-tick-ms",
+            "100",
+        ]);
+        let mut conns = Vec::new();
+        for _ in 0..10 {
+            let mut ws = connect(&gw, "?vsn=2.0.0").await;
+            ws.send(Message::text(
+                json!(["1", "1", "rooms:acct", "phx_join", {}]).to_string(),
+            ))
+            .await
+            .unwrap();
+            assert_eq!(next_json(&mut ws).await[4]["status"], "ok");
+            conns.push(ws);
+        }
+        // Wait (bounded) until the superseded handshake entries have come due and been dropped.
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        let stats = loop {
+            let stats = admin_get(gw.admin, "/api/stats").await;
+            let entries: u64 = stats["workers"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|w| w["memory"]["wheel_entries"].as_u64().unwrap())
+                .sum();
+            if entries == 10 {
+                break stats;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "wheel entries never settled at one per connection: {stats}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        let workers = stats["workers"].as_array().unwrap();
+        assert_eq!(workers.len(), 2);
+        let sum = |key: &str| {
+            workers
+                .iter()
+                .map(|w| w[key].as_u64().unwrap())
+                .sum::<u64>()
+        };
+        let mem_sum = |key: &str| {
+            workers
+                .iter()
+                .map(|w| w["memory"][key].as_u64().unwrap())
+                .sum::<u64>()
+        };
+        assert_eq!(sum("open"), 10);
+        assert_eq!(mem_sum("memberships"), 10);
+        assert_eq!(stats["topics"], 1);
+        // The accounted user-space bytes of an idle joined connection: its 64-byte `Conn` slot and
+        // one 8-byte timer-wheel entry, 72 B exactly (a slot freed by the readiness probe is reused).
+        assert_eq!(mem_sum("conn_slots"), 10, "{stats}");
+        assert_eq!(
+            (mem_sum("conn_table_bytes") + mem_sum("wheel_bytes")) / 10,
+            72,
+            "{stats}"
+        );
+        let mut s = tokio::net::TcpStream::connect(gw.admin).await.unwrap();
+        s.write_all(b"GET /metrics HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+            .await
+            .unwrap();
+        let mut text = String::new();
+        s.read_to_string(&mut text).await.unwrap();
+        let open: u64 = text
+            .lines()
+            .filter(|l| l.starts_with("ringgate_connections_open{"))
+            .map(|l| l.rsplit(' ').next().unwrap().parse::<u64>().unwrap())
+            .sum();
+        assert_eq!(open, 10, "{text}");
+    });
+}
+
+/// Joins past `max_joins_per_second` (after the burst) get an error reply; the connection stays.
+#[test]
+fn join_rate_is_limited_with_an_error_reply() {
+    common::bounded(Duration::from_secs(120), async {
+        // Two joins per second, bursts of four: four joins pass at once, the fifth does not.
+        let gw = Gateway::start(&["--workers", "1", "--max-joins-per-second", "2"]);
         let mut ws = connect(&gw, "?vsn=2.0.0").await;
+        let mut statuses = Vec::new();
+        for i in 0..5 {
+            let r = i.to_string();
+            ws.send(Message::text(
+                json!([r, r, format!("rooms:{i}"), "phx_join", {}]).to_string(),
+            ))
+            .await
+            .unwrap();
+            let reply = next_json(&mut ws).await;
+            statuses.push((
+                reply[4]["status"].clone(),
+                reply[4]["response"]["reason"].clone(),
+            ));
+        }
+        assert_eq!(
+            statuses[..4].iter().filter(|(s, _)| s == "ok").count(),
+            4,
+            "{statuses:?}"
+        );
+        assert_eq!(statuses[4], (json!("error"), json!("too many joins")));
         ws.send(Message::text(
-            json!(["1", "1", "rooms:acct", "phx_join", {}]).to_string(),
+            json!([null, "9", "phoenix", "heartbeat", {}]).to_string(),
         ))
         .await
         .unwrap();
         assert_eq!(next_json(&mut ws).await[4]["status"], "ok");
-        conns.push(ws);
-    }
-    let stats = admin_get(gw.admin, "/api/stats").await;
-    let workers = stats["workers"].as_array().unwrap();
-    assert_eq!(workers.len(), 2);
-    let sum = |key: &str| {
-        workers
-            .iter()
-            .map(|w| w[key].as_u64().unwrap())
-            .sum::<u64>()
-    };
-    let mem_sum = |key: &str| {
-        workers
-            .iter()
-            .map(|w| w["memory"][key].as_u64().unwrap())
-            .sum::<u64>()
-    };
-    assert_eq!(sum("open"), 10);
-    assert_eq!(mem_sum("memberships"), 10);
-    assert_eq!(stats["topics"], 1);
-    let mut s = tokio::net::TcpStream::connect(gw.admin).await.unwrap();
-    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
-        .await
-        .unwrap();
-    let mut text = String::new();
-    s.read_to_string(&mut text).await.unwrap();
-    let open: u64 = text
-        .lines()
-        .filter(|l| l.starts_with("ringgate_connections_open{"))
-        .map(|l| l.rsplit(' ').next().unwrap().parse::<u64>().unwrap())
-        .sum();
-    assert_eq!(open, 10, "{text}");
-}
-
-/// Joins past `max_joins_per_second` (after the burst) get an error reply; the connection stays.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn join_rate_is_limited_with_an_error_reply() {
-    // Two joins per second, bursts of four: four joins pass at once, the fifth does not.
-    let gw = Gateway::start(&["--workers", "1", "--max-joins-per-second", "2"]);
-    let mut ws = connect(&gw, "?vsn=2.0.0").await;
-    let mut statuses = Vec::new();
-    for i in 0..5 {
-        let r = i.to_string();
-        ws.send(Message::text(
-            json!([r, r, format!("rooms:{i}"), "phx_join", {}]).to_string(),
-        ))
-        .await
-        .unwrap();
-        let reply = next_json(&mut ws).await;
-        statuses.push((
-            reply[4]["status"].clone(),
-            reply[4]["response"]["reason"].clone(),
-        ));
-    }
-    assert_eq!(
-        statuses[..4].iter().filter(|(s, _)| s == "ok").count(),
-        4,
-        "{statuses:?}"
-    );
-    assert_eq!(statuses[4], (json!("error"), json!("too many joins")));
-    ws.send(Message::text(
-        json!([null, "9", "phoenix", "heartbeat", {}]).to_string(),
-    ))
-    .await
-    .unwrap();
-    assert_eq!(next_json(&mut ws).await[4]["status"], "ok");
+    });
 }
 
 /// Issue 9, defect 3: with the message limit off (`max_messages_per_second = 0`) the join bucket

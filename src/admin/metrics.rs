@@ -12,11 +12,34 @@ use crate::worker::report::Report;
 /// How long to wait for a worker's report: a worker answers within one loop turn.
 const REPORT_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// Asks every worker for its report (blocking: call from a blocking context).
+/// What the process knows about a worker without asking it: whether it is alive.
+#[derive(Debug, Default, Clone)]
+pub struct Health {
+    pub worker: usize,
+    pub up: bool,
+    /// Inbox messages dropped because the worker was dead.
+    pub inbox_dropped: u64,
+}
+
+/// Every worker's health, from the inboxes (a dead worker's inbox is closed).
+pub fn health(hub: &Hub) -> Vec<Health> {
+    hub.inboxes
+        .iter()
+        .enumerate()
+        .map(|(worker, inbox)| Health {
+            worker,
+            up: !inbox.is_closed(),
+            inbox_dropped: inbox.dropped_total(),
+        })
+        .collect()
+}
+
+/// Asks every live worker for its report (blocking: call from a blocking context).
 pub fn gather(hub: &Hub) -> Vec<Report> {
     let replies: Vec<_> = hub
         .inboxes
         .iter()
+        .filter(|inbox| !inbox.is_closed())
         .map(|inbox| {
             let (tx, rx) = mpsc::sync_channel(1);
             inbox.send(Msg::Report(tx));
@@ -30,7 +53,7 @@ pub fn gather(hub: &Hub) -> Vec<Report> {
 }
 
 /// Prometheus text exposition of the reports.
-pub fn prometheus(reports: &[Report], topics: usize) -> String {
+pub fn prometheus(reports: &[Report], health: &[Health], topics: usize) -> String {
     let mut out = String::new();
     let mut metric = |name: &str, kind: &str, help: &str, value: &dyn Fn(&Report) -> u64| {
         let _ = writeln!(
@@ -143,6 +166,24 @@ pub fn prometheus(reports: &[Report], topics: usize) -> String {
         &|r| r.stats.deliveries_dropped,
     );
     metric(
+        "memory_pauses_total",
+        "counter",
+        "Times accepting paused past max_memory_bytes.",
+        &|r| r.stats.memory_pauses,
+    );
+    metric(
+        "cq_overflow_total",
+        "counter",
+        "Completions the kernel could not post: the completion queue was full.",
+        &|r| r.cq_overflow,
+    );
+    metric(
+        "submission_backlog",
+        "gauge",
+        "Submission entries waiting for room in the submission queue.",
+        &|r| r.submission_backlog,
+    );
+    metric(
         "memory_conn_table_bytes",
         "gauge",
         "Bytes of the connection table in use.",
@@ -192,6 +233,34 @@ pub fn prometheus(reports: &[Report], topics: usize) -> String {
         "# HELP ringgate_topics Topics with at least one member.\n# TYPE ringgate_topics gauge"
     );
     let _ = writeln!(out, "ringgate_topics {topics}");
+    let _ = writeln!(
+        out,
+        "# HELP ringgate_worker_up 1 while the worker runs, 0 once it died.\n# TYPE ringgate_worker_up gauge"
+    );
+    for h in health {
+        let _ = writeln!(
+            out,
+            "ringgate_worker_up{{worker=\"{}\"}} {}",
+            h.worker,
+            u8::from(h.up)
+        );
+    }
+    let _ = writeln!(
+        out,
+        "# HELP ringgate_inbox_dropped_total Messages dropped because their worker was dead.\n# TYPE ringgate_inbox_dropped_total counter"
+    );
+    for h in health {
+        let _ = writeln!(
+            out,
+            "ringgate_inbox_dropped_total{{worker=\"{}\"}} {}",
+            h.worker, h.inbox_dropped
+        );
+    }
+    let deaths = health.iter().filter(|h| !h.up).count();
+    let _ = writeln!(
+        out,
+        "# HELP ringgate_worker_deaths_total Workers that died (returned an error or panicked).\n# TYPE ringgate_worker_deaths_total counter\nringgate_worker_deaths_total {deaths}"
+    );
     out
 }
 
@@ -212,7 +281,23 @@ mod tests {
             connections: 4,
             ..Report::default()
         };
-        let text = prometheus(&[a, b], 2);
+        let health = [
+            Health {
+                worker: 0,
+                up: true,
+                inbox_dropped: 0,
+            },
+            Health {
+                worker: 1,
+                up: false,
+                inbox_dropped: 5,
+            },
+        ];
+        let text = prometheus(&[a, b], &health, 2);
+        assert!(text.contains("ringgate_worker_up{worker=\"0\"} 1\n"));
+        assert!(text.contains("ringgate_worker_up{worker=\"1\"} 0\n"));
+        assert!(text.contains("ringgate_inbox_dropped_total{worker=\"1\"} 5\n"));
+        assert!(text.contains("ringgate_worker_deaths_total 1\n"));
         assert!(text.contains("ringgate_connections{worker=\"0\"} 3\n"));
         assert!(text.contains("ringgate_connections{worker=\"1\"} 4\n"));
         assert!(text.contains("ringgate_deliveries_total{worker=\"0\"} 7\n"));

@@ -8,6 +8,11 @@
 //! - `GET /metrics` → the same in Prometheus text format (not behind the API key: scrapers).
 //! - `POST /api/drain` → 202; drains every worker as SIGTERM does (the process exits when empty).
 //! - `GET /healthz` → 200.
+//! - `POST /api/debug/fail-worker/{id}/{error|panic}` → 202; only with `--debug-fault-injection`
+//!   (a hidden flag for tests; otherwise the route does not exist): that worker fails on its next
+//!   loop turn, so the worker-death handling can be driven from outside.
+//! - `POST /api/debug/resident-bytes/{bytes}` → 202; same flag: the `max_memory_bytes` check reads
+//!   `bytes` as the resident memory (0: the real reading again), so a test drives pause and resume.
 //!
 //! With `api_key` set, `/api/*` requires `Authorization: Bearer <api_key>` (401 otherwise).
 
@@ -55,6 +60,54 @@ struct AppState {
     api_key: Option<Arc<str>>,
 }
 
+/// Test-only: overrides the resident-memory reading of the memory ceiling.
+async fn resident_bytes(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(bytes): Path<u64>,
+) -> Response {
+    if !authorized(&state, &headers) {
+        return error(StatusCode::UNAUTHORIZED, "missing or wrong bearer token");
+    }
+    crate::supervise::override_resident_bytes(bytes);
+    (
+        StatusCode::ACCEPTED,
+        Json(json!({ "resident_bytes": bytes })),
+    )
+        .into_response()
+}
+
+/// Test-only: makes worker `id` fail (`error`: its loop returns an error; `panic`: it panics).
+async fn fail_worker(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path((id, how)): Path<(usize, String)>,
+) -> Response {
+    use crate::worker::inbox::Fault;
+    if !authorized(&state, &headers) {
+        return error(StatusCode::UNAUTHORIZED, "missing or wrong bearer token");
+    }
+    let fault = match how.as_str() {
+        "error" => Fault::Error,
+        "panic" => Fault::Panic,
+        _ => return error(StatusCode::BAD_REQUEST, "expected error or panic"),
+    };
+    let Some(inbox) = state.hub.inboxes.get(id) else {
+        return error(StatusCode::NOT_FOUND, "no such worker");
+    };
+    tracing::warn!(
+        worker = id,
+        ?fault,
+        "injecting a worker fault (--debug-fault-injection)"
+    );
+    inbox.inject_fault(fault);
+    (
+        StatusCode::ACCEPTED,
+        Json(json!({ "worker": id, "fault": how })),
+    )
+        .into_response()
+}
+
 /// Binds the admin listener and serves it on its own thread.
 pub fn start(cfg: Arc<Config>, hub: Arc<Hub>) -> std::io::Result<Admin> {
     let listener = std::net::TcpListener::bind(cfg.admin_listen)?;
@@ -62,6 +115,7 @@ pub fn start(cfg: Arc<Config>, hub: Arc<Hub>) -> std::io::Result<Admin> {
     let addr = listener.local_addr()?;
     let shutdown = Arc::new(Notify::new());
     let stop = shutdown.clone();
+    let fault_injection = cfg.debug_fault_injection;
     let state = AppState {
         hub,
         drain_ms: cfg.drain_ms,
@@ -82,7 +136,15 @@ pub fn start(cfg: Arc<Config>, hub: Arc<Hub>) -> std::io::Result<Admin> {
                     Ok(l) => l,
                     Err(e) => return tracing::error!(error = %e, "admin listener failed"),
                 };
-                let app = router(state);
+                let mut app = router(state.clone());
+                if fault_injection {
+                    app = app.merge(
+                        Router::new()
+                            .route("/api/debug/fail-worker/{id}/{how}", post(fail_worker))
+                            .route("/api/debug/resident-bytes/{bytes}", post(resident_bytes))
+                            .with_state(state),
+                    );
+                }
                 let served = axum::serve(listener, app)
                     .with_graceful_shutdown(async move { stop.notified().await });
                 if let Err(e) = served.await {
@@ -215,7 +277,12 @@ async fn stats(State(state): State<AppState>, headers: HeaderMap) -> Response {
     }
     let topics = state.hub.table.topic_count();
     let workers = reports(state.hub.clone()).await;
-    Json(json!({ "topics": topics, "workers": workers })).into_response()
+    let dead: Vec<usize> = metrics::health(&state.hub)
+        .iter()
+        .filter(|h| !h.up)
+        .map(|h| h.worker)
+        .collect();
+    Json(json!({ "topics": topics, "workers": workers, "dead_workers": dead })).into_response()
 }
 
 async fn prometheus(State(state): State<AppState>) -> Response {
@@ -226,7 +293,7 @@ async fn prometheus(State(state): State<AppState>) -> Response {
             axum::http::header::CONTENT_TYPE,
             "text/plain; version=0.0.4",
         )],
-        metrics::prometheus(&workers, topics),
+        metrics::prometheus(&workers, &metrics::health(&state.hub), topics),
     )
         .into_response()
 }

@@ -1,6 +1,6 @@
 //! What one connection and one worker cost, in bytes: the figures `doctor` divides memory by.
 //!
-//! Measured on Linux 6.18 (`/work/shared/io_uring-notes.md` §5 and §7), slab packing included,
+//! Measured on Linux 6.18 (docs/io_uring.md, "Kernel memory per connection"), slab packing included,
 //! so the estimate errs towards fewer connections. `ringgate profile` measures the real slopes on
 //! a given box; these constants are what `doctor` can know without opening a connection.
 

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-/// Slab caches a connection's kernel objects live in (`shared/io_uring-notes.md` §5).
+/// Slab caches a connection's kernel objects live in (docs/io_uring.md).
 pub const CACHES: &[&str] = &[
     "TCP",
     "sock_inode_cache",

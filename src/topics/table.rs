@@ -80,6 +80,21 @@ impl TopicTable {
         self.audience(topic, &mut Vec::new())
     }
 
+    /// Forgets every member count of `worker` (a dead worker: its connections are gone) and drops
+    /// topics left with no member. Returns the memberships forgotten. Walks every stripe, one lock
+    /// at a time; called once per worker death, never on a hot path.
+    pub fn drop_worker(&self, worker: usize) -> u64 {
+        let mut forgotten = 0;
+        for stripe in self.stripes.iter() {
+            let mut stripe = stripe.lock().unwrap_or_else(|p| p.into_inner());
+            stripe.retain(|_, counts| {
+                forgotten += u64::from(std::mem::take(&mut counts[worker]));
+                counts.iter().any(|&c| c > 0)
+            });
+        }
+        forgotten
+    }
+
     /// Number of topics with at least one member (walks every stripe; for metrics, not hot paths).
     pub fn topic_count(&self) -> usize {
         self.stripes
@@ -106,6 +121,19 @@ mod tests {
         t.add("a", 2, -1);
         assert_eq!(t.members("a"), 0);
         assert_eq!(t.topic_count(), 0);
+    }
+
+    #[test]
+    fn drop_worker_forgets_only_that_workers_members() {
+        let t = TopicTable::new(4, 2);
+        t.add("a", 0, 2);
+        t.add("a", 1, 3);
+        t.add("b", 1, 1);
+        assert_eq!(t.drop_worker(1), 4);
+        assert_eq!(t.members("a"), 2);
+        assert_eq!(t.members("b"), 0);
+        assert_eq!(t.topic_count(), 1);
+        assert_eq!(t.drop_worker(1), 0);
     }
 
     #[test]

@@ -2,8 +2,14 @@
 //!
 //! Messages go into a mutex-guarded vector and an eventfd wakes the worker's ring (a multishot poll
 //! on the eventfd). The lock is held only to push or to swap the vector out: never across a syscall.
+//!
+//! An inbox is also where the rest of the process learns that its worker is gone: once the worker
+//! has died (`close`), every message sent to it is dropped and counted instead of queued, so a dead
+//! worker's inbox cannot grow without bound. It also carries the test-only fault switch
+//! (`inject_fault`, reachable only with `--debug-fault-injection`).
 
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 
 use crate::topics::Broadcast;
@@ -19,9 +25,28 @@ pub enum Msg {
     Report(std::sync::mpsc::SyncSender<super::report::Report>),
 }
 
+/// A failure a test asks a worker to suffer (`--debug-fault-injection` only).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    /// `Worker::run` returns an error, as on a failed `io_uring_enter`.
+    Error,
+    /// The worker thread panics.
+    Panic,
+}
+
+const FAULT_NONE: u8 = 0;
+const FAULT_ERROR: u8 = 1;
+const FAULT_PANIC: u8 = 2;
+
 pub struct Inbox {
     efd: OwnedFd,
     queue: Mutex<Vec<Msg>>,
+    /// Set once the worker is dead: messages are dropped, not queued.
+    closed: AtomicBool,
+    /// Messages dropped because the worker was dead.
+    dropped: AtomicU64,
+    /// A pending injected fault (`FAULT_*`), taken by the worker on its next loop turn.
+    fault: AtomicU8,
 }
 
 impl Inbox {
@@ -36,6 +61,9 @@ impl Inbox {
         Ok(Self {
             efd,
             queue: Mutex::new(Vec::new()),
+            closed: AtomicBool::new(false),
+            dropped: AtomicU64::new(0),
+            fault: AtomicU8::new(FAULT_NONE),
         })
     }
 
@@ -43,16 +71,74 @@ impl Inbox {
         self.efd.as_raw_fd()
     }
 
-    /// Queues a message and wakes the worker.
+    /// Queues a message and wakes the worker; drops (and counts) it if the worker is dead.
     pub fn send(&self, msg: Msg) {
-        self.queue
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push(msg);
+        {
+            let mut q = self.queue.lock().unwrap_or_else(|p| p.into_inner());
+            // Checked under the lock, so `close` and `send` cannot interleave to leave a message
+            // queued after the queue was emptied for good.
+            if self.closed.load(Ordering::Relaxed) {
+                drop(q);
+                self.dropped.fetch_add(1, Ordering::Relaxed);
+                return;
+            }
+            q.push(msg);
+        }
+        self.wake();
+    }
+
+    fn wake(&self) {
         let one: u64 = 1;
         // SAFETY: writes 8 bytes from a live u64 to our eventfd. A full counter (EAGAIN) means the
         // worker has a wake-up pending already, so the result can be ignored.
         unsafe { libc::write(self.fd(), (&one as *const u64).cast(), 8) };
+    }
+
+    /// Marks the worker dead: what is queued is dropped and counted, and so is every later message.
+    /// Dropping a queued `Msg::Report` drops its reply sender, so a waiting `/metrics` returns at
+    /// once instead of timing out.
+    pub fn close(&self) {
+        let queued = {
+            let mut q = self.queue.lock().unwrap_or_else(|p| p.into_inner());
+            self.closed.store(true, Ordering::Relaxed);
+            std::mem::take(&mut *q)
+        };
+        self.dropped
+            .fetch_add(queued.len() as u64, Ordering::Relaxed);
+    }
+
+    /// Whether the worker behind this inbox is dead.
+    pub fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Relaxed)
+    }
+
+    /// Messages dropped because the worker was dead.
+    pub fn dropped_total(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
+    }
+
+    /// Test-only: makes the worker fail on its next loop turn (see `--debug-fault-injection`).
+    pub fn inject_fault(&self, fault: Fault) {
+        let code = match fault {
+            Fault::Error => FAULT_ERROR,
+            Fault::Panic => FAULT_PANIC,
+        };
+        self.fault.store(code, Ordering::Relaxed);
+        self.wake();
+    }
+
+    /// Called by the worker once per loop turn (one relaxed load): suffers an injected fault.
+    pub fn take_fault(&self) -> std::io::Result<()> {
+        if self.fault.load(Ordering::Relaxed) == FAULT_NONE {
+            return Ok(());
+        }
+        match self.fault.swap(FAULT_NONE, Ordering::Relaxed) {
+            FAULT_ERROR => Err(std::io::Error::other(
+                "injected fault (--debug-fault-injection)",
+            )),
+            FAULT_PANIC => panic!("injected fault (--debug-fault-injection)"),
+            _ => Ok(()),
+        }
     }
 
     /// Takes every queued message (called by the worker when the eventfd fires).
@@ -62,5 +148,34 @@ impl Inbox {
         unsafe { libc::read(self.fd(), (&mut counter as *mut u64).cast(), 8) };
         let mut q = self.queue.lock().unwrap_or_else(|p| p.into_inner());
         out.append(&mut q);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_closed_inbox_drops_and_counts_instead_of_queueing() {
+        let inbox = Inbox::new().unwrap();
+        inbox.send(Msg::Drain { drain_ms: 0 });
+        inbox.send(Msg::Drain { drain_ms: 0 });
+        inbox.close();
+        assert!(inbox.is_closed());
+        assert_eq!(inbox.dropped_total(), 2);
+        inbox.send(Msg::Drain { drain_ms: 0 });
+        assert_eq!(inbox.dropped_total(), 3);
+        let mut out = Vec::new();
+        inbox.drain(&mut out);
+        assert!(out.is_empty());
+    }
+
+    #[test]
+    fn an_injected_error_is_taken_once() {
+        let inbox = Inbox::new().unwrap();
+        assert!(inbox.take_fault().is_ok());
+        inbox.inject_fault(Fault::Error);
+        assert!(inbox.take_fault().is_err());
+        assert!(inbox.take_fault().is_ok());
     }
 }

@@ -164,8 +164,12 @@ pub struct WorkerSetup {
     pub hub: Arc<Hub>,
 }
 
-/// The process's resident memory, from `/proc/self/statm` (0 if unreadable).
+/// The process's resident memory, from `/proc/self/statm` (0 if unreadable), unless a test has
+/// overridden the reading (`--debug-fault-injection`).
 fn resident_bytes() -> u64 {
+    if let Some(bytes) = crate::supervise::resident_override() {
+        return bytes;
+    }
     let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
     let pages: u64 = statm
         .split_whitespace()
@@ -293,6 +297,7 @@ impl Worker {
             self.now_tick = self.clock_tick();
             crate::ring::reap(self);
             self.flush_sends();
+            self.inbox.take_fault()?;
             self.ring.flush_backlog();
             self.bufs.refill();
             self.retry_starved();

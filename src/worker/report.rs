@@ -50,6 +50,11 @@ pub struct Report {
     pub handshaking: u64,
     pub open: u64,
     pub closing: u64,
+    /// Completions the kernel could not post because the completion queue was full (the ring's
+    /// overflow counter): each one means a burst outran the loop; see `cq_entries`.
+    pub cq_overflow: u64,
+    /// Submission entries waiting in `Ring`'s backlog for room in the submission queue.
+    pub submission_backlog: u64,
     pub stats: Stats,
     pub memory: Memory,
 }
@@ -76,6 +81,11 @@ impl Worker {
             stats: self.stats.clone(),
             ..Report::default()
         };
+        // SAFETY: `report` runs on the worker's own thread (the ring's single issuer), between
+        // completion batches: no other `CompletionQueue` of this ring is alive, and `overflow`
+        // only reads the kernel's counter.
+        r.cq_overflow = u64::from(unsafe { self.ring.uring.completion_shared() }.overflow());
+        r.submission_backlog = self.ring.backlog_len() as u64;
         let m = &mut r.memory;
         m.conn_slots = self.conns.len() as u64;
         m.conn_table_bytes = (self.conns.len() * std::mem::size_of::<Conn>()) as u64;

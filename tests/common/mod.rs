@@ -183,3 +183,18 @@ impl RawClient {
         assert!(self.read_frame().is_none(), "expected EOF");
     }
 }
+
+/// Runs an async test body on a 2-thread runtime under an overall time limit, so that every await
+/// in it is bounded: a hang fails the test after `limit` instead of stalling CI.
+pub fn bounded<F: std::future::Future>(limit: Duration, body: F) -> F::Output {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("test runtime")
+        .block_on(async {
+            tokio::time::timeout(limit, body)
+                .await
+                .unwrap_or_else(|_| panic!("test did not finish within {limit:?}"))
+        })
+}
