@@ -143,7 +143,7 @@ impl Server {
             threads.push(handle);
         }
         drop(ready_tx);
-        let admin = match admin::start(cfg.clone(), hub.clone()) {
+        let admin = match admin::start(cfg.clone(), hub.clone(), local_addr) {
             Ok(a) => a,
             Err(e) => {
                 for inbox in &inboxes {
@@ -182,7 +182,8 @@ impl Server {
             admin = %server.admin_addr,
             workers = cfg.workers,
             slots_per_worker = slots,
-            "ringgate listening"
+            "ringgate listening; dashboard http://{0}/ · chat http://{0}/chat · metrics http://{0}/metrics",
+            server.admin_addr
         );
         Ok(server)
     }
@@ -270,7 +271,16 @@ pub fn run(cfg: Config) -> Result<(), Box<dyn std::error::Error>> {
     }
     for (id, result) in server.join().into_iter().enumerate() {
         match result {
-            Ok(stats) => tracing::info!(worker = id, ?stats, "worker exited"),
+            Ok(stats) => tracing::info!(
+                worker = id,
+                accepted = stats.accepted,
+                closed = stats.closed,
+                joins = stats.joins,
+                broadcasts = stats.broadcasts,
+                deliveries = stats.deliveries,
+                slow_consumer_closes = stats.send_queue_overflows,
+                "worker exited"
+            ),
             Err(e) => tracing::error!(worker = id, error = %e, "worker failed"),
         }
     }

@@ -7,6 +7,7 @@
 
 pub mod drain;
 pub mod inbox;
+pub mod latency;
 pub mod report;
 pub mod timer;
 
@@ -80,6 +81,8 @@ pub struct Stats {
     pub auth_expired: u64,
     pub per_ip_refused: u64,
     pub memory_pauses: u64,
+    /// Publish-to-queued time of broadcasts fanned out here (`latency`).
+    pub delivery_latency: latency::Histogram,
 }
 
 /// Deadlines in ticks, derived once from the config.
