@@ -73,7 +73,8 @@ fn sum(text: &str, name: &str, want: &[&str]) -> f64 {
         .filter_map(|l| {
             let (series, value) = l.rsplit_once(' ')?;
             let (n, labels) = series.split_once('{').unwrap_or((series, ""));
-            (n == name && want.iter().all(|w| labels.contains(w))).then(|| value.parse::<f64>().unwrap())
+            (n == name && want.iter().all(|w| labels.contains(w)))
+                .then(|| value.parse::<f64>().unwrap())
         })
         .sum()
 }
@@ -144,7 +145,10 @@ fn metrics_follow_a_scripted_run_and_pass_promtool() {
     assert_eq!(sum(&up, "ringgate_connections_open", &[]), m);
     let accepted_before = sum(&idle, "ringgate_accepted_total", &[]);
     let closed_before = sum(&idle, "ringgate_closed_total", &[]);
-    assert_eq!(sum(&up, "ringgate_accepted_total", &[]) - accepted_before, m);
+    assert_eq!(
+        sum(&up, "ringgate_accepted_total", &[]) - accepted_before,
+        m
+    );
     assert_eq!(sum(&up, "ringgate_joins_total", &[]), m);
     assert_eq!(sum(&up, "ringgate_memberships", &[]), m);
     assert_eq!(sum(&up, "ringgate_topics", &[]), 1.0);
@@ -156,11 +160,7 @@ fn metrics_follow_a_scripted_run_and_pass_promtool() {
     let rest: Vec<String> = (1..ADMIN_BROADCASTS)
         .map(|n| format!(r#"{{"topic":"{TOPIC}","event":"news","payload":{{"n":{n}}}}}"#))
         .collect();
-    let resp = post(
-        gw.admin,
-        "/api/broadcast",
-        &format!("[{}]", rest.join(",")),
-    );
+    let resp = post(gw.admin, "/api/broadcast", &format!("[{}]", rest.join(",")));
     assert!(resp.starts_with("HTTP/1.1 202"), "{resp}");
     for c in &mut clients {
         expect_broadcasts(c, "news", ADMIN_BROADCASTS as usize);
@@ -181,7 +181,11 @@ fn metrics_follow_a_scripted_run_and_pass_promtool() {
         "deliveries = members × broadcasts"
     );
     assert_eq!(
-        sum(&after, "ringgate_broadcasts_total", &["source=\"admin_api\""]),
+        sum(
+            &after,
+            "ringgate_broadcasts_total",
+            &["source=\"admin_api\""]
+        ),
         ADMIN_BROADCASTS as f64
     );
     assert_eq!(
@@ -256,7 +260,10 @@ fn pages_and_assets_are_served_from_the_binary() {
     )));
     assert!(body.contains(r#"<meta name="ringgate-socket-path" content="/socket">"#));
     for (name, starts) in [
-        ("uPlot.iife.min.js", "/*! https://github.com/leeoniya/uPlot (v1.6.32) */"),
+        (
+            "uPlot.iife.min.js",
+            "/*! https://github.com/leeoniya/uPlot (v1.6.32) */",
+        ),
         ("phoenix.min.js", "var Phoenix="),
         ("dashboard.js", "// ringgate live dashboard"),
         ("chat.js", "// The seed's chat app"),
@@ -294,7 +301,11 @@ fn the_api_key_guards_the_data_not_the_pages_or_the_scrape() {
     }
     let text = scrape(&gw);
     assert_eq!(
-        sum(&text, "ringgate_broadcasts_total", &["source=\"admin_api\""]),
+        sum(
+            &text,
+            "ringgate_broadcasts_total",
+            &["source=\"admin_api\""]
+        ),
         0.0
     );
 }
@@ -322,8 +333,11 @@ fn logs_of(args: &[&str]) -> String {
         .unwrap();
     let addr: SocketAddr = format!("127.0.0.1:{admin}").parse().unwrap();
     wait_until("the admin port", || {
-        http_request(addr, "GET /healthz HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
-            .is_ok_and(|r| r.starts_with("HTTP/1.1 200"))
+        http_request(
+            addr,
+            "GET /healthz HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
+        )
+        .is_ok_and(|r| r.starts_with("HTTP/1.1 200"))
     });
     // SIGTERM: a drain with nothing to drain, then exit; stderr ends.
     // SAFETY: kill(2) on the PID of our own child.
