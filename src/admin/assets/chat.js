@@ -70,7 +70,13 @@
   });
 
   channel.join()
-    .receive('ok', () => { status('live', 'joined'); document.body.dataset.joined = 'true' })
+    .receive('ok', () => {
+      status('live', 'joined');
+      if (!document.body.dataset.joined) {
+        line('system', null, `Joined ${TOPIC}. Open this page in another tab or browser to chat with yourself.`);
+      }
+      document.body.dataset.joined = 'true';
+    })
     .receive('error', r => { status('error', 'join refused'); line('system', null, `join refused: ${JSON.stringify(r)}`) })
     .receive('timeout', () => status('error', 'join timed out'));
 

@@ -23,7 +23,7 @@
   }
   function duration (us) {
     if (us == null) return '–';
-    if (us < 1000) return us.toFixed(0) + ' µs';
+    if (us < 1000) return us.toFixed(us < 10 && us % 1 ? 1 : 0) + ' µs';
     if (us < 1e6) return (us / 1000).toFixed(us < 1e4 ? 2 : 1) + ' ms';
     return (us / 1e6).toFixed(2) + ' s';
   }
@@ -36,18 +36,24 @@
 
   // ------------------------------------------------------------------ charts
   const charts = {};
-  function makeChart (id, series, fmt) {
+  // Whole-number tick steps for charts of counts and bytes (no "1 B, 1 B" from 0.5-steps).
+  const WHOLE = [1, 2, 5, 10, 20, 50, 100, 200, 500, 1e3, 2e3, 5e3, 1e4, 2e4, 5e4, 1e5, 2e5, 5e5,
+    1e6, 2e6, 5e6, 1e7, 2e7, 5e7, 1e8, 2e8, 5e8, 1e9, 2e9, 5e9, 1e10, 1e11, 1e12];
+  function makeChart (id, series, fmt, whole = false) {
     const el = $(id);
     const data = [[], ...series.map(() => [])];
     const opts = {
       width: Math.max(200, el.clientWidth), height: 150,
       cursor: { drag: { x: false, y: false } },
       legend: { live: false },
-      scales: { x: { time: true }, y: { range: (u, min, max) => [0, max > 0 ? max * 1.1 : 1] } },
+      scales: {
+        x: { time: true },
+        y: { range: (u, min, max) => [0, whole ? Math.max(4, Math.ceil(max * 1.1)) : (max > 0 ? max * 1.1 : 1)] }
+      },
       axes: [
-        { stroke: '#8b9bab', grid: { stroke: '#263241' }, ticks: { stroke: '#263241' } },
-        { stroke: '#8b9bab', grid: { stroke: '#263241' }, ticks: { stroke: '#263241' }, size: 60,
-          values: (u, vals) => vals.map(v => fmt(v)) }
+        { stroke: '#8b9bab', font: '11px system-ui, sans-serif', grid: { stroke: '#263241' }, ticks: { stroke: '#263241' } },
+        { stroke: '#8b9bab', font: '11px system-ui, sans-serif', grid: { stroke: '#263241' }, ticks: { stroke: '#263241' },
+          size: 74, ...(whole ? { incrs: WHOLE } : {}), values: (u, vals) => vals.map(v => fmt(v)) }
       ],
       series: [{}, ...series.map((label, i) => ({
         label, stroke: COLORS[i % COLORS.length], width: i === 0 ? 2 : 1.25, points: { show: false },
@@ -70,13 +76,13 @@
 
   const plain = v => int(v);
   makeChart('c-connects', ['connects/s', 'closes/s'], rate);
-  makeChart('c-joins', ['memberships', 'joins/s'], plain);
+  makeChart('c-joins', ['memberships', 'joins/s'], plain, true);
   makeChart('c-broadcasts', ['broadcasts/s'], rate);
   makeChart('c-deliveries', ['deliveries/s'], rate);
   makeChart('c-latency', ['p99', 'mean'], v => duration(v));
-  makeChart('c-memory', ['user/conn', 'kernel/socket est.'], bytes);
-  makeChart('c-sendq', ['send-queue bytes'], bytes);
-  makeChart('c-pressure', ['slow-consumer closes', 'memory pauses'], plain);
+  makeChart('c-memory', ['user/conn', 'kernel/socket est.'], bytes, true);
+  makeChart('c-sendq', ['send-queue bytes'], bytes, true);
+  makeChart('c-pressure', ['slow-consumer closes', 'memory pauses'], plain, true);
   let connWorkers = -1; // the connections chart is rebuilt when the worker count changes
 
   // ------------------------------------------------------------ the API key
@@ -162,7 +168,7 @@
     // connections: total and one line per worker
     if (connWorkers !== s.workers.length) {
       if (charts['c-connections']) { charts['c-connections'].plot.destroy(); $('c-connections').replaceChildren() }
-      makeChart('c-connections', ['total', ...s.workers.map(w => `worker ${w.worker}`)], plain);
+      makeChart('c-connections', ['total', ...s.workers.map(w => `worker ${w.worker}`)], plain, true);
       connWorkers = s.workers.length;
     }
     push('c-connections', t, [sum.connections, ...s.workers.map(w => w.connections)]);
@@ -248,6 +254,7 @@
       const res = await fetch('/api/stats', { headers, cache: 'no-store' });
       if (res.status === 401) {
         status('error', 'key needed');
+        setText('meta', 'waiting for the admin API key');
         if ($('keyform').hidden) {
           showKeyForm(k ? 'The admin API refused this key: type the right one.'
             : 'This gateway requires its admin API key to show statistics.');
