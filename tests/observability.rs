@@ -371,3 +371,81 @@ fn logs_are_plain_on_a_pipe_and_json_on_request() {
     assert_eq!(start["workers"], 1);
     assert!(lines.iter().any(|l| l["message"] == "draining"), "{json}");
 }
+
+/// `ringgate_*` names in `text` (what a PromQL expression or a doc mentions).
+fn metric_names(text: &str) -> std::collections::BTreeSet<String> {
+    let mut out = std::collections::BTreeSet::new();
+    let mut rest = text;
+    while let Some(i) = rest.find("ringgate_") {
+        let tail = &rest[i..];
+        let end = tail
+            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .unwrap_or(tail.len());
+        out.insert(tail[..end].to_string());
+        rest = &tail[end..];
+    }
+    out
+}
+
+#[test]
+fn docs_dashboards_and_alerts_name_only_real_metrics() {
+    let gw = Gateway::start(&["--workers", "1"]);
+    let text = scrape(&gw);
+    let families: Vec<(String, String)> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .map(|l| {
+            let (name, kind) = l.split_once(' ').unwrap();
+            (name.to_string(), kind.to_string())
+        })
+        .collect();
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let docs = std::fs::read_to_string(root.join("docs/operations.md")).unwrap();
+    for (name, _) in &families {
+        assert!(
+            docs.contains(&format!("`{name}`")),
+            "docs/operations.md does not list {name}"
+        );
+    }
+    // Every series a dashboard panel or an alert queries exists (histograms by their parts).
+    let exists = |n: &str| {
+        families.iter().any(|(f, kind)| {
+            n == f
+                || (kind == "histogram"
+                    && ["_bucket", "_sum", "_count"]
+                        .iter()
+                        .any(|s| n.strip_suffix(s) == Some(f)))
+        })
+    };
+    let grafana: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(root.join("deploy/grafana/ringgate.json")).unwrap(),
+    )
+    .expect("deploy/grafana/ringgate.json is JSON");
+    let mut exprs = 0;
+    for panel in grafana["panels"].as_array().unwrap() {
+        for target in panel["targets"].as_array().into_iter().flatten() {
+            let expr = target["expr"].as_str().unwrap();
+            exprs += 1;
+            for n in metric_names(expr) {
+                assert!(
+                    exists(&n),
+                    "grafana panel {:?} queries unknown {n}",
+                    panel["title"]
+                );
+            }
+        }
+    }
+    assert!(exprs >= 20, "{exprs}");
+    let alerts = std::fs::read_to_string(root.join("deploy/ringgate-alerts.yml")).unwrap();
+    for n in metric_names(&alerts) {
+        assert!(exists(&n), "an alert queries unknown {n}");
+    }
+    // promtool checks the scrape config and, through it, the rule file.
+    let out = Command::new("promtool")
+        .args(["check", "config"])
+        .arg(root.join("deploy/prometheus.yml"))
+        .output()
+        .expect("promtool");
+    assert!(out.status.success(), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("SUCCESS: 11 rules found"));
+}

@@ -73,7 +73,7 @@ const PER_WORKER: &[(&str, &str, &str, Field)] = &[
     (
         "http_responses_total",
         "counter",
-        "Plain HTTP responses (refused or non-upgrade requests).",
+        "Plain HTTP responses (health checks and refused upgrades).",
         |r| r.stats.http_responses,
     ),
     (
@@ -133,7 +133,7 @@ const PER_WORKER: &[(&str, &str, &str, Field)] = &[
     (
         "auth_failures_total",
         "counter",
-        "Connects refused for a missing or invalid token.",
+        "Tokens refused as missing or invalid (at connect or in-band).",
         |r| r.stats.auth_failures,
     ),
     (
@@ -157,7 +157,7 @@ const PER_WORKER: &[(&str, &str, &str, Field)] = &[
     (
         "frames_out_total",
         "counter",
-        "WebSocket frames queued to clients.",
+        "Sends submitted to the kernel (a short write's rest counts again).",
         |r| r.stats.frames_out,
     ),
     ("joins_total", "counter", "Channel joins.", |r| {
@@ -166,7 +166,7 @@ const PER_WORKER: &[(&str, &str, &str, Field)] = &[
     (
         "joins_refused_total",
         "counter",
-        "Channel joins refused (limits, routes, auth).",
+        "Joins refused by the token's channels claim or max_joins_per_second.",
         |r| r.stats.joins_refused,
     ),
     (
