@@ -120,3 +120,35 @@ test('with an API key the dashboard asks for it and sends it as a header only', 
     await gw.stop()
   }
 })
+
+test('bus and presence sections appear with whatever fields /api/stats gives them', async () => {
+  const gw = await startGateway(['--workers', '1'])
+  try {
+    const context = await browser.newContext({ viewport: LAPTOP })
+    const page = await context.newPage()
+    // The gateway's real snapshot, with the objects another subsystem would add: the page must
+    // show them as they come (these names are made up on purpose, the page knows none of them).
+    await context.route('**/api/stats', async route => {
+      const response = await route.fetch()
+      const stats = await response.json()
+      stats.bus = { state: 'connected', published_total: 1234, shards: [{ name: 'a', up: true }] }
+      stats.presence = { tracked: 7 }
+      await route.fulfill({ response, json: stats })
+    })
+    await page.goto(`${gw.admin}/`)
+    await waitFor('the bus card', async () => !(await page.isHidden('#bus-card')))
+    const pairs = await page.$$eval('#bus dt, #bus dd', els => els.map(e => e.textContent))
+    assert.deepEqual(pairs, ['state', 'connected', 'published_total', '1,234', 'shards[0].name', 'a', 'shards[0].up', 'true'])
+    assert.deepEqual(await page.$$eval('#presence dt, #presence dd', els => els.map(e => e.textContent)), ['tracked', '7'])
+    await page.screenshot({ path: `${SHOTS}dashboard-sections.png`, fullPage: true })
+    await context.close()
+
+    // Without them (this gateway's real snapshot) the cards stay hidden.
+    const plain = await openPage(browser, `${gw.admin}/`, LAPTOP)
+    await waitFor('figures', async () => (await plain.textContent('#status')) === 'live')
+    assert.ok(await plain.isHidden('#bus-card'))
+    assert.ok(await plain.isHidden('#presence-card'))
+  } finally {
+    await gw.stop()
+  }
+})
