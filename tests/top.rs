@@ -1,7 +1,8 @@
 //! `ringgate top` as a person runs it: in a real pseudo-terminal (a tmux session on its own
 //! server socket), against a gateway holding a known load. The screen must show the exact
 //! counts, and `q` (then, in a second run, Ctrl-C) must end it with status 0 and the terminal
-//! restored (the alternate screen left). The last screen is kept in target/top-screen.txt.
+//! restored (the alternate screen left). The last screen is kept in target/top-screen.txt. Also:
+//! `serve`'s log lines are coloured on a terminal (a pipe gets none: tests/observability.rs).
 
 mod common;
 
@@ -214,5 +215,41 @@ fn top_without_the_key_says_so() {
     tmux.wait_for(&["401: the admin API wants a key"]);
     tmux.run(&["send-keys", "-t", "top", "q"]);
     assert_eq!(wait_exit(&tmux, &exit), "0");
+    let _ = std::fs::remove_file(exit);
+}
+
+#[test]
+fn logs_are_coloured_on_a_terminal() {
+    let tmux = Tmux::new("logs");
+    let (port, admin) = (common::free_port(), common::free_port());
+    let exit = exit_file("serve");
+    let _ = std::fs::remove_file(&exit);
+    let cmd = format!(
+        "{} serve --listen 127.0.0.1:{port} --admin-listen 127.0.0.1:{admin} --workers 1 --drain-ms 0; echo $? > {}; sleep 60",
+        env!("CARGO_BIN_EXE_ringgate"),
+        exit.display()
+    );
+    tmux.run(&[
+        "new-session",
+        "-d",
+        "-s",
+        "top",
+        "-x",
+        "200",
+        "-y",
+        "20",
+        &cmd,
+    ]);
+    tmux.wait_for(&["ringgate listening"]);
+    // -e keeps the escape sequences: the INFO level is coloured on a terminal.
+    let coloured = tmux.run(&["capture-pane", "-p", "-e", "-t", "top"]);
+    assert!(
+        coloured.contains("\x1b["),
+        "no ANSI colour on a terminal:\n{coloured}"
+    );
+    // Ctrl-C drains and exits 0, logging the drain and each worker's exit.
+    tmux.run(&["send-keys", "-t", "top", "C-c"]);
+    assert_eq!(wait_exit(&tmux, &exit), "0");
+    tmux.wait_for(&["draining", "worker exited"]);
     let _ = std::fs::remove_file(exit);
 }
