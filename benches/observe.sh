@@ -15,7 +15,7 @@ RATE=${RATE:-5000}
 # One ring holds at most the soft RLIMIT_NOFILE (20,000 here); SO_REUSEPORT spreads by hash: ~20% headroom.
 WORKERS=${WORKERS:-$(( (USERS * 12 / 10 + 19999) / 20000 ))}
 PROCS=${PROCS:-$(( (USERS + 17999) / 18000 ))}
-HOLD_S=${HOLD_S:-420}
+HOLD_S=${HOLD_S:-600}
 BIN=target/release/ringgate
 mkdir -p "$OUT"
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
@@ -32,7 +32,7 @@ trap cleanup EXIT
 "$BIN" serve --listen "127.0.0.1:$PORT" --admin-listen "127.0.0.1:$ADMIN" --workers "$WORKERS" \
     --max-connections-per-worker 20000 --idle-timeout-ms 3600000 --listen-backlog 65535 \
     --max-handshakes-per-worker 65535 --log-level warn >"$OUT/gateway.log" 2>&1 &
-PIDS+=($!)
+GW=$!; PIDS+=("$GW")
 for _ in $(seq 1 100); do curl -sf "http://127.0.0.1:$ADMIN/healthz" >/dev/null && break; sleep 0.2; done
 
 "$BIN" load --url "ws://127.0.0.1:$PORT/socket/websocket" --scenario phoenix-idle --users "$USERS" \
@@ -52,7 +52,7 @@ done
 echo "joined members: $open of $USERS ($WORKERS workers, $PROCS load processes)"
 (( open >= USERS )) || { echo "not every user joined"; exit 1; }
 sleep 5
-node benches/observe/cost.mjs "http://127.0.0.1:$ADMIN" "ws://127.0.0.1:$PORT/socket/websocket" "$open" "$OUT/observe.json"
+GATEWAY_PID=$GW node benches/observe/cost.mjs "http://127.0.0.1:$ADMIN" "ws://127.0.0.1:$PORT/socket/websocket" "$open" "$OUT/observe.json"
 python3 - "$OUT/observe.json" "$WORKERS" "$(git rev-parse --short HEAD)" "$(cat /proc/loadavg)" <<'PY'
 import json, sys
 path, workers, commit, load = sys.argv[1:]

@@ -7,10 +7,12 @@
 // observers sit at random places in the workers' member lists, so this is the time to ~the last
 // member), and the next one is published then. deliveries/s = members × broadcasts / phase time.
 // "Open" = one headless Chromium page on GET / (polling /api/stats once a second, drawing charts).
+// With GATEWAY_PID set, first the gateway's own CPU use with no broadcast, closed vs open: the
+// dashboard's absolute cost, free of the broadcast phases' noise.
 //
 // node benches/observe/cost.mjs ADMIN_URL WS_URL MEMBERS OUT.json
 
-import { writeFileSync } from 'node:fs'
+import { readFileSync, writeFileSync } from 'node:fs'
 import { createRequire } from 'node:module'
 
 const require = createRequire(new URL('../../tests/browser/package.json', import.meta.url))
@@ -25,6 +27,8 @@ const OBSERVERS = Number(process.env.OBSERVERS ?? 32)
 const TOPIC = process.env.TOPIC ?? 'rooms:lobby'
 const BROADCAST_TIMEOUT_MS = 20000
 
+const GATEWAY_PID = process.env.GATEWAY_PID
+const IDLE_PHASE_S = Number(process.env.IDLE_PHASE_S ?? 15)
 const sleep = ms => new Promise(resolve => setTimeout(resolve, ms))
 const median = xs => { const s = [...xs].sort((a, b) => a - b); return s[Math.floor(s.length / 2)] }
 const spread = xs => ({ median: median(xs), min: Math.min(...xs), max: Math.max(...xs), n: xs.length })
@@ -94,6 +98,23 @@ async function phase (name) {
   return row
 }
 
+/** The gateway's CPU time so far, seconds (utime + stime of /proc/PID/stat, 100 ticks/s). */
+function gatewayCpuS () {
+  const stat = readFileSync(`/proc/${GATEWAY_PID}/stat`, 'utf8')
+  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
+  return (Number(fields[11]) + Number(fields[12])) / 100
+}
+
+/** With no broadcasts: the gateway's CPU use (ms per s) over a phase, dashboard closed or open. */
+async function idlePhase (name, page) {
+  const c0 = gatewayCpuS(); const t0 = performance.now()
+  await sleep(IDLE_PHASE_S * 1000)
+  const row = { phase: name, cpu_ms_per_s: (gatewayCpuS() - c0) * 1000 / ((performance.now() - t0) / 1000) }
+  if (page) row.shown = await page.textContent('#v-connections')
+  console.log(JSON.stringify(row))
+  return row
+}
+
 const members = Number(MEMBERS_ARG)
 const result = { members, observers: OBSERVERS, phase_s: PHASE_S, pairs: PAIRS }
 result.metrics = await timeGet('/metrics')
@@ -103,7 +124,19 @@ console.log(JSON.stringify({ metrics: result.metrics, api_stats: result.api_stat
 const sockets = await Promise.all([...Array(OBSERVERS).keys()].map(i => observer(i, onBroadcast)))
 const browser = await chromium.launch({ executablePath: process.env.CHROMIUM_PATH ?? '/usr/bin/chromium', args: ['--no-sandbox', '--disable-dev-shm-usage'] })
 const rows = []
+const idle = []
 try {
+  if (GATEWAY_PID) {
+    for (let p = 0; p < PAIRS; p++) {
+      idle.push(await idlePhase('idle-closed'))
+      const context = await browser.newContext({ viewport: { width: 1366, height: 900 } })
+      const page = await context.newPage()
+      await page.goto(`${ADMIN}/`)
+      await page.waitForFunction(() => document.getElementById('status').textContent === 'live')
+      idle.push(await idlePhase('idle-open', page))
+      await context.close()
+    }
+  }
   await phase('warm-up')
   for (let p = 0; p < PAIRS; p++) {
     rows.push(await phase('closed'))
@@ -122,6 +155,13 @@ try {
 const closed = rows.filter(r => r.phase === 'closed').map(r => r.deliveries_per_s)
 const open = rows.filter(r => r.phase === 'open').map(r => r.deliveries_per_s)
 result.phases = rows
+if (idle.length) {
+  result.idle_cpu_ms_per_s = {
+    closed: spread(idle.filter(r => r.phase === 'idle-closed').map(r => r.cpu_ms_per_s)),
+    open: spread(idle.filter(r => r.phase === 'idle-open').map(r => r.cpu_ms_per_s))
+  }
+  console.log(JSON.stringify({ idle_cpu_ms_per_s: result.idle_cpu_ms_per_s }))
+}
 result.closed = spread(closed)
 result.open = spread(open)
 result.open_over_closed = median(open) / median(closed)
