@@ -7,6 +7,8 @@
 //! shared out over its TCP sockets in use. Both are system-wide: on loopback the clients' sockets
 //! count too, which is why it is a per-socket figure.
 
+use std::sync::OnceLock;
+
 use serde::Serialize;
 
 use crate::profile::readings::{parse_meminfo, parse_sockstat};
@@ -48,9 +50,14 @@ pub fn kernel() -> Kernel {
     let (tcp_sockets, pages) =
         parse_sockstat(&std::fs::read_to_string("/proc/net/sockstat").unwrap_or_default());
     let tcp_buffer_bytes = pages * PAGE_BYTES;
-    let socket_object_bytes = std::fs::read_to_string("/proc/slabinfo")
-        .ok()
-        .and_then(|t| socket_object_bytes(&t));
+    // Object sizes are fixed for the kernel's lifetime, and reading /proc/slabinfo walks every
+    // cache's partial slabs (milliseconds of kernel time with many sockets): read it once.
+    static OBJECT_BYTES: OnceLock<Option<u64>> = OnceLock::new();
+    let socket_object_bytes = *OBJECT_BYTES.get_or_init(|| {
+        std::fs::read_to_string("/proc/slabinfo")
+            .ok()
+            .and_then(|t| socket_object_bytes(&t))
+    });
     let bytes_per_socket_estimate =
         socket_object_bytes.map(|o| o + tcp_buffer_bytes.checked_div(tcp_sockets).unwrap_or(0));
     Kernel {

@@ -47,7 +47,8 @@
       cursor: { drag: { x: false, y: false } },
       legend: { live: false },
       scales: {
-        x: { time: true },
+        // At least a minute wide, so the first points do not stretch the axis over years.
+        x: { time: true, range: (u, min, max) => [Math.min(min ?? Date.now() / 1000, (max ?? Date.now() / 1000) - 60), max ?? Date.now() / 1000] },
         y: { range: (u, min, max) => [0, whole ? Math.max(4, Math.ceil(max * 1.1)) : (max > 0 ? max * 1.1 : 1)] }
       },
       axes: [
