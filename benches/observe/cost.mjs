@@ -115,6 +115,24 @@ async function idlePhase (name, page) {
   return row
 }
 
+/**
+ * CPU of the gateway per GET of `path`: POLLS back-to-back requests, minus the background (the
+ * clients' heartbeats) measured over an equal quiet window before. What one dashboard poll costs
+ * (the dashboard makes one a second).
+ */
+async function costPerGet (path, polls = 200) {
+  const q0 = gatewayCpuS(); const tq = performance.now()
+  await sleep(5000)
+  const background = (gatewayCpuS() - q0) / ((performance.now() - tq) / 1000)
+  const c0 = gatewayCpuS(); const t0 = performance.now()
+  for (let i = 0; i < polls; i++) await (await fetch(ADMIN + path)).arrayBuffer()
+  const wall = (performance.now() - t0) / 1000
+  const cpu = gatewayCpuS() - c0
+  const row = { path, polls, background_cpu_ms_per_s: background * 1000, cpu_ms_per_get: Math.max(0, cpu - background * wall) * 1000 / polls }
+  console.log(JSON.stringify(row))
+  return row
+}
+
 const members = Number(MEMBERS_ARG)
 const result = { members, observers: OBSERVERS, phase_s: PHASE_S, pairs: PAIRS }
 result.metrics = await timeGet('/metrics')
@@ -127,6 +145,11 @@ const rows = []
 const idle = []
 try {
   if (GATEWAY_PID) {
+    result.cpu_per_get = []
+    for (let r = 0; r < 3; r++) {
+      result.cpu_per_get.push(await costPerGet('/api/stats'))
+      result.cpu_per_get.push(await costPerGet('/metrics'))
+    }
     for (let p = 0; p < PAIRS; p++) {
       idle.push(await idlePhase('idle-closed'))
       const context = await browser.newContext({ viewport: { width: 1366, height: 900 } })
