@@ -14,6 +14,8 @@
 #               shell expands the glob, so Node 20 and Node 22+ get the same explicit file list
 #               (since Node 21 every argument is a glob pattern: a bare directory matches only
 #               itself and is then run as a module, not searched)
+#   browser     node --test tests/browser/: dashboard and chat pages in headless Chromium
+#               (playwright-core, real time); screenshots in target/browser/
 #   fuzz        scripts/fuzz.sh: every fuzz target for FUZZ_SECONDS_PER_TARGET s
 #
 # Knobs (environment):
@@ -50,11 +52,12 @@ declare -A CARGO_TIMEOUT_S=([fmt]=120 [clippy]=900 [cargo-test]=1200 [build]=900
 FUZZ_TARGETS=$(find fuzz/fuzz_targets -name "*.rs" | wc -l)
 CARGO_TIMEOUT_S[fuzz]=$((900 + FUZZ_TARGETS * (${FUZZ_SECONDS_PER_TARGET:-30} + 60)))
 INSTALL_TIMEOUT_S=600
+BROWSER_TIMEOUT_S=300
 # Autobahn 9.* sends 16 MiB messages and 4 MiB in 64-byte fragments; see
 # tests/autobahn/README.md.
 AUTOBAHN_LIMITS=(--max-frame-bytes 16777216 --max-message-bytes 16777216 --max-fragments 100000 --max-messages-per-second 0)
 
-STAGES=(deps fmt clippy cargo-test build pytest autobahn node-test fuzz)
+STAGES=(deps fmt clippy cargo-test build pytest autobahn node-test browser fuzz)
 declare -A STATUS=()
 CURRENT=""
 STAGE_T0=0
@@ -254,7 +257,24 @@ stage_deps() {
                 timeout -k 10 "$INSTALL_TIMEOUT_S" apt-get install -y -qq chromium >/dev/null; }
         echo "chromium: $(chromium --version 2>/dev/null)"
     fi
+    install_observability_deps
     stage_end
+}
+
+# promtool (Debian `prometheus`) lints /metrics in tests/observability.rs; tmux is the pseudo-
+# terminal of tests/top.rs; playwright-core drives the system Chromium in tests/browser/.
+install_observability_deps() {
+    local want=()
+    command -v promtool >/dev/null 2>&1 || want+=(prometheus)
+    command -v tmux >/dev/null 2>&1 || want+=(tmux)
+    if ((${#want[@]})); then
+        echo "installing ${want[*]}"
+        export DEBIAN_FRONTEND=noninteractive
+        apt-get install -y -qq --no-install-recommends "${want[@]}" >/dev/null 2>&1 ||
+            { apt-get update -qq && apt-get install -y -qq --no-install-recommends "${want[@]}" >/dev/null; }
+    fi
+    echo "promtool: $(promtool --version 2>&1 | head -n1); tmux: $(tmux -V)"
+    npm ci --prefix tests/browser --no-audit --no-fund
 }
 
 stage_cargo() { # NAME CMD...
@@ -319,6 +339,17 @@ stage_node() {
     stage_end
 }
 
+stage_browser() {
+    resolve_server_cmd
+    if ((${#RINGGATE_CMD[@]} > 1)); then stage_skip browser "needs a ringgate binary (pages, load)"; return; fi
+    stage_begin browser
+    # Each test starts its own gateways (and a `ringgate load`) on free loopback ports.
+    RINGGATE_BIN_PATH="$(realpath "${RINGGATE_CMD[0]}")" \
+        timeout -k 10 "$BROWSER_TIMEOUT_S" node --test --test-concurrency=1 tests/browser/
+    echo "screenshots: $(ls target/browser/*.png | tr '\n' ' ')"
+    stage_end
+}
+
 # --------------------------------------------------------------------- main
 
 echo "ringgate test.sh: root $ROOT, $(date -u +%FT%TZ), SKIP_LINT=${SKIP_LINT:-0} SKIP_CARGO=${SKIP_CARGO:-0}"
@@ -330,4 +361,5 @@ stage_cargo build cargo build --release
 stage_pytest
 stage_autobahn
 stage_node
+stage_browser
 stage_cargo fuzz scripts/fuzz.sh "${FUZZ_SECONDS_PER_TARGET:-30}"

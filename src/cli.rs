@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::config::{Config, ConfigError, RecvMode};
+use crate::config::{Config, ConfigError, LogFormat, RecvMode};
 use crate::phoenix::router::{OnPush, Route};
 
 fn parse_route(s: &str) -> Result<Route, String> {
@@ -52,6 +52,11 @@ pub enum Command {
     ///
     /// Example: `ringgate load --url ws://127.0.0.1:4000/socket/websocket --scenario seed --users 20000`
     Load(Box<crate::load::LoadArgs>),
+    /// Watch a running gateway in the terminal: totals, rates and a row per worker, refreshed
+    /// every second (q or Ctrl-C quits).
+    ///
+    /// Example: `ringgate top --admin http://127.0.0.1:4001`
+    Top(crate::top::TopArgs),
 }
 
 /// Flags of `ringgate serve`; each overrides the config key of the same name (see `config.rs`).
@@ -69,6 +74,9 @@ pub struct ServeArgs {
     /// Log filter: error, warn, info, debug, trace [default: info].
     #[arg(long)]
     pub log_level: Option<String>,
+    /// Log line format: text (colours only on a terminal) or json [default: text].
+    #[arg(long, value_enum)]
+    pub log_format: Option<LogFormat>,
     /// Connections per worker (fixed-file table size, capped by RLIMIT_NOFILE) [default: 65536].
     #[arg(long)]
     pub max_connections_per_worker: Option<u32>,
@@ -215,6 +223,7 @@ impl ServeArgs {
             listen,
             workers,
             log_level,
+            log_format,
             max_connections_per_worker,
             listen_backlog,
             handshake_timeout_ms,

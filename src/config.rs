@@ -24,6 +24,16 @@ pub enum RecvMode {
     Multishot,
 }
 
+/// How log lines are written to stderr.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum LogFormat {
+    /// One human-readable line per event; ANSI colours only when stderr is a terminal.
+    Text,
+    /// One JSON object per line (timestamp, level, message, fields) for log shippers.
+    Json,
+}
+
 /// The whole gateway configuration. Field docs give each default and the reason for it.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -39,6 +49,9 @@ pub struct Config {
     /// `info`; per-connection events are logged at `debug` only, because per-join info logs cost
     /// the Phoenix benchmark real throughput.
     pub log_level: String,
+    /// Log line format: `text` (default; coloured only on a terminal) or `json` (one object per
+    /// line, for log shippers).
+    pub log_format: LogFormat,
     /// Connections one worker may hold: the size of its fixed-file table. Default 65536. Capped at
     /// start to the soft `RLIMIT_NOFILE` (the kernel's cap per ring), with a log line saying so.
     pub max_connections_per_worker: u32,
@@ -183,6 +196,7 @@ impl Default for Config {
             listen: SocketAddr::from(([127, 0, 0, 1], 4000)),
             workers: std::thread::available_parallelism().map_or(1, |n| n.get()),
             log_level: "info".into(),
+            log_format: LogFormat::Text,
             max_connections_per_worker: 65536,
             listen_backlog: 4096,
             handshake_timeout_ms: 10_000,

@@ -18,9 +18,11 @@
 //! - `hub`: what all data-plane threads share, and `publish`, the entry point of every broadcast.
 //! - `auth`: connect-time JWT validation and the `channels` claim.
 //! - `profile`: `ringgate profile`, bytes per connection measured by ramping real connections.
-//! - `admin`: the control-plane thread (tokio + axum): publish API, topic counts, health.
+//! - `admin`: the control-plane thread (tokio + axum): publish API, topic counts, health, stats
+//!   and `/metrics`, the live dashboard and the chat app (assets embedded).
 //! - `doctor`: `ringgate doctor`, every limit that caps connections on a box, against a target.
 //! - `load`: `ringgate load`, the load generator (io_uring clients, scenarios, reports).
+//! - `top`: `ringgate top`, the dashboard's figures in a terminal (reads the admin API).
 //!
 //! Data path and design decisions: `docs/architecture.md`.
 
@@ -38,6 +40,7 @@ pub mod profile;
 pub mod ring;
 pub mod server;
 pub mod supervise;
+pub mod top;
 pub mod topics;
 pub mod worker;
 pub mod ws;

@@ -165,7 +165,7 @@ impl Server {
             threads.push(Some(handle));
         }
         drop(ready_tx);
-        let admin = match admin::start(cfg.clone(), hub.clone()) {
+        let admin = match admin::start(cfg.clone(), hub.clone(), local_addr) {
             Ok(a) => a,
             Err(e) => {
                 for inbox in &inboxes {
@@ -208,7 +208,8 @@ impl Server {
             admin = %server.admin_addr,
             workers = cfg.workers,
             slots_per_worker = slots,
-            "ringgate listening"
+            "ringgate listening; dashboard http://{0}/ · chat http://{0}/chat · metrics http://{0}/metrics",
+            server.admin_addr
         );
         Ok(server)
     }
@@ -258,7 +259,7 @@ impl Server {
             };
             let listener = self.listeners[id].take();
             match supervise::outcome(handle.join()) {
-                Outcome::Exited(stats) => self.ended[id] = Some(Ok(stats)),
+                Outcome::Exited(stats) => self.ended[id] = Some(Ok(*stats)),
                 Outcome::Died(cause) => {
                     let memberships = supervise::contain(id, listener.as_ref(), &self.hub);
                     tracing::error!(
@@ -284,7 +285,7 @@ impl Server {
         for (id, t) in self.threads.iter_mut().enumerate() {
             if let Some(t) = t.take() {
                 self.ended[id] = Some(match supervise::outcome(t.join()) {
-                    Outcome::Exited(stats) => Ok(stats),
+                    Outcome::Exited(stats) => Ok(*stats),
                     Outcome::Died(cause) => Err(io::Error::other(cause)),
                 });
             }
@@ -386,7 +387,16 @@ pub fn run(cfg: Config) -> Result<(), Box<dyn std::error::Error>> {
     }
     for (id, result) in server.join().into_iter().enumerate() {
         match result {
-            Ok(stats) => tracing::info!(worker = id, ?stats, "worker exited"),
+            Ok(stats) => tracing::info!(
+                worker = id,
+                accepted = stats.accepted,
+                closed = stats.closed,
+                joins = stats.joins,
+                broadcasts = stats.broadcasts,
+                deliveries = stats.deliveries,
+                slow_consumer_closes = stats.send_queue_overflows,
+                "worker exited"
+            ),
             Err(e) => tracing::error!(worker = id, error = %e, "worker failed"),
         }
     }

@@ -29,7 +29,7 @@ use crate::worker::Stats;
 /// How a worker thread ended.
 pub enum Outcome {
     /// `run` returned after a drain: a normal exit.
-    Exited(Stats),
+    Exited(Box<Stats>),
     /// `run` returned an error or the thread panicked; the text says which and why.
     Died(String),
 }
@@ -37,7 +37,7 @@ pub enum Outcome {
 /// Classifies a joined worker thread's result.
 pub fn outcome(joined: std::thread::Result<io::Result<Stats>>) -> Outcome {
     match joined {
-        Ok(Ok(stats)) => Outcome::Exited(stats),
+        Ok(Ok(stats)) => Outcome::Exited(Box::new(stats)),
         Ok(Err(e)) => Outcome::Died(format!("returned an error: {e}")),
         Err(payload) => Outcome::Died(format!("panicked: {}", panic_text(&*payload))),
     }

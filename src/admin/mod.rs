@@ -4,8 +4,13 @@
 //! - `POST /api/broadcast` — `{"topic","event","payload"}` or an array of them → 202 with the
 //!   number of subscribers the broadcasts were queued for; bad JSON → 400 with the reason.
 //! - `GET /api/topics/{topic}` → `{"topic","subscribers"}`.
-//! - `GET /api/stats` → every worker's counters and memory accounting (JSON).
-//! - `GET /metrics` → the same in Prometheus text format (not behind the API key: scrapers).
+//! - `GET /api/stats` → a snapshot (`stats`): every worker's counters and memory accounting, the
+//!   admin API's broadcasts, process and kernel readings, and sums (JSON).
+//! - `GET /metrics` → the same in Prometheus text format (`metrics`; not behind the API key:
+//!   scrapers).
+//! - `GET /` → the live dashboard, `GET /chat` → the seed's chat app, `GET /assets/*` → their
+//!   files, embedded in the binary (`pages`). Pages carry no data and no key: the dashboard asks
+//!   `/api/stats` with the key the user typed, as a header.
 //! - `POST /api/drain` → 202; drains every worker as SIGTERM does (the process exits when empty).
 //! - `GET /healthz` → 200.
 //! - `POST /api/debug/fail-worker/{id}/{error|panic}` → 202; only with `--debug-fault-injection`
@@ -31,6 +36,9 @@ use serde_json::value::RawValue;
 use tokio::sync::Notify;
 
 pub mod metrics;
+pub mod pages;
+pub mod stats;
+pub mod system;
 
 use crate::config::Config;
 use crate::hub::Hub;
@@ -58,6 +66,8 @@ struct AppState {
     hub: Arc<Hub>,
     drain_ms: u64,
     api_key: Option<Arc<str>>,
+    counters: Arc<stats::AdminCounters>,
+    chat: Arc<pages::ChatConfig>,
 }
 
 /// Test-only: overrides the resident-memory reading of the memory ceiling.
@@ -108,8 +118,9 @@ async fn fail_worker(
         .into_response()
 }
 
-/// Binds the admin listener and serves it on its own thread.
-pub fn start(cfg: Arc<Config>, hub: Arc<Hub>) -> std::io::Result<Admin> {
+/// Binds the admin listener and serves it on its own thread. `public` is the bound public
+/// listener, which the chat page connects to.
+pub fn start(cfg: Arc<Config>, hub: Arc<Hub>, public: SocketAddr) -> std::io::Result<Admin> {
     let listener = std::net::TcpListener::bind(cfg.admin_listen)?;
     listener.set_nonblocking(true)?;
     let addr = listener.local_addr()?;
@@ -120,6 +131,8 @@ pub fn start(cfg: Arc<Config>, hub: Arc<Hub>) -> std::io::Result<Admin> {
         hub,
         drain_ms: cfg.drain_ms,
         api_key: cfg.api_key.as_deref().map(Arc::from),
+        counters: Arc::default(),
+        chat: Arc::new(pages::ChatConfig::new(public.port(), &cfg.phoenix_path)),
     };
     std::thread::Builder::new()
         .name("ringgate-admin".into())
@@ -163,6 +176,9 @@ fn router(state: AppState) -> Router {
         .route("/api/stats", get(stats))
         .route("/metrics", get(prometheus))
         .route("/healthz", get(|| async { "ok\n" }))
+        .route("/", get(pages::dashboard))
+        .route("/chat", get(chat))
+        .route("/assets/{name}", get(pages::asset))
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(state)
 }
@@ -239,6 +255,10 @@ async fn broadcast(State(state): State<AppState>, headers: HeaderMap, body: Byte
             Payload::Json(r.payload),
         ));
         subscribers += state.hub.publish(b, None, &mut audience).members;
+        state
+            .counters
+            .broadcasts
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     }
     (
         StatusCode::ACCEPTED,
@@ -264,38 +284,41 @@ async fn drain(State(state): State<AppState>, headers: HeaderMap) -> Response {
         .into_response()
 }
 
-async fn reports(hub: Arc<Hub>) -> Vec<crate::worker::report::Report> {
-    tokio::task::spawn_blocking(move || metrics::gather(&hub))
+async fn snapshot(state: &AppState) -> stats::Snapshot {
+    let hub = state.hub.clone();
+    let counters = state.counters.clone();
+    tokio::task::spawn_blocking(move || stats::take(&hub, &counters))
         .await
         .unwrap_or_default()
 }
 
-/// Every worker's counters and memory accounting, as JSON (what `ringgate profile` reads).
+/// The snapshot as JSON (what the dashboard, `ringgate top` and `ringgate profile` read).
 async fn stats(State(state): State<AppState>, headers: HeaderMap) -> Response {
     if !authorized(&state, &headers) {
         return error(StatusCode::UNAUTHORIZED, "missing or wrong bearer token");
     }
-    let topics = state.hub.table.topic_count();
-    let workers = reports(state.hub.clone()).await;
-    let dead: Vec<usize> = metrics::health(&state.hub)
-        .iter()
-        .filter(|h| !h.up)
-        .map(|h| h.worker)
-        .collect();
-    Json(json!({ "topics": topics, "workers": workers, "dead_workers": dead })).into_response()
+    let snap = snapshot(&state).await;
+    (
+        [(axum::http::header::CACHE_CONTROL, "no-store")],
+        Json(snap),
+    )
+        .into_response()
 }
 
 async fn prometheus(State(state): State<AppState>) -> Response {
-    let topics = state.hub.table.topic_count();
-    let workers = reports(state.hub.clone()).await;
+    let snap = snapshot(&state).await;
     (
         [(
             axum::http::header::CONTENT_TYPE,
-            "text/plain; version=0.0.4",
+            "text/plain; version=0.0.4; charset=utf-8",
         )],
-        metrics::prometheus(&workers, &metrics::health(&state.hub), topics),
+        metrics::prometheus(&snap),
     )
         .into_response()
+}
+
+async fn chat(State(state): State<AppState>) -> Response {
+    pages::chat(&state.chat)
 }
 
 async fn topic(

@@ -202,6 +202,10 @@ impl Worker {
                 self.stats.deliveries += 1;
             }
         }
+        if !members.is_empty() {
+            // One clock read per broadcast and worker: the fan-out loop itself stays untimed.
+            self.stats.delivery_latency.observe(b.published.elapsed());
+        }
         for id in [v1, v2].into_iter().flatten() {
             if self.frames[id as usize].refs == 0 {
                 self.frames.remove(id as usize);

@@ -10,6 +10,8 @@
 pub mod local;
 pub mod table;
 
+use std::time::Instant;
+
 use bytes::Bytes;
 
 use crate::phoenix::serializer::{encode_broadcast_into, FrameKind, Payload};
@@ -25,6 +27,8 @@ pub struct Broadcast {
     pub v1: Option<Bytes>,
     /// The V2 frame (text, or a binary kind-2 frame for a binary payload).
     pub v2: Option<Bytes>,
+    /// When it was encoded (published): the start of its delivery latency.
+    pub published: Instant,
 }
 
 /// A complete unmasked server frame around a Phoenix payload, in one allocation.
@@ -48,6 +52,7 @@ impl Broadcast {
             topic: topic.into(),
             v1: encode(Vsn::V1),
             v2: encode(Vsn::V2),
+            published: Instant::now(),
         }
     }
 

@@ -166,7 +166,7 @@ mod tests {
         inbox.send(Msg::Drain { drain_ms: 0 });
         assert_eq!(inbox.dropped_total(), 3);
         let mut out = Vec::new();
-        inbox.drain(&mut out);
+        inbox.take_all(&mut out);
         assert!(out.is_empty());
     }
 

@@ -8,6 +8,7 @@
 
 pub mod drain;
 pub mod inbox;
+pub mod latency;
 pub mod report;
 pub mod timer;
 
@@ -85,6 +86,8 @@ pub struct Stats {
     pub memory_pauses: u64,
     /// Connections closed because their input would pass `max_rx_bytes_per_worker`.
     pub rx_budget_closes: u64,
+    /// Publish-to-queued time of broadcasts fanned out here (`latency`).
+    pub delivery_latency: latency::Histogram,
 }
 
 /// Deadlines in ticks, derived once from the config.
