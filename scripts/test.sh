@@ -11,6 +11,7 @@
 #   pytest      tests/python against a fresh `ringgate serve` (default limits)
 #   autobahn    tests/autobahn/run.py against a server with the Autobahn limits
 #   node-test   node --test tests/js/ (only if tests/js/package.json exists)
+#   bus-test    tests/js/bus/*.bus.mjs: 3 gateways on redis-server / a 3+3 Redis Cluster / HAProxy
 #   fuzz        scripts/fuzz.sh: every fuzz target for FUZZ_SECONDS_PER_TARGET s
 #
 # Knobs (environment):
@@ -41,11 +42,12 @@ HEALTH_TIMEOUT_S=30
 PYTEST_TIMEOUT_S=600
 AUTOBAHN_TIMEOUT_S=900
 NODE_TIMEOUT_S=600
+BUS_TIMEOUT_S=600
 # Autobahn 9.* sends 16 MiB messages and 4 MiB in 64-byte fragments; see
 # tests/autobahn/README.md.
 AUTOBAHN_LIMITS=(--max-frame-bytes 16777216 --max-message-bytes 16777216 --max-fragments 100000 --max-messages-per-second 0)
 
-STAGES=(deps fmt clippy cargo-test build pytest autobahn node-test fuzz)
+STAGES=(deps fmt clippy cargo-test build pytest autobahn node-test bus-test fuzz)
 declare -A STATUS=()
 CURRENT=""
 STAGE_T0=0
@@ -226,6 +228,15 @@ stage_deps() {
     else
         echo "tests/js/package.json absent: no npm install"
     fi
+    # ---- redis-server + redis-cli and haproxy: the multi-node bus tests (tests/js/bus) ----
+    if ! command -v redis-server >/dev/null 2>&1 || ! command -v redis-cli >/dev/null 2>&1 ||
+        ! command -v haproxy >/dev/null 2>&1; then
+        echo "installing redis-server and haproxy (multi-node bus tests)"
+        export DEBIAN_FRONTEND=noninteractive
+        apt-get install -y -qq redis-server haproxy >/dev/null 2>&1 ||
+            { apt-get update -qq && apt-get install -y -qq redis-server haproxy >/dev/null; }
+    fi
+    echo "redis: $(redis-server --version | head -c 40); $(haproxy -v | head -1 | cut -c1-30)"
     # ---- headless Chromium: tests/load_gateway.rs renders the load report in it ----
     if command -v chromium >/dev/null 2>&1; then
         echo "chromium: $(chromium --version 2>/dev/null)"
@@ -300,6 +311,18 @@ stage_node() {
     stage_end
 }
 
+# Multi-node: each test file starts its own redis-server(s), gateways and HAProxy on free
+# loopback ports and stops them by PID (tests/js/bus/helpers.mjs).
+stage_bus() {
+    if [[ ! -f tests/js/package.json ]]; then stage_skip bus-test "no tests/js/package.json"; return; fi
+    if [[ ${RINGGATE_BIN:-} == *.py ]]; then stage_skip bus-test "needs the ringgate binary"; return; fi
+    stage_begin bus-test
+    resolve_server_cmd
+    RINGGATE_BIN_PATH="$(realpath "${RINGGATE_CMD[0]}")" \
+        timeout -k 10 "$BUS_TIMEOUT_S" node --test tests/js/bus/*.bus.mjs
+    stage_end
+}
+
 # --------------------------------------------------------------------- main
 
 echo "ringgate test.sh: root $ROOT, $(date -u +%FT%TZ), SKIP_LINT=${SKIP_LINT:-0} SKIP_CARGO=${SKIP_CARGO:-0}"
@@ -311,4 +334,5 @@ stage_cargo build cargo build --release
 stage_pytest
 stage_autobahn
 stage_node
+stage_bus
 stage_cargo fuzz scripts/fuzz.sh "${FUZZ_SECONDS_PER_TARGET:-30}"
