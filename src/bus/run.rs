@@ -231,9 +231,13 @@ async fn cluster(bus: Arc<Bus>, hub: Arc<Hub>, seeds: Vec<String>) {
                     receive(&bus, &hub, body, &mut audience);
                 }
             }
-            PushKind::Disconnection => {
-                add(&bus.stats.reconnects, 1);
-                tracing::warn!("bus: a Redis Cluster connection dropped; the client reconnects and re-subscribes");
+            PushKind::Disconnection | PushKind::SUnsubscribe => {
+                if push.kind == PushKind::Disconnection {
+                    add(&bus.stats.reconnects, 1);
+                    tracing::warn!("bus: a Redis Cluster connection dropped; re-subscribing");
+                }
+                bus.resubscribe.store(true, Ordering::Relaxed);
+                bus.wake.notify_one();
             }
             _ => {}
         }
@@ -380,6 +384,10 @@ async fn reconciler(bus: Arc<Bus>, hub: Arc<Hub>) {
                 counts.extend(live.iter().cloned());
                 rec.resync(live.into_iter().map(|(t, _)| t), &mut plan);
             }
+            Some(_) if bus.resubscribe.swap(false, Ordering::Relaxed) => {
+                let live = live_topics(&hub);
+                rec.resync(live.into_iter().map(|(t, _)| t), &mut plan);
+            }
             _ if overflow => {
                 add(&bus.stats.resyncs, 1);
                 let live = live_topics(&hub);
@@ -438,6 +446,10 @@ async fn apply(bus: &Bus, link: &Link, plan: &Plan) {
                 n,
             ),
             Err(e) => {
+                if link.is_cluster() {
+                    // Retried on the next pass (at most one heartbeat later).
+                    bus.resubscribe.store(true, Ordering::Relaxed);
+                }
                 tracing::warn!(error = %e, subscribe = on, channels = channels.len(), "bus: channel command failed");
                 link_failed(bus, link, &e);
                 return;

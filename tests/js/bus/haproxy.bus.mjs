@@ -6,6 +6,7 @@
 import assert from 'node:assert/strict'
 import { spawn } from 'node:child_process'
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
+import { connect } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { test } from 'node:test'
@@ -18,6 +19,8 @@ async function startHaproxy (t, gws) {
   cfg = cfg.replace(/bind 127\.0\.0\.1:8080/, `bind 127.0.0.1:${port}`)
     .replace(/^\s*server .*$\n?/gm, '')
     .replace(/^\s*log stdout.*$\n?/m, '')
+    // The shipped maxconn needs a raised descriptor limit; this box caps it at 20000.
+    .replace(/maxconn \d+/, 'maxconn 2000')
   cfg += gws.map((gw, i) => `    server gw${i} 127.0.0.1:${gw.port} check port ${new URL(gw.admin).port}\n`).join('')
   const dir = mkdtempSync(join(tmpdir(), 'ringgate-haproxy-'))
   const file = join(dir, 'haproxy.cfg')
@@ -29,6 +32,10 @@ async function startHaproxy (t, gws) {
     await withTimeout(exited, 'haproxy to exit', 10000)
     rmSync(dir, { recursive: true, force: true })
   })
+  await until(() => new Promise(resolve => {
+    const s = connect(port, '127.0.0.1', () => { s.destroy(); resolve(true) })
+    s.on('error', () => resolve(false))
+  }), `haproxy listening on ${port}`)
   return { port, url: `ws://127.0.0.1:${port}/socket` }
 }
 

@@ -5,7 +5,7 @@
 // Environment: RINGGATE_BIN_PATH (the gateway binary; scripts/test.sh sets it).
 
 import { execFile, spawn } from 'node:child_process'
-import { mkdtempSync, rmSync } from 'node:fs'
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs'
 import { createServer } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -65,10 +65,11 @@ export async function startRedis (t, { port, args = [] } = {}) {
   port ??= await freePort()
   const dir = mkdtempSync(join(tmpdir(), 'ringgate-redis-'))
   const child = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '',
-    '--appendonly', 'no', '--dir', dir, ...args], { stdio: 'ignore' })
+    '--appendonly', 'no', '--dir', dir, '--logfile', join(dir, 'redis.log'), ...args], { stdio: 'ignore' })
   const exited = new Promise(resolve => child.once('exit', resolve))
   const redis = {
     port,
+    log: () => { try { return readFileSync(join(dir, 'redis.log'), 'utf8') } catch { return '' } },
     child,
     exited,
     async stop (signal = 'SIGTERM') {
