@@ -16,6 +16,7 @@
 #               itself and is then run as a module, not searched)
 #   browser     node --test tests/browser/: dashboard and chat pages in headless Chromium
 #               (playwright-core, real time); screenshots in target/browser/
+#   bus-test    tests/js/bus/*.bus.mjs: 3 gateways on redis-server / a 3+3 Redis Cluster / HAProxy
 #   fuzz        scripts/fuzz.sh: every fuzz target for FUZZ_SECONDS_PER_TARGET s
 #
 # Knobs (environment):
@@ -53,11 +54,12 @@ FUZZ_TARGETS=$(find fuzz/fuzz_targets -name "*.rs" | wc -l)
 CARGO_TIMEOUT_S[fuzz]=$((900 + FUZZ_TARGETS * (${FUZZ_SECONDS_PER_TARGET:-30} + 60)))
 INSTALL_TIMEOUT_S=600
 BROWSER_TIMEOUT_S=300
+BUS_TIMEOUT_S=600
 # Autobahn 9.* sends 16 MiB messages and 4 MiB in 64-byte fragments; see
 # tests/autobahn/README.md.
 AUTOBAHN_LIMITS=(--max-frame-bytes 16777216 --max-message-bytes 16777216 --max-fragments 100000 --max-messages-per-second 0)
 
-STAGES=(deps fmt clippy cargo-test build pytest autobahn node-test browser fuzz)
+STAGES=(deps fmt clippy cargo-test build pytest autobahn node-test browser bus-test fuzz)
 declare -A STATUS=()
 CURRENT=""
 STAGE_T0=0
@@ -246,6 +248,16 @@ stage_deps() {
                 timeout -k 10 "$INSTALL_TIMEOUT_S" apt-get install -y -qq iproute2 >/dev/null; }
     fi
     echo "ss: $(ss -V 2>&1 | head -n 1)"
+    # ---- redis-server + redis-cli and haproxy: the multi-node bus tests (tests/js/bus) ----
+    if ! command -v redis-server >/dev/null 2>&1 || ! command -v redis-cli >/dev/null 2>&1 ||
+        ! command -v haproxy >/dev/null 2>&1; then
+        echo "installing redis-server and haproxy (multi-node bus tests)"
+        export DEBIAN_FRONTEND=noninteractive
+        timeout -k 10 "$INSTALL_TIMEOUT_S" apt-get install -y -qq redis-server haproxy >/dev/null 2>&1 ||
+            { timeout -k 10 "$INSTALL_TIMEOUT_S" apt-get update -qq &&
+                timeout -k 10 "$INSTALL_TIMEOUT_S" apt-get install -y -qq redis-server haproxy >/dev/null; }
+    fi
+    echo "redis: $(redis-server --version | head -c 40); $(haproxy -v | head -1 | cut -c1-30)"
     # ---- headless Chromium: tests/load_gateway.rs renders the load report in it ----
     if command -v chromium >/dev/null 2>&1; then
         echo "chromium: $(chromium --version 2>/dev/null)"
@@ -350,6 +362,18 @@ stage_browser() {
     stage_end
 }
 
+# Multi-node: each test file starts its own redis-server(s), gateways and HAProxy on free
+# loopback ports and stops them by PID (tests/js/bus/helpers.mjs).
+stage_bus() {
+    if [[ ! -f tests/js/package.json ]]; then stage_skip bus-test "no tests/js/package.json"; return; fi
+    if [[ ${RINGGATE_BIN:-} == *.py ]]; then stage_skip bus-test "needs the ringgate binary"; return; fi
+    stage_begin bus-test
+    resolve_server_cmd
+    RINGGATE_BIN_PATH="$(realpath "${RINGGATE_CMD[0]}")" \
+        timeout -k 10 "$BUS_TIMEOUT_S" node --test tests/js/bus/*.bus.mjs
+    stage_end
+}
+
 # --------------------------------------------------------------------- main
 
 echo "ringgate test.sh: root $ROOT, $(date -u +%FT%TZ), SKIP_LINT=${SKIP_LINT:-0} SKIP_CARGO=${SKIP_CARGO:-0}"
@@ -362,4 +386,5 @@ stage_pytest
 stage_autobahn
 stage_node
 stage_browser
+stage_bus
 stage_cargo fuzz scripts/fuzz.sh "${FUZZ_SECONDS_PER_TARGET:-30}"

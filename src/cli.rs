@@ -192,6 +192,21 @@ pub struct ServeArgs {
     /// [auth] Clock skew tolerated on exp/nbf, seconds [default: 30].
     #[arg(long)]
     pub auth_leeway_s: Option<u64>,
+    /// [bus] Redis URL: redis://host:port[/db] or redis+cluster://host:port,host:port (off by default).
+    #[arg(long)]
+    pub bus_url: Option<String>,
+    /// [bus] This node's unique name on the bus [default: the listener's host:port].
+    #[arg(long)]
+    pub bus_node_name: Option<String>,
+    /// [bus] Linger before unsubscribing a topic with no local member, ms [default: 5000].
+    #[arg(long)]
+    pub bus_linger_ms: Option<u64>,
+    /// [bus] Heartbeat (cluster view) interval, ms [default: 1000].
+    #[arg(long)]
+    pub bus_heartbeat_ms: Option<u64>,
+    /// [bus] A node without heartbeat for this long leaves the cluster view, ms [default: 5000].
+    #[arg(long)]
+    pub bus_node_ttl_ms: Option<u64>,
     /// Allowed browser Origin (repeatable); none given = any.
     #[arg(long = "allowed-origins")]
     pub allowed_origins: Vec<String>,
@@ -274,6 +289,21 @@ impl ServeArgs {
         if self.api_key.is_some() {
             cfg.api_key = self.api_key.clone();
         }
+        if self.bus_url.is_some() {
+            cfg.bus.url = self.bus_url.clone();
+        }
+        if self.bus_node_name.is_some() {
+            cfg.bus.node_name = self.bus_node_name.clone();
+        }
+        for (flag, key) in [
+            (self.bus_linger_ms, &mut cfg.bus.linger_ms),
+            (self.bus_heartbeat_ms, &mut cfg.bus.heartbeat_ms),
+            (self.bus_node_ttl_ms, &mut cfg.bus.node_ttl_ms),
+        ] {
+            if let Some(v) = flag {
+                *key = v;
+            }
+        }
         if !self.channels.is_empty() {
             cfg.channels = self.channels.clone();
         }
@@ -307,6 +337,10 @@ mod tests {
             "5",
             "--max-frame-bytes",
             "99",
+            "--bus-url",
+            "redis://127.0.0.1:6999",
+            "--bus-node-name",
+            "n1",
         ]);
         let Command::Serve(args) = cli.command else {
             panic!("parsed as another subcommand");
@@ -316,6 +350,8 @@ mod tests {
         assert_eq!(cfg.idle_timeout_ms, 1234);
         assert_eq!(cfg.max_frame_bytes, 99);
         assert_eq!(cfg.handshake_timeout_ms, 10_000);
+        assert_eq!(cfg.bus.url.as_deref(), Some("redis://127.0.0.1:6999"));
+        assert_eq!(cfg.bus.node_name.as_deref(), Some("n1"));
         std::fs::remove_dir_all(dir).unwrap();
     }
 }

@@ -10,6 +10,7 @@ use std::path::Path;
 use serde::Deserialize;
 
 use crate::auth::AuthConfig;
+use crate::bus::BusConfig;
 use crate::phoenix::router::{OnPush, Route};
 
 /// How an idle connection waits for data (see `docs/architecture.md`, "How an idle connection waits").
@@ -166,6 +167,9 @@ pub struct Config {
     pub channels: Vec<Route>,
     /// Connect authentication (JWT). Off by default; see `[auth]` in docs/configuration.md.
     pub auth: AuthConfig,
+    /// The multi-node bus (Redis). Off by default (one node, no external service); see `[bus]`
+    /// in docs/configuration.md.
+    pub bus: BusConfig,
     /// What the process does when a worker thread dies (returns an error or panics). Default
     /// `exit`: stop the other workers and exit with status 1, so a supervisor (systemd, Kubernetes)
     /// restarts a whole, healthy process; a process serving on fewer workers than configured holds
@@ -233,6 +237,7 @@ impl Default for Config {
             auth: AuthConfig::default(),
             on_worker_death: OnWorkerDeath::Exit,
             debug_fault_injection: false,
+            bus: BusConfig::default(),
         }
     }
 }
@@ -328,6 +333,9 @@ impl Config {
         if let Err(e) = crate::auth::Authenticator::from_config(&self.auth) {
             return bad("auth", &e);
         }
+        if let Err(e) = self.bus.validate() {
+            return bad("bus", &e);
+        }
         Ok(())
     }
 }
@@ -407,6 +415,24 @@ mod tests {
                 key: "channels",
                 ..
             })
+        ));
+    }
+
+    #[test]
+    fn bus_section_from_toml() {
+        let c = Config::from_toml(
+            "[bus]\nurl = \"redis://127.0.0.1:6390\"\nnode_name = \"a\"\nlinger_ms = 10\n",
+        )
+        .unwrap();
+        assert_eq!(c.bus.url.as_deref(), Some("redis://127.0.0.1:6390"));
+        assert_eq!(c.bus.node_name.as_deref(), Some("a"));
+        assert_eq!(c.bus.linger_ms, 10);
+        assert_eq!(c.bus.heartbeat_ms, 1000);
+        c.validate().unwrap();
+        let bad = Config::from_toml("[bus]\nurl = \"http://x\"\n").unwrap();
+        assert!(matches!(
+            bad.validate(),
+            Err(ConfigError::Invalid { key: "bus", .. })
         ));
     }
 

@@ -14,8 +14,11 @@
 //! - `phoenix`: Phoenix Channels, sans-IO — serializers V1/V2, the router, per-connection channel
 //!   rules (join, leave, heartbeat, push) behind a `Host` trait the worker implements.
 //! - `topics`: the shared lock-striped topic table, each worker's local members, and broadcasts
-//!   encoded once into complete frames.
-//! - `hub`: what all data-plane threads share, and `publish`, the entry point of every broadcast.
+//!   as frames per encoding (serializer-agnostic).
+//! - `hub`: what all data-plane threads share, and `publish`, the entry point of every broadcast
+//!   (encoded there once per serializer).
+//! - `bus`: the multi-node bus over Redis (standalone or Cluster sharded pub/sub) on the control
+//!   thread's runtime: envelope, subscriptions following local membership, cluster view.
 //! - `auth`: connect-time JWT validation and the `channels` claim.
 //! - `profile`: `ringgate profile`, bytes per connection measured by ramping real connections.
 //! - `admin`: the control-plane thread (tokio + axum): publish API, topic counts, health, stats
@@ -28,6 +31,7 @@
 
 pub mod admin;
 pub mod auth;
+pub mod bus;
 pub mod cli;
 pub mod config;
 pub mod doctor;

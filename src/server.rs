@@ -17,6 +17,7 @@ use std::time::Duration;
 use socket2::{Domain, Protocol, Socket, Type};
 
 use crate::admin;
+use crate::bus::Bus;
 use crate::config::{Config, OnWorkerDeath};
 use crate::hub::Hub;
 use crate::ring::probe;
@@ -128,11 +129,30 @@ impl Server {
             .map(|_| Inbox::new().map(Arc::new))
             .collect::<io::Result<Vec<_>>>()?;
         let table = TopicTable::new(cfg.topic_stripes, cfg.workers);
+        let (bus, bus_startup) = match cfg.bus.target()? {
+            Some(target) => {
+                let name = cfg
+                    .bus
+                    .node_name
+                    .clone()
+                    .unwrap_or_else(|| local_addr.to_string());
+                let (bus, startup) = Bus::new(
+                    cfg.bus.clone(),
+                    target,
+                    name,
+                    local_addr.to_string(),
+                    cfg.admin_listen.to_string(),
+                );
+                (Some(bus), Some(startup))
+            }
+            None => (None, None),
+        };
         let hub = Arc::new(Hub::new(
             table,
             inboxes.clone(),
             cfg.router()?,
             crate::auth::Authenticator::from_config(&cfg.auth)?,
+            bus,
         ));
         let (ready_tx, ready_rx) = mpsc::channel::<(usize, io::Result<()>)>();
         let mut threads = Vec::new();
@@ -176,6 +196,19 @@ impl Server {
                 );
             }
         };
+        if let Some(startup) = bus_startup {
+            // Connect timeout, then up to two heartbeats of a name-clash check, then margin.
+            let wait = Duration::from_millis(
+                cfg.bus.connect_timeout_ms * 2 + cfg.bus.node_ttl_ms.min(10_000) + 1000,
+            );
+            if let Err(e) = startup.wait(wait) {
+                admin.stop();
+                for inbox in &inboxes {
+                    inbox.send(Msg::Drain { drain_ms: 0 });
+                }
+                return Err(e.into());
+            }
+        }
         let server = Self {
             local_addr,
             admin_addr: admin.addr,

@@ -3,7 +3,11 @@
 //!
 //! - `POST /api/broadcast` — `{"topic","event","payload"}` or an array of them → 202 with the
 //!   number of subscribers the broadcasts were queued for; bad JSON → 400 with the reason.
-//! - `GET /api/topics/{topic}` → `{"topic","subscribers"}`.
+//! - `GET /api/topics/{topic}` → `{"topic","subscribers","cluster_subscribers"}`: members on
+//!   this node, and on every live node (equal to `subscribers` without a bus; `null` while the
+//!   bus is down).
+//! - `GET /api/nodes` → `{"node","bus","nodes":[{"name","connections","topics",...}]}`: the live
+//!   gateways from their heartbeats (this node only without a bus; 503 while the bus is down).
 //! - `GET /api/stats` → a snapshot (`stats`): every worker's counters and memory accounting, the
 //!   admin API's broadcasts, process and kernel readings, and sums (JSON).
 //! - `GET /metrics` → the same in Prometheus text format (`metrics`; not behind the API key:
@@ -12,12 +16,13 @@
 //!   files, embedded in the binary (`pages`). Pages carry no data and no key: the dashboard asks
 //!   `/api/stats` with the key the user typed, as a header.
 //! - `POST /api/drain` → 202; drains every worker as SIGTERM does (the process exits when empty).
-//! - `GET /healthz` → 200.
 //! - `POST /api/debug/fail-worker/{id}/{error|panic}` → 202; only with `--debug-fault-injection`
 //!   (a hidden flag for tests; otherwise the route does not exist): that worker fails on its next
 //!   loop turn, so the worker-death handling can be driven from outside.
 //! - `POST /api/debug/resident-bytes/{bytes}` → 202; same flag: the `max_memory_bytes` check reads
 //!   `bytes` as the resident memory (0: the real reading again), so a test drives pause and resume.
+//! - `GET /healthz` → 200 `{"status":"ok","degraded","bus"}`: always 200 (a load balancer keeps
+//!   sending clients: local delivery works), `degraded: true` while a configured bus is down.
 //!
 //! With `api_key` set, `/api/*` requires `Authorization: Bearer <api_key>` (401 otherwise).
 
@@ -40,10 +45,10 @@ pub mod pages;
 pub mod stats;
 pub mod system;
 
+use crate::bus::LinkState;
 use crate::config::Config;
 use crate::hub::Hub;
 use crate::phoenix::serializer::Payload;
-use crate::topics::Broadcast;
 
 /// Largest publish request body. Default-free constant: 1 MiB, the default message limit, since a
 /// broadcast larger than a client may send would be refused by clients' own limits anyway.
@@ -149,6 +154,10 @@ pub fn start(cfg: Arc<Config>, hub: Arc<Hub>, public: SocketAddr) -> std::io::Re
                     Ok(l) => l,
                     Err(e) => return tracing::error!(error = %e, "admin listener failed"),
                 };
+                let bus = state.hub.bus.clone();
+                if let Some(bus) = &bus {
+                    crate::bus::run::spawn(bus.clone(), state.hub.clone());
+                }
                 let mut app = router(state.clone());
                 if fault_injection {
                     app = app.merge(
@@ -163,6 +172,9 @@ pub fn start(cfg: Arc<Config>, hub: Arc<Hub>, public: SocketAddr) -> std::io::Re
                 if let Err(e) = served.await {
                     tracing::error!(error = %e, "admin API stopped");
                 }
+                if let Some(bus) = &bus {
+                    crate::bus::run::farewell(bus).await;
+                }
             });
         })?;
     Ok(Admin { addr, shutdown })
@@ -175,7 +187,8 @@ fn router(state: AppState) -> Router {
         .route("/api/drain", post(drain))
         .route("/api/stats", get(stats))
         .route("/metrics", get(prometheus))
-        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/api/nodes", get(nodes))
+        .route("/healthz", get(healthz))
         .route("/", get(pages::dashboard))
         .route("/chat", get(chat))
         .route("/assets/{name}", get(pages::asset))
@@ -249,12 +262,16 @@ async fn broadcast(State(state): State<AppState>, headers: HeaderMap, body: Byte
     let mut audience = Vec::new();
     let mut subscribers = 0;
     for r in &requests {
-        let b = Arc::new(Broadcast::encode(
-            &r.topic,
-            &r.event,
-            Payload::Json(r.payload),
-        ));
-        subscribers += state.hub.publish(b, None, &mut audience).members;
+        subscribers += state
+            .hub
+            .publish(
+                &r.topic,
+                &r.event,
+                Payload::Json(r.payload),
+                None,
+                &mut audience,
+            )
+            .members;
         state
             .counters
             .broadcasts
@@ -307,12 +324,16 @@ async fn stats(State(state): State<AppState>, headers: HeaderMap) -> Response {
 
 async fn prometheus(State(state): State<AppState>) -> Response {
     let snap = snapshot(&state).await;
+    let mut text = metrics::prometheus(&snap);
+    if let Some(bus) = &state.hub.bus {
+        bus.prometheus(&mut text);
+    }
     (
         [(
             axum::http::header::CONTENT_TYPE,
             "text/plain; version=0.0.4; charset=utf-8",
         )],
-        metrics::prometheus(&snap),
+        text,
     )
         .into_response()
 }
@@ -330,7 +351,87 @@ async fn topic(
         return error(StatusCode::UNAUTHORIZED, "missing or wrong bearer token");
     }
     let subscribers = state.hub.table.members(&topic);
-    Json(json!({ "topic": topic, "subscribers": subscribers })).into_response()
+    let Some(bus) = &state.hub.bus else {
+        return Json(json!({
+            "topic": topic,
+            "subscribers": subscribers,
+            "cluster_subscribers": subscribers,
+        }))
+        .into_response();
+    };
+    let remote = match bus.link() {
+        Some(link) => bounded(crate::bus::nodes::remote_counts(bus, &link, &topic)).await,
+        None => None,
+    };
+    let cluster = remote
+        .as_ref()
+        .map(|r| subscribers + r.iter().map(|(_, n)| n).sum::<u64>());
+    let nodes: serde_json::Map<String, serde_json::Value> = remote
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(name, n)| (name, n.into()))
+        .collect();
+    Json(json!({
+        "topic": topic,
+        "subscribers": subscribers,
+        "cluster_subscribers": cluster,
+        "remote": nodes,
+    }))
+    .into_response()
+}
+
+/// A Redis query answered within the bus's response timeout, or `None`.
+async fn bounded<T>(query: impl std::future::Future<Output = redis::RedisResult<T>>) -> Option<T> {
+    match tokio::time::timeout(std::time::Duration::from_secs(2), query).await {
+        Ok(Ok(v)) => Some(v),
+        Ok(Err(e)) => {
+            tracing::debug!(error = %e, "cluster view query failed");
+            None
+        }
+        Err(_) => None,
+    }
+}
+
+fn bus_state(state: &AppState) -> &'static str {
+    match state.hub.bus.as_ref().map(|b| b.state()) {
+        None => "off",
+        Some(LinkState::Up) => "up",
+        Some(LinkState::Down) => "down",
+    }
+}
+
+/// Always 200 while the process serves (a load balancer should keep routing to it: local
+/// delivery works without Redis); `degraded` tells monitoring that cross-node delivery is off.
+async fn healthz(State(state): State<AppState>) -> Response {
+    let bus = bus_state(&state);
+    Json(json!({ "status": "ok", "degraded": bus == "down", "bus": bus })).into_response()
+}
+
+/// The live gateways of the cluster, from their heartbeats.
+async fn nodes(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    if !authorized(&state, &headers) {
+        return error(StatusCode::UNAUTHORIZED, "missing or wrong bearer token");
+    }
+    let Some(bus) = &state.hub.bus else {
+        let open: u64 = snapshot(&state).await.workers.iter().map(|r| r.open).sum();
+        return Json(json!({
+            "node": null,
+            "bus": "off",
+            "nodes": [{ "name": null, "connections": open, "topics": state.hub.table.topic_count() }],
+        }))
+        .into_response();
+    };
+    let listed = match bus.link() {
+        Some(link) => bounded(crate::bus::nodes::live(bus, &link)).await,
+        None => None,
+    };
+    match listed {
+        Some(nodes) => {
+            Json(json!({ "node": &*bus.name, "bus": bus_state(&state), "nodes": nodes }))
+                .into_response()
+        }
+        None => error(StatusCode::SERVICE_UNAVAILABLE, "the bus is down"),
+    }
 }
 
 #[cfg(test)]

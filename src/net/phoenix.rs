@@ -3,14 +3,13 @@
 //! The rules themselves are sans-IO in `phoenix::channels`; this file implements their `Host` for
 //! one connection of this worker, and delivers broadcasts to the worker's local members.
 
-use std::sync::Arc;
-
 use super::conn::{App, Phase};
 use super::tx::Sent;
+use crate::phoenix::broadcast::{encoding, ws_frame};
 use crate::phoenix::channels::{Channels, Host, Outcome, TopicId};
 use crate::phoenix::serializer::{self, FrameKind, Payload};
 use crate::phoenix::Vsn;
-use crate::topics::{ws_frame, Broadcast};
+use crate::topics::Broadcast;
 use crate::worker::Worker;
 use crate::ws::frame::opcode;
 
@@ -35,19 +34,18 @@ impl Host for ConnHost<'_> {
 
     fn subscribe(&mut self, id: TopicId) {
         self.w.topics.subscribe(id, self.slot);
-        self.w.hub.table.add(self.w.topics.name(id), self.w.id, 1);
+        self.w.hub.join(self.w.topics.name(id), self.w.id);
         self.w.stats.joins += 1;
     }
 
     fn unsubscribe(&mut self, id: TopicId) {
-        self.w.hub.table.add(self.w.topics.name(id), self.w.id, -1);
+        self.w.hub.leave(self.w.topics.name(id), self.w.id);
         self.w.topics.unsubscribe(id, self.slot);
         self.w.stats.leaves += 1;
     }
 
     fn broadcast(&mut self, topic: &str, event: &str, payload: Payload<'_>) {
-        let b = Arc::new(Broadcast::encode(topic, event, payload));
-        self.w.publish(b);
+        self.w.publish(topic, event, payload);
     }
 
     fn authorize_join(&mut self, topic: &str, _payload: &Payload<'_>) -> Result<(), &'static str> {
@@ -167,13 +165,16 @@ impl Worker {
         }
     }
 
-    /// Publishes from this worker: other workers get a message, local members are served now.
-    pub(crate) fn publish(&mut self, b: Arc<Broadcast>) {
+    /// Publishes from this worker: other workers get a message, other nodes get it through the
+    /// bus, local members are served now.
+    pub(crate) fn publish(&mut self, topic: &str, event: &str, payload: Payload<'_>) {
         let mut audience = std::mem::take(&mut self.audience);
-        let published = self.hub.publish(b.clone(), Some(self.id), &mut audience);
+        let published = self
+            .hub
+            .publish(topic, event, payload, Some(self.id), &mut audience);
         self.audience = audience;
         self.stats.broadcasts += 1;
-        if published.local {
+        if let Some(b) = published.local {
             self.deliver(&b);
         }
     }
@@ -184,8 +185,14 @@ impl Worker {
         let mut members = std::mem::take(&mut self.members_scratch);
         members.clear();
         self.topics.members_of(&b.topic, &mut members);
-        let v1 = b.v1.clone().map(|f| self.frame_id(f));
-        let v2 = b.v2.clone().map(|f| self.frame_id(f));
+        let v1 = b
+            .frame(encoding(Vsn::V1))
+            .cloned()
+            .map(|f| self.frame_id(f));
+        let v2 = b
+            .frame(encoding(Vsn::V2))
+            .cloned()
+            .map(|f| self.frame_id(f));
         for &slot in &members {
             let frame = match self.conns[slot as usize].app {
                 App::Phoenix(Vsn::V1) => v1,

@@ -61,9 +61,8 @@ pub const MAX_TOPIC_BYTES: usize = serializer::BINARY_FIELD_MAX_BYTES;
 /// Phoenix 1.8.9), which bounds what one connection can make the server hold.
 pub const DEFAULT_MAX_CHANNELS: usize = 100;
 
-/// A topic interned by the host: the only form in which a connection stores a topic.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct TopicId(pub u32);
+/// A topic interned by the host (defined with the topic tables, which intern it).
+pub use crate::topics::TopicId;
 
 /// What the channel rules need from the worker, for one connection.
 pub trait Host {

@@ -21,6 +21,7 @@
 //! see [`vsn_from_query`]. The version is fixed for the connection's life and passed to
 //! every decode, encode and `handle` call.
 
+pub mod broadcast;
 pub mod channels;
 pub mod router;
 pub mod serializer;

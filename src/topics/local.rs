@@ -8,7 +8,7 @@ use std::rc::Rc;
 
 use ahash::RandomState;
 
-use crate::phoenix::channels::TopicId;
+use super::TopicId;
 
 struct Topic {
     name: Rc<str>,

@@ -1,11 +1,15 @@
-//! Topics, sans-IO: who subscribes to what, and how one broadcast reaches them.
+//! Topics, sans-IO and serializer-agnostic: who subscribes to what, and how one broadcast reaches
+//! them.
 //!
 //! - `table`: the one structure shared by all workers — a lock-striped map from topic to the number
-//!   of members each worker holds, read by a publisher to know which workers to message.
+//!   of members each worker holds, read by a publisher to know which workers to message. It reports
+//!   when a topic gains its first or loses its last member on this node (the multi-node bus
+//!   subscribes and unsubscribes on those edges).
 //! - `local`: each worker's own map from topic to its member connections (no locks), which it walks
 //!   to fan a broadcast out.
-//! - `Broadcast`: a message encoded once per serializer version into complete WebSocket frames;
-//!   every member of every worker is sent the very same bytes.
+//! - `Broadcast`: a message already encoded by its publisher into one complete frame per wire
+//!   encoding (the caller decides what an encoding is: `phoenix::broadcast` uses one per
+//!   serializer version); every member speaking one encoding is sent the very same bytes.
 
 pub mod local;
 pub mod table;
@@ -14,83 +18,50 @@ use std::time::Instant;
 
 use bytes::Bytes;
 
-use crate::phoenix::serializer::{encode_broadcast_into, FrameKind, Payload};
-use crate::phoenix::Vsn;
-use crate::ws::frame;
+/// A topic interned by a worker's `LocalTopics`: the only form in which a connection stores a
+/// topic (4 bytes instead of a string).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TopicId(pub u32);
 
-/// One broadcast, ready to send: the topic it is for and its frames, encoded once.
+/// How many encodings a broadcast carries at most (Phoenix V1 and V2 today).
+pub const ENCODINGS: usize = 2;
+
+/// One broadcast, ready to send: the topic it is for and its frames, one per encoding, encoded
+/// once by the publisher.
 #[derive(Debug)]
 pub struct Broadcast {
     pub topic: Box<str>,
-    /// The V1 frame; `None` when the payload is binary (V1 cannot carry it; V1 members are
-    /// skipped and counted as dropped).
-    pub v1: Option<Bytes>,
-    /// The V2 frame (text, or a binary kind-2 frame for a binary payload).
-    pub v2: Option<Bytes>,
+    /// Frame per encoding index; `None` when the message cannot be expressed in that encoding
+    /// (members speaking it are skipped and counted as dropped).
+    frames: [Option<Bytes>; ENCODINGS],
     /// When it was encoded (published): the start of its delivery latency.
     pub published: Instant,
 }
 
-/// A complete unmasked server frame around a Phoenix payload, in one allocation.
-pub fn ws_frame(kind: FrameKind, payload: &[u8]) -> Bytes {
-    let opcode = match kind {
-        FrameKind::Text => frame::opcode::TEXT,
-        FrameKind::Binary => frame::opcode::BINARY,
-    };
-    frame::server_frame(opcode, payload)
-}
-
 impl Broadcast {
-    /// Encodes `event`/`payload` on `topic` for both serializer versions.
-    pub fn encode(topic: &str, event: &str, payload: Payload<'_>) -> Self {
-        let encode = |vsn| {
-            let mut body = Vec::with_capacity(64 + topic.len() + event.len());
-            let kind = encode_broadcast_into(&mut body, vsn, topic, event, payload).ok()?;
-            Some(ws_frame(kind, &body))
-        };
+    pub fn new(topic: &str, frames: [Option<Bytes>; ENCODINGS]) -> Self {
         Self {
             topic: topic.into(),
-            v1: encode(Vsn::V1),
-            v2: encode(Vsn::V2),
+            frames,
             published: Instant::now(),
         }
     }
 
-    /// The frame for members speaking `vsn`.
-    pub fn frame(&self, vsn: Vsn) -> Option<&Bytes> {
-        match vsn {
-            Vsn::V1 => self.v1.as_ref(),
-            Vsn::V2 => self.v2.as_ref(),
-        }
+    /// The frame for members speaking encoding `index` (`None` past `ENCODINGS`).
+    pub fn frame(&self, index: usize) -> Option<&Bytes> {
+        self.frames.get(index).and_then(Option::as_ref)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::value::RawValue;
 
     #[test]
-    fn encodes_each_version_once_as_a_complete_frame() {
-        let payload = RawValue::from_string(r#"{"body":"hi"}"#.into()).unwrap();
-        let b = Broadcast::encode("rooms:lobby", "new_msg", Payload::Json(&payload));
-        let v2 = b.v2.as_ref().unwrap();
-        let body = br#"[null,null,"rooms:lobby","new_msg",{"body":"hi"}]"#;
-        assert_eq!(v2[0], 0x81);
-        assert_eq!(usize::from(v2[1]), body.len());
-        assert_eq!(&v2[2..], body);
-        let v1 = b.v1.as_ref().unwrap();
-        let body1 =
-            br#"{"topic":"rooms:lobby","event":"new_msg","payload":{"body":"hi"},"ref":null}"#;
-        assert_eq!(&v1[2..], body1);
-    }
-
-    #[test]
-    fn binary_payloads_have_no_v1_frame() {
-        let b = Broadcast::encode("t", "e", Payload::Binary(b"\x01\x02"));
-        assert!(b.v1.is_none());
-        let v2 = b.v2.unwrap();
-        assert_eq!(v2[0], 0x82);
-        assert_eq!(&v2[2..], b"\x02\x01\x01te\x01\x02");
+    fn frames_are_looked_up_by_encoding_index() {
+        let b = Broadcast::new("t", [None, Some(Bytes::from_static(b"x"))]);
+        assert!(b.frame(0).is_none());
+        assert_eq!(b.frame(1).unwrap().as_ref(), b"x");
+        assert!(b.frame(ENCODINGS).is_none());
     }
 }

@@ -13,6 +13,16 @@ use ahash::RandomState;
 
 type Stripe = HashMap<Box<str>, Box<[u32]>, RandomState>;
 
+/// Whether a membership change crossed zero on this node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Edge {
+    None,
+    /// The topic's first member on this node (any worker).
+    First,
+    /// The topic's last member on this node left.
+    Last,
+}
+
 pub struct TopicTable {
     stripes: Box<[Mutex<Stripe>]>,
     hasher: RandomState,
@@ -42,21 +52,42 @@ impl TopicTable {
     }
 
     /// Adds `delta` (±) to `worker`'s member count of `topic`; drops the topic at zero members.
-    pub fn add(&self, topic: &str, worker: usize, delta: i64) {
+    /// Returns the edge this crossed on this node, across all workers: `Edge::First` when the
+    /// topic gained its first member, `Edge::Last` when it lost its last one. The caller acts on
+    /// it after the stripe lock is released (the bus reads the table again, so a late or
+    /// reordered signal between two workers cannot leave a wrong subscription).
+    pub fn add(&self, topic: &str, worker: usize, delta: i64) -> Edge {
         let mut stripe = self.stripe(topic);
         if let Some(counts) = stripe.get_mut(topic) {
             let c = &mut counts[worker];
             *c = (i64::from(*c) + delta).max(0) as u32;
             if counts.iter().all(|&c| c == 0) {
                 stripe.remove(topic);
+                return Edge::Last;
             }
-            return;
+            return Edge::None;
         }
         if delta > 0 {
             let mut counts = vec![0u32; self.workers].into_boxed_slice();
             counts[worker] = delta as u32;
             stripe.insert(topic.into(), counts);
+            return Edge::First;
         }
+        Edge::None
+    }
+
+    /// Every topic with members and its member count (walks every stripe, copying names under
+    /// each lock in turn; for the bus's resynchronisation after a reconnect, not hot paths).
+    pub fn topics(&self) -> Vec<(Box<str>, u64)> {
+        let mut out = Vec::new();
+        for s in self.stripes.iter() {
+            let s = s.lock().unwrap_or_else(|p| p.into_inner());
+            out.extend(
+                s.iter()
+                    .map(|(t, c)| (t.clone(), c.iter().map(|&n| u64::from(n)).sum())),
+            );
+        }
+        out
     }
 
     /// The workers with members of `topic` (appended to `out`) and the total member count.
@@ -112,13 +143,15 @@ mod tests {
     #[test]
     fn counts_per_worker_and_forgets_empty_topics() {
         let t = TopicTable::new(4, 3);
-        t.add("a", 0, 2);
-        t.add("a", 2, 1);
+        assert_eq!(t.add("a", 0, 2), Edge::First);
+        assert_eq!(t.add("a", 2, 1), Edge::None);
         let mut out = Vec::new();
         assert_eq!(t.audience("a", &mut out), 3);
         assert_eq!(out, vec![(0, 2), (2, 1)]);
-        t.add("a", 0, -2);
-        t.add("a", 2, -1);
+        assert_eq!(t.topics(), vec![("a".into(), 3)]);
+        assert_eq!(t.add("a", 0, -2), Edge::None);
+        assert_eq!(t.add("a", 2, -1), Edge::Last);
+        assert_eq!(t.add("a", 2, -1), Edge::None);
         assert_eq!(t.members("a"), 0);
         assert_eq!(t.topic_count(), 0);
     }

@@ -1,0 +1,391 @@
+//! The multi-node bus: broadcasts cross gateways through Redis (standalone `PUBLISH`/`SUBSCRIBE`,
+//! or Redis Cluster sharded `SPUBLISH`/`SSUBSCRIBE`). It owns the Redis client, the envelope, the
+//! channel subscriptions that follow local membership, the node heartbeats of the cluster view,
+//! and the bus's counters.
+//!
+//! Everything that talks to Redis runs on the control-plane thread's tokio runtime (`run`). The
+//! data plane only touches [`Bus`] through two non-blocking calls made by the hub: `offer` (a
+//! local broadcast to publish: a bounded queue, dropped and counted when full or when Redis is
+//! down) and `hint` (a topic's local membership changed: a set the reconciler drains). A worker
+//! never waits on Redis and nothing here runs under a topic-table stripe lock.
+//!
+//! - `config`: `[bus]` settings. `envelope`: the bus message and its codec.
+//! - `subs`: which channels to hold (linger, batching), sans-IO.
+//! - `link`: one connection set to Redis (standalone or Cluster) and the commands sent on it.
+//! - `run`: the tasks (supervisor/receiver, publisher, reconciler, heartbeat).
+//! - `nodes`: the cluster view (node records and subscriber counts kept in Redis).
+
+pub mod config;
+pub mod envelope;
+pub mod link;
+pub mod nodes;
+pub mod run;
+pub mod subs;
+
+use std::collections::HashSet;
+use std::fmt::Write;
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use ahash::RandomState;
+use tokio::sync::{mpsc, watch, Notify};
+
+pub use config::{BusConfig, Target};
+use envelope::{BusPayload, Codec, RinggateCodec};
+use link::Link;
+
+use crate::phoenix::serializer::Payload;
+
+/// The bus link's state, as `/healthz` and `/metrics` report it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum LinkState {
+    /// Not connected yet, or lost: local delivery only, publishes dropped and counted.
+    Down = 0,
+    Up = 1,
+}
+
+/// A local broadcast waiting to be published.
+#[derive(Debug)]
+pub struct Outgoing {
+    pub topic: Box<str>,
+    pub event: Box<str>,
+    pub payload: BusPayload,
+    pub queued_at: Instant,
+}
+
+/// Counters, read by `/metrics`.
+#[derive(Default)]
+pub struct BusStats {
+    pub published: AtomicU64,
+    pub dropped_queue_full: AtomicU64,
+    pub dropped_down: AtomicU64,
+    pub dropped_error: AtomicU64,
+    pub dropped_encode: AtomicU64,
+    pub received: AtomicU64,
+    pub echoes: AtomicU64,
+    pub decode_errors: AtomicU64,
+    pub delivered: AtomicU64,
+    pub reconnects: AtomicU64,
+    pub subscribe_commands: AtomicU64,
+    pub unsubscribe_commands: AtomicU64,
+    pub subscribed_channels: AtomicU64,
+    pub resyncs: AtomicU64,
+    pub heartbeat_errors: AtomicU64,
+    /// Sum and count of publish latencies (queued → acknowledged by Redis), microseconds.
+    pub publish_latency_us_sum: AtomicU64,
+    pub publish_latency_count: AtomicU64,
+}
+
+fn add(c: &AtomicU64, n: u64) {
+    c.fetch_add(n, Ordering::Relaxed);
+}
+
+/// Membership-change hints waiting for the reconciler.
+#[derive(Default)]
+struct Hints {
+    topics: HashSet<Box<str>, RandomState>,
+    /// Set when `topics` overflowed and was cleared: the reconciler compares the whole table.
+    overflow: bool,
+}
+
+/// The bus as the rest of the gateway sees it.
+pub struct Bus {
+    pub name: Box<str>,
+    /// Random per process: tells a restarted node from a live name clash.
+    pub instance: u64,
+    pub cfg: BusConfig,
+    pub target: Target,
+    pub codec: Box<dyn Codec>,
+    pub stats: BusStats,
+    pub started_ms: u64,
+    /// Addresses advertised in the node record.
+    pub listen: String,
+    pub admin: String,
+    state: AtomicU8,
+    /// Set when a Cluster connection dropped or a shard unsubscribed us (slot moved, failover):
+    /// the reconciler subscribes every held channel again (the client routes by the new slot map).
+    resubscribe: std::sync::atomic::AtomicBool,
+    queue: mpsc::Sender<Outgoing>,
+    queue_rx: Mutex<Option<mpsc::Receiver<Outgoing>>>,
+    hints: Mutex<Hints>,
+    wake: Notify,
+    /// Wakes the standalone supervisor when a command failed, so it reconnects.
+    broken: Notify,
+    link: watch::Sender<Option<Link>>,
+    /// Start-up verdict (connected, unreachable, or a name clash), sent once by `run`.
+    startup: Mutex<Option<std::sync::mpsc::Sender<Result<bool, String>>>>,
+}
+
+/// Waits for the bus's start-up verdict.
+pub struct Startup(std::sync::mpsc::Receiver<Result<bool, String>>);
+
+impl Startup {
+    /// `Ok(true)` connected, `Ok(false)` Redis unreachable (local-only for now, reconnecting),
+    /// `Err` a live node already has this name.
+    pub fn wait(self, timeout: std::time::Duration) -> Result<bool, String> {
+        self.0.recv_timeout(timeout).unwrap_or(Ok(false))
+    }
+}
+
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+impl Bus {
+    /// A bus for `cfg` (whose `url` is set) named `name`.
+    pub fn new(
+        cfg: BusConfig,
+        target: Target,
+        name: String,
+        listen: String,
+        admin: String,
+    ) -> (Arc<Self>, Startup) {
+        let (tx, rx) = mpsc::channel(cfg.max_queued_publishes);
+        let (startup_tx, startup_rx) = std::sync::mpsc::channel();
+        let instance = RandomState::new().hash_one(std::process::id()) | 1;
+        let codec: Box<dyn Codec> = match cfg.format {
+            config::BusFormat::Ringgate => Box::new(RinggateCodec),
+        };
+        let bus = Arc::new(Self {
+            name: name.into(),
+            instance,
+            cfg,
+            target,
+            codec,
+            stats: BusStats::default(),
+            started_ms: now_ms(),
+            listen,
+            admin,
+            state: AtomicU8::new(LinkState::Down as u8),
+            resubscribe: std::sync::atomic::AtomicBool::new(false),
+            queue: tx,
+            queue_rx: Mutex::new(Some(rx)),
+            hints: Mutex::new(Hints::default()),
+            wake: Notify::new(),
+            broken: Notify::new(),
+            link: watch::Sender::new(None),
+            startup: Mutex::new(Some(startup_tx)),
+        });
+        (bus, Startup(startup_rx))
+    }
+
+    pub fn state(&self) -> LinkState {
+        if self.state.load(Ordering::Relaxed) == LinkState::Up as u8 {
+            LinkState::Up
+        } else {
+            LinkState::Down
+        }
+    }
+
+    fn set_state(&self, s: LinkState) {
+        self.state.store(s as u8, Ordering::Relaxed);
+    }
+
+    /// The current link, if up.
+    pub fn link(&self) -> Option<Link> {
+        self.link.borrow().clone()
+    }
+
+    /// Queues a local broadcast for the other nodes (called by the hub on any thread; never
+    /// blocks). Dropped and counted when Redis is down or the queue is full.
+    pub fn offer(&self, topic: &str, event: &str, payload: Payload<'_>) {
+        if self.state() != LinkState::Up {
+            add(&self.stats.dropped_down, 1);
+            return;
+        }
+        let payload = match payload {
+            Payload::Json(raw) => BusPayload::Json(raw.to_owned()),
+            Payload::Binary(b) => BusPayload::Binary(b.to_vec()),
+        };
+        let out = Outgoing {
+            topic: topic.into(),
+            event: event.into(),
+            payload,
+            queued_at: Instant::now(),
+        };
+        match self.queue.try_send(out) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(_)) => add(&self.stats.dropped_queue_full, 1),
+            Err(mpsc::error::TrySendError::Closed(_)) => add(&self.stats.dropped_down, 1),
+        }
+    }
+
+    /// `topic`'s local membership changed (called by the hub after the table update, outside
+    /// any stripe lock). Cheap: a set insert under a short lock, a wake-up when the set was empty.
+    pub fn hint(&self, topic: &str) {
+        let mut h = self.hints.lock().unwrap_or_else(|p| p.into_inner());
+        if h.topics.contains(topic) {
+            return;
+        }
+        if h.topics.len() >= self.cfg.max_pending_topics {
+            h.topics.clear();
+            h.overflow = true;
+        } else {
+            h.topics.insert(topic.into());
+        }
+        let first = h.topics.len() <= 1;
+        drop(h);
+        if first {
+            self.wake.notify_one();
+        }
+    }
+
+    fn take_hints(&self) -> (HashSet<Box<str>, RandomState>, bool) {
+        let mut h = self.hints.lock().unwrap_or_else(|p| p.into_inner());
+        let overflow = std::mem::take(&mut h.overflow);
+        (std::mem::take(&mut h.topics), overflow)
+    }
+
+    /// Sends the start-up verdict (once).
+    fn verdict(&self, v: Result<bool, String>) {
+        if let Some(tx) = self
+            .startup
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+        {
+            let _ = tx.send(v);
+        }
+    }
+
+    /// Publishes waiting in the queue.
+    pub fn queued(&self) -> usize {
+        self.cfg.max_queued_publishes - self.queue.capacity()
+    }
+
+    /// The bus's Prometheus metrics, appended to `out`.
+    pub fn prometheus(&self, out: &mut String) {
+        let s = &self.stats;
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        let mut one = |name: &str, kind: &str, help: &str, value: &dyn std::fmt::Display| {
+            let _ = writeln!(
+                out,
+                "# HELP ringgate_bus_{name} {help}\n# TYPE ringgate_bus_{name} {kind}\nringgate_bus_{name} {value}"
+            );
+        };
+        one(
+            "up",
+            "gauge",
+            "1 while the Redis link is up; 0 means local delivery only (degraded).",
+            &u64::from(self.state() == LinkState::Up),
+        );
+        one(
+            "published_total",
+            "counter",
+            "Broadcasts published to Redis and acknowledged.",
+            &get(&s.published),
+        );
+        one(
+            "received_total",
+            "counter",
+            "Messages received from Redis (echoes included).",
+            &get(&s.received),
+        );
+        one(
+            "echoes_total",
+            "counter",
+            "Own messages received back and dropped.",
+            &get(&s.echoes),
+        );
+        one(
+            "delivered_total",
+            "counter",
+            "Received broadcasts handed to local workers.",
+            &get(&s.delivered),
+        );
+        one(
+            "decode_errors_total",
+            "counter",
+            "Received messages that were not valid envelopes.",
+            &get(&s.decode_errors),
+        );
+        one(
+            "reconnects_total",
+            "counter",
+            "Connections to Redis re-established after a loss.",
+            &get(&s.reconnects),
+        );
+        one(
+            "subscribe_commands_total",
+            "counter",
+            "SUBSCRIBE/SSUBSCRIBE commands sent.",
+            &get(&s.subscribe_commands),
+        );
+        one(
+            "unsubscribe_commands_total",
+            "counter",
+            "UNSUBSCRIBE/SUNSUBSCRIBE commands sent.",
+            &get(&s.unsubscribe_commands),
+        );
+        one(
+            "subscribed_channels",
+            "gauge",
+            "Topic channels held (lingering ones included).",
+            &get(&s.subscribed_channels),
+        );
+        one(
+            "resyncs_total",
+            "counter",
+            "Full comparisons of the topic table after the hint set overflowed.",
+            &get(&s.resyncs),
+        );
+        one(
+            "heartbeat_errors_total",
+            "counter",
+            "Heartbeat writes that failed.",
+            &get(&s.heartbeat_errors),
+        );
+        one(
+            "queued_publishes",
+            "gauge",
+            "Broadcasts waiting for Redis.",
+            &(self.queued() as u64),
+        );
+        one(
+            "publish_latency_seconds_sum",
+            "counter",
+            "Sum of publish latencies, queued to acknowledged by Redis.",
+            &(get(&s.publish_latency_us_sum) as f64 / 1e6),
+        );
+        one(
+            "publish_latency_seconds_count",
+            "counter",
+            "Publishes whose latency is in the sum.",
+            &get(&s.publish_latency_count),
+        );
+        let _ = writeln!(
+            out,
+            "# HELP ringgate_bus_dropped_total Broadcasts not published, by reason.\n# TYPE ringgate_bus_dropped_total counter"
+        );
+        for (reason, c) in [
+            ("down", &s.dropped_down),
+            ("queue_full", &s.dropped_queue_full),
+            ("error", &s.dropped_error),
+            ("encode", &s.dropped_encode),
+        ] {
+            let _ = writeln!(
+                out,
+                "ringgate_bus_dropped_total{{reason=\"{reason}\"}} {}",
+                get(c)
+            );
+        }
+    }
+
+    /// Total broadcasts dropped, any reason.
+    pub fn dropped(&self) -> u64 {
+        let s = &self.stats;
+        [
+            &s.dropped_down,
+            &s.dropped_queue_full,
+            &s.dropped_error,
+            &s.dropped_encode,
+        ]
+        .iter()
+        .map(|c| c.load(Ordering::Relaxed))
+        .sum()
+    }
+}

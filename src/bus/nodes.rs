@@ -1,0 +1,199 @@
+//! The cluster view, kept in Redis as plain keys (never on a pub/sub channel: the bus carries
+//! broadcasts only, so Redis's publish count is the broadcast count).
+//!
+//! - `<prefix>nodes`: a hash, field = node name, value = the node's JSON record with its expiry
+//!   (`expires_ms`, wall clock). Each node rewrites its own field once per `heartbeat_ms`; readers
+//!   skip expired fields and delete them. A single key, so listing nodes is one `HGETALL` on
+//!   standalone and Cluster alike.
+//! - `<prefix>counts:<node>`: a hash, field = topic, value = that node's local subscriber count,
+//!   written in batches of changed topics (at most once per heartbeat) and given the node TTL, so
+//!   a dead node's counts vanish with it. A topic's cluster count is the sum of its field over
+//!   the live nodes.
+
+use std::collections::HashMap;
+
+use serde::{Deserialize, Serialize};
+
+use super::link::Link;
+use super::{now_ms, Bus};
+
+/// One node's heartbeat record.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct NodeRecord {
+    pub name: String,
+    pub instance: u64,
+    /// Open WebSocket connections.
+    pub connections: u64,
+    /// Topics with at least one local member.
+    pub topics: u64,
+    pub listen: String,
+    pub admin: String,
+    pub started_ms: u64,
+    pub heartbeat_ms: u64,
+    pub expires_ms: u64,
+    pub version: String,
+}
+
+pub fn nodes_key(bus: &Bus) -> String {
+    format!("{}nodes", bus.cfg.prefix)
+}
+
+pub fn counts_key(bus: &Bus, node: &str) -> String {
+    format!("{}counts:{node}", bus.cfg.prefix)
+}
+
+/// Writes this node's record, and refreshes its counts hash's expiry.
+pub async fn heartbeat(
+    bus: &Bus,
+    link: &Link,
+    connections: u64,
+    topics: u64,
+) -> redis::RedisResult<()> {
+    let now = now_ms();
+    let record = NodeRecord {
+        name: bus.name.to_string(),
+        instance: bus.instance,
+        connections,
+        topics,
+        listen: bus.listen.clone(),
+        admin: bus.admin.clone(),
+        started_ms: bus.started_ms,
+        heartbeat_ms: now,
+        expires_ms: now + bus.cfg.node_ttl_ms,
+        version: env!("CARGO_PKG_VERSION").into(),
+    };
+    let json = serde_json::to_string(&record).unwrap_or_default();
+    link.query::<()>(
+        redis::cmd("HSET")
+            .arg(nodes_key(bus))
+            .arg(&*bus.name)
+            .arg(json),
+    )
+    .await?;
+    link.query::<()>(
+        redis::cmd("PEXPIRE")
+            .arg(counts_key(bus, &bus.name))
+            .arg(bus.cfg.node_ttl_ms),
+    )
+    .await
+}
+
+/// The live nodes (expired records are deleted as they are seen).
+pub async fn live(bus: &Bus, link: &Link) -> redis::RedisResult<Vec<NodeRecord>> {
+    let all: HashMap<String, String> = link
+        .query(redis::cmd("HGETALL").arg(nodes_key(bus)))
+        .await?;
+    let now = now_ms();
+    let mut nodes = Vec::new();
+    let mut expired = Vec::new();
+    for (name, json) in all {
+        match serde_json::from_str::<NodeRecord>(&json) {
+            Ok(r) if r.expires_ms > now => nodes.push(r),
+            _ => expired.push(name),
+        }
+    }
+    if !expired.is_empty() {
+        link.query::<()>(redis::cmd("HDEL").arg(nodes_key(bus)).arg(&expired))
+            .await?;
+    }
+    nodes.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(nodes)
+}
+
+/// Another live process holds this node's name: its record is unexpired, from another instance,
+/// and still being refreshed. A record left by a killed predecessor stops being refreshed, so a
+/// restart under the same name waits at most two heartbeats instead of a whole TTL.
+pub async fn clash(bus: &Bus, link: &Link) -> redis::RedisResult<Option<NodeRecord>> {
+    let read = || async {
+        let json: Option<String> = link
+            .query(redis::cmd("HGET").arg(nodes_key(bus)).arg(&*bus.name))
+            .await?;
+        Ok::<_, redis::RedisError>(json.and_then(|j| serde_json::from_str::<NodeRecord>(&j).ok()))
+    };
+    let Some(first) = read().await? else {
+        return Ok(None);
+    };
+    if first.instance == bus.instance || first.expires_ms <= now_ms() {
+        return Ok(None);
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(first_wait(&first))).await;
+    match read().await? {
+        Some(again)
+            if again.instance == first.instance && again.heartbeat_ms > first.heartbeat_ms =>
+        {
+            Ok(Some(again))
+        }
+        _ => Ok(None),
+    }
+}
+
+/// Long enough for a live holder to beat twice (it announces its own interval implicitly via
+/// `expires_ms - heartbeat_ms`, the TTL; a holder beats at least twice per TTL).
+fn first_wait(r: &NodeRecord) -> u64 {
+    (r.expires_ms.saturating_sub(r.heartbeat_ms) / 2).clamp(200, 10_000)
+}
+
+/// Writes changed subscriber counts of this node (`0` deletes the field).
+pub async fn write_counts(
+    bus: &Bus,
+    link: &Link,
+    counts: &[(Box<str>, u64)],
+) -> redis::RedisResult<u64> {
+    let key = counts_key(bus, &bus.name);
+    let mut commands = 0;
+    let (set, del): (Vec<_>, Vec<_>) = counts.iter().partition(|(_, n)| *n > 0);
+    for chunk in set.chunks(bus.cfg.subscribe_batch) {
+        let mut cmd = redis::cmd("HSET");
+        cmd.arg(&key);
+        for (topic, n) in chunk {
+            cmd.arg(&**topic).arg(*n);
+        }
+        link.query::<()>(&cmd).await?;
+        commands += 1;
+    }
+    for chunk in del.chunks(bus.cfg.subscribe_batch) {
+        let mut cmd = redis::cmd("HDEL");
+        cmd.arg(&key);
+        for (topic, _) in chunk {
+            cmd.arg(&**topic);
+        }
+        link.query::<()>(&cmd).await?;
+        commands += 1;
+    }
+    if commands > 0 {
+        link.query::<()>(redis::cmd("PEXPIRE").arg(&key).arg(bus.cfg.node_ttl_ms))
+            .await?;
+    }
+    Ok(commands)
+}
+
+/// Subscribers of `topic` on the other live nodes, per node.
+pub async fn remote_counts(
+    bus: &Bus,
+    link: &Link,
+    topic: &str,
+) -> redis::RedisResult<Vec<(String, u64)>> {
+    let mut out = Vec::new();
+    for node in live(bus, link).await? {
+        if *node.name == *bus.name {
+            continue;
+        }
+        let n: Option<u64> = link
+            .query(
+                redis::cmd("HGET")
+                    .arg(counts_key(bus, &node.name))
+                    .arg(topic),
+            )
+            .await?;
+        out.push((node.name, n.unwrap_or(0)));
+    }
+    Ok(out)
+}
+
+/// Removes this node from the view (clean shutdown).
+pub async fn farewell(bus: &Bus, link: &Link) -> redis::RedisResult<()> {
+    link.query::<()>(redis::cmd("HDEL").arg(nodes_key(bus)).arg(&*bus.name))
+        .await?;
+    link.query::<()>(redis::cmd("DEL").arg(counts_key(bus, &bus.name)))
+        .await
+}

@@ -1,0 +1,492 @@
+//! The bus's tasks on the control-plane runtime.
+//!
+//! - supervisor: connects (standalone: a new connection pair after every loss, with jittered
+//!   backoff; Cluster: once, the client repairs itself), checks the node name, receives messages
+//!   and hands them to the hub.
+//! - publisher: drains the outgoing queue in batches, assigns sequence numbers, publishes.
+//! - reconciler: turns membership hints into batched (un)subscribe commands and count writes.
+//! - heartbeat: writes the node record once per `heartbeat_ms`.
+
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ahash::RandomState;
+use futures_util::StreamExt;
+use redis::cluster::ClusterClientBuilder;
+use redis::{AsyncConnectionConfig, ProtocolVersion, PushKind, Value};
+
+use super::envelope::{BusMessage, BusPayload, Envelope};
+use super::link::Link;
+use super::subs::{Plan, Reconciler};
+use super::{add, nodes, Bus, LinkState, Outgoing, Target};
+use crate::hub::Hub;
+use crate::phoenix::serializer::Payload;
+
+/// Exponential backoff with ±50% jitter.
+struct Backoff {
+    min: Duration,
+    max: Duration,
+    next: Duration,
+    seed: RandomState,
+    n: u64,
+}
+
+impl Backoff {
+    fn new(min_ms: u64, max_ms: u64) -> Self {
+        let min = Duration::from_millis(min_ms);
+        Self {
+            min,
+            max: Duration::from_millis(max_ms),
+            next: min,
+            seed: RandomState::new(),
+            n: 0,
+        }
+    }
+
+    fn reset(&mut self) {
+        self.next = self.min;
+    }
+
+    fn step(&mut self) -> Duration {
+        self.n += 1;
+        let base = self.next;
+        self.next = (self.next * 2).min(self.max);
+        let jitter = (self.seed.hash_one(self.n) % 1000) as f64 / 1000.0; // 0..1
+        base.mul_f64(0.5 + jitter)
+    }
+}
+
+/// Starts every task (call from inside the control-plane runtime).
+pub fn spawn(bus: Arc<Bus>, hub: Arc<Hub>) {
+    let rx = bus
+        .queue_rx
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .take();
+    if let Some(rx) = rx {
+        tokio::spawn(publisher(bus.clone(), rx));
+    }
+    tokio::spawn(reconciler(bus.clone(), hub.clone()));
+    tokio::spawn(heartbeat(bus.clone(), hub.clone()));
+    match bus.target.clone() {
+        Target::Standalone(url) => tokio::spawn(standalone(bus, hub, url)),
+        Target::Cluster(seeds) => tokio::spawn(cluster(bus, hub, seeds)),
+    };
+}
+
+/// Checks the node name on a fresh link; false (and the verdict sent) on a live clash. When
+/// free, the first heartbeat is written before the gateway reports ready, so a second gateway
+/// started with the same name right after sees it.
+async fn name_is_free(bus: &Bus, hub: &Hub, link: &Link) -> bool {
+    match nodes::clash(bus, link).await {
+        Ok(Some(other)) => {
+            let msg = format!(
+                "bus node name {:?} is held by a live node (listen {}, admin {}); set [bus] node_name / --bus-node-name to a unique name",
+                bus.name, other.listen, other.admin
+            );
+            tracing::error!("{msg}");
+            bus.verdict(Err(msg));
+            false
+        }
+        Ok(None) => {
+            let topics = hub.table.topic_count() as u64;
+            if let Err(e) = nodes::heartbeat(bus, link, 0, topics).await {
+                tracing::warn!(error = %e, "bus: first heartbeat failed");
+            }
+            true
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "bus: cannot check the node name");
+            true
+        }
+    }
+}
+
+async fn standalone(bus: Arc<Bus>, hub: Arc<Hub>, url: String) {
+    let client = match redis::Client::open(url.as_str()) {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!(error = %e, "bus: bad Redis URL");
+            return bus.verdict(Ok(false));
+        }
+    };
+    let timeout = Duration::from_millis(bus.cfg.connect_timeout_ms);
+    let config = AsyncConnectionConfig::new()
+        .set_connection_timeout(Some(timeout))
+        .set_response_timeout(Some(Duration::from_millis(bus.cfg.response_timeout_ms)));
+    let mut backoff = Backoff::new(bus.cfg.backoff_min_ms, bus.cfg.backoff_max_ms);
+    let mut generation = 0u64;
+    let mut was_down_logged = false;
+    loop {
+        let connected = async {
+            let conn = client
+                .get_multiplexed_async_connection_with_config(&config)
+                .await?;
+            let pubsub = tokio::time::timeout(timeout, client.get_async_pubsub())
+                .await
+                .map_err(|_| {
+                    redis::RedisError::from(std::io::Error::from(std::io::ErrorKind::TimedOut))
+                })??;
+            Ok::<_, redis::RedisError>((conn, pubsub))
+        }
+        .await;
+        match connected {
+            Ok((conn, pubsub)) => {
+                let (sink, mut stream) = pubsub.split();
+                generation += 1;
+                let link = Link::Standalone {
+                    generation,
+                    conn,
+                    sink,
+                };
+                if generation == 1 && !name_is_free(&bus, &hub, &link).await {
+                    return;
+                }
+                backoff.reset();
+                was_down_logged = false;
+                if generation > 1 {
+                    add(&bus.stats.reconnects, 1);
+                }
+                tracing::info!(url = %url, node = %bus.name, "bus: connected to Redis");
+                bus.set_state(LinkState::Up);
+                bus.link.send_replace(Some(link));
+                bus.verdict(Ok(true));
+                let mut audience = Vec::new();
+                loop {
+                    tokio::select! {
+                        msg = stream.next() => match msg {
+                            Some(m) => receive(&bus, &hub, m.get_payload_bytes(), &mut audience),
+                            None => break,
+                        },
+                        () = bus.broken.notified() => break,
+                    }
+                }
+                bus.set_state(LinkState::Down);
+                bus.link.send_replace(None);
+                tracing::warn!(
+                    "bus: lost Redis; local delivery continues, cross-node publishes are dropped and counted until it is back"
+                );
+            }
+            Err(e) => {
+                bus.set_state(LinkState::Down);
+                if !was_down_logged {
+                    tracing::warn!(error = %e, url = %url, "bus: Redis unreachable; serving this node's members only, reconnecting with backoff");
+                    was_down_logged = true;
+                }
+                bus.verdict(Ok(false));
+            }
+        }
+        tokio::time::sleep(backoff.step()).await;
+    }
+}
+
+async fn cluster(bus: Arc<Bus>, hub: Arc<Hub>, seeds: Vec<String>) {
+    let (push_tx, mut push_rx) = tokio::sync::mpsc::unbounded_channel();
+    let client = match ClusterClientBuilder::new(seeds.clone())
+        .use_protocol(ProtocolVersion::RESP3)
+        .push_sender(push_tx)
+        .connection_timeout(Duration::from_millis(bus.cfg.connect_timeout_ms))
+        .response_timeout(Duration::from_millis(bus.cfg.response_timeout_ms))
+        .build()
+    {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!(error = %e, "bus: bad Redis Cluster URL");
+            return bus.verdict(Ok(false));
+        }
+    };
+    let mut backoff = Backoff::new(bus.cfg.backoff_min_ms, bus.cfg.backoff_max_ms);
+    let mut logged = false;
+    let conn = loop {
+        match client.get_async_connection().await {
+            Ok(c) => break c,
+            Err(e) => {
+                if !logged {
+                    tracing::warn!(error = %e, ?seeds, "bus: Redis Cluster unreachable; serving this node's members only, retrying");
+                    logged = true;
+                }
+                bus.verdict(Ok(false));
+                tokio::time::sleep(backoff.step()).await;
+            }
+        }
+    };
+    let link = Link::Cluster {
+        generation: 1,
+        conn,
+    };
+    if !name_is_free(&bus, &hub, &link).await {
+        return;
+    }
+    tracing::info!(?seeds, node = %bus.name, "bus: connected to Redis Cluster");
+    bus.set_state(LinkState::Up);
+    bus.link.send_replace(Some(link));
+    bus.verdict(Ok(true));
+    let mut audience = Vec::new();
+    while let Some(push) = push_rx.recv().await {
+        match push.kind {
+            PushKind::SMessage | PushKind::Message => {
+                if let Some(Value::BulkString(body)) = push.data.get(1) {
+                    receive(&bus, &hub, body, &mut audience);
+                }
+            }
+            PushKind::Disconnection | PushKind::SUnsubscribe => {
+                if push.kind == PushKind::Disconnection {
+                    add(&bus.stats.reconnects, 1);
+                    tracing::warn!("bus: a Redis Cluster connection dropped; re-subscribing");
+                }
+                bus.resubscribe.store(true, Ordering::Relaxed);
+                bus.wake.notify_one();
+            }
+            _ => {}
+        }
+    }
+}
+
+/// A message from Redis: decode, drop our own echo, hand it to the hub as a local broadcast.
+fn receive(bus: &Bus, hub: &Hub, body: &[u8], audience: &mut Vec<(usize, u32)>) {
+    add(&bus.stats.received, 1);
+    let msg = match bus.codec.decode(body) {
+        Ok(m) => m,
+        Err(e) => {
+            add(&bus.stats.decode_errors, 1);
+            tracing::debug!(error = %e, "bus: undecodable message");
+            return;
+        }
+    };
+    let BusMessage::Broadcast(e) = msg;
+    if *e.origin == *bus.name {
+        add(&bus.stats.echoes, 1);
+        return;
+    }
+    let payload = match &e.payload {
+        BusPayload::Json(raw) => Payload::Json(raw),
+        BusPayload::Binary(b) => Payload::Binary(b),
+    };
+    if hub
+        .deliver_remote(&e.topic, &e.event, payload, audience)
+        .members
+        > 0
+    {
+        add(&bus.stats.delivered, 1);
+    }
+}
+
+/// The failure of a command on `link`: the standalone supervisor reconnects; a Cluster link
+/// repairs itself and only the state is lowered until the next success.
+fn link_failed(bus: &Bus, link: &Link, e: &redis::RedisError) {
+    tracing::debug!(error = %e, "bus: command failed");
+    if link.is_cluster() {
+        bus.set_state(LinkState::Down);
+    } else {
+        bus.broken.notify_one();
+    }
+}
+
+fn link_ok(bus: &Bus, link: &Link) {
+    if link.is_cluster() {
+        bus.set_state(LinkState::Up);
+    }
+}
+
+async fn publisher(bus: Arc<Bus>, mut rx: tokio::sync::mpsc::Receiver<Outgoing>) {
+    let mut batch = Vec::with_capacity(bus.cfg.publish_batch);
+    let mut items: Vec<(String, Vec<u8>)> = Vec::new();
+    let mut seq = 0u64;
+    loop {
+        batch.clear();
+        if rx.recv_many(&mut batch, bus.cfg.publish_batch).await == 0 {
+            return;
+        }
+        let Some(link) = bus.link() else {
+            add(&bus.stats.dropped_down, batch.len() as u64);
+            continue;
+        };
+        items.clear();
+        let oldest = batch.iter().map(|o| o.queued_at).min();
+        for o in batch.drain(..) {
+            seq += 1;
+            let channel = bus.codec.channel(&bus.cfg.prefix, &o.topic);
+            let msg = BusMessage::Broadcast(Envelope {
+                origin: bus.name.clone(),
+                seq,
+                topic: o.topic,
+                event: o.event,
+                payload: o.payload,
+            });
+            let mut body = Vec::new();
+            match bus.codec.encode(&msg, &mut body) {
+                Ok(()) => items.push((channel, body)),
+                Err(e) => {
+                    add(&bus.stats.dropped_encode, 1);
+                    tracing::debug!(error = %e, "bus: cannot encode a broadcast");
+                }
+            }
+        }
+        if items.is_empty() {
+            continue;
+        }
+        match link.publish(&items).await {
+            Ok(()) => {
+                link_ok(&bus, &link);
+                add(&bus.stats.published, items.len() as u64);
+                if let Some(t) = oldest {
+                    // Every message of the batch was acknowledged now; the sum uses the oldest
+                    // one's wait for all, an upper bound that keeps this O(1) per batch.
+                    let us = t.elapsed().as_micros() as u64;
+                    add(&bus.stats.publish_latency_us_sum, us * items.len() as u64);
+                    add(&bus.stats.publish_latency_count, items.len() as u64);
+                }
+            }
+            Err(e) => {
+                add(&bus.stats.dropped_error, items.len() as u64);
+                link_failed(&bus, &link, &e);
+            }
+        }
+    }
+}
+
+/// Topics with members now, and their counts (a walk of the table: after a reconnect or an
+/// overflow only).
+fn live_topics(hub: &Hub) -> Vec<(Box<str>, u64)> {
+    hub.table.topics()
+}
+
+async fn reconciler(bus: Arc<Bus>, hub: Arc<Hub>) {
+    let mut rec = Reconciler::new(Duration::from_millis(bus.cfg.linger_ms));
+    let mut link_rx = bus.link.subscribe();
+    let mut generation = 0u64;
+    // Counts changed since the last write, topic → local members now.
+    let mut counts: HashMap<Box<str>, u64, RandomState> = HashMap::default();
+    let mut count_tick = tokio::time::interval(Duration::from_millis(bus.cfg.heartbeat_ms));
+    count_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        let deadline = rec
+            .next_deadline()
+            .map(tokio::time::Instant::from_std)
+            .unwrap_or_else(|| tokio::time::Instant::now() + Duration::from_secs(3600));
+        let mut write_counts = false;
+        tokio::select! {
+            () = bus.wake.notified() => {}
+            () = tokio::time::sleep_until(deadline) => {}
+            changed = link_rx.changed() => if changed.is_err() { return },
+            _ = count_tick.tick() => write_counts = true,
+        }
+        let link = link_rx.borrow_and_update().clone();
+        let now = Instant::now();
+        let mut plan = Plan::default();
+        let (hints, overflow) = bus.take_hints();
+        match &link {
+            Some(l) if l.generation() != generation => {
+                generation = l.generation();
+                let live = live_topics(&hub);
+                counts.extend(live.iter().cloned());
+                rec.resync(live.into_iter().map(|(t, _)| t), &mut plan);
+            }
+            Some(_) if bus.resubscribe.swap(false, Ordering::Relaxed) => {
+                let live = live_topics(&hub);
+                rec.resync(live.into_iter().map(|(t, _)| t), &mut plan);
+            }
+            _ if overflow => {
+                add(&bus.stats.resyncs, 1);
+                let live = live_topics(&hub);
+                let set = live.iter().map(|(t, _)| t.clone()).collect();
+                rec.reconcile_all(&set, now, &mut plan);
+                for (t, n) in live {
+                    counts.insert(t, n);
+                }
+            }
+            _ => {}
+        }
+        for topic in hints {
+            let members = hub.table.members(&topic);
+            rec.changed(&topic, members, now, &mut plan);
+            counts.insert(topic, members);
+        }
+        rec.expire(now, |t| hub.table.members(t), &mut plan);
+        bus.stats
+            .subscribed_channels
+            .store(rec.len() as u64, Ordering::Relaxed);
+        let Some(link) = link else {
+            continue;
+        };
+        apply(&bus, &link, &plan).await;
+        if write_counts && !counts.is_empty() {
+            let batch: Vec<(Box<str>, u64)> = counts.drain().collect();
+            match nodes::write_counts(&bus, &link, &batch).await {
+                Ok(_) => {}
+                Err(e) => {
+                    counts.extend(batch);
+                    link_failed(&bus, &link, &e);
+                }
+            }
+        }
+    }
+}
+
+/// Sends a plan's commands (a failure leaves the link to the supervisor, whose new generation
+/// makes the next pass subscribe everything again).
+async fn apply(bus: &Bus, link: &Link, plan: &Plan) {
+    for (topics, on) in [(&plan.subscribe, true), (&plan.unsubscribe, false)] {
+        if topics.is_empty() {
+            continue;
+        }
+        let channels: Vec<String> = topics
+            .iter()
+            .map(|t| bus.codec.channel(&bus.cfg.prefix, t))
+            .collect();
+        match link.subscribe(&channels, on, bus.cfg.subscribe_batch).await {
+            Ok(n) => add(
+                if on {
+                    &bus.stats.subscribe_commands
+                } else {
+                    &bus.stats.unsubscribe_commands
+                },
+                n,
+            ),
+            Err(e) => {
+                if link.is_cluster() {
+                    // Retried on the next pass (at most one heartbeat later).
+                    bus.resubscribe.store(true, Ordering::Relaxed);
+                }
+                tracing::warn!(error = %e, subscribe = on, channels = channels.len(), "bus: channel command failed");
+                link_failed(bus, link, &e);
+                return;
+            }
+        }
+    }
+}
+
+async fn heartbeat(bus: Arc<Bus>, hub: Arc<Hub>) {
+    let mut tick = tokio::time::interval(Duration::from_millis(bus.cfg.heartbeat_ms));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let Some(link) = bus.link() else { continue };
+        let h = hub.clone();
+        let connections = tokio::task::spawn_blocking(move || {
+            crate::admin::metrics::gather(&h)
+                .iter()
+                .map(|r| r.open)
+                .sum::<u64>()
+        })
+        .await
+        .unwrap_or(0);
+        let topics = hub.table.topic_count() as u64;
+        match nodes::heartbeat(&bus, &link, connections, topics).await {
+            Ok(()) => link_ok(&bus, &link),
+            Err(e) => {
+                add(&bus.stats.heartbeat_errors, 1);
+                link_failed(&bus, &link, &e);
+            }
+        }
+    }
+}
+
+/// Removes this node from the cluster view (on a clean stop), bounded in time.
+pub async fn farewell(bus: &Bus) {
+    if let Some(link) = bus.link() {
+        let _ = tokio::time::timeout(Duration::from_secs(1), nodes::farewell(bus, &link)).await;
+    }
+}

@@ -1,0 +1,81 @@
+// Faults with real processes: Redis stopped mid-run (local delivery continues, publishes are
+// dropped and counted, /healthz says degraded; restarted on the same port, cross-node delivery
+// resumes without restarting the gateways), and a gateway SIGKILLed (the others lose nothing,
+// its cluster-view entry expires).
+
+import assert from 'node:assert/strict'
+import { test } from 'node:test'
+
+import { client, expectExactly, numsub, pushMany, startGateway, startRedis, until } from './helpers.mjs'
+
+test('Redis stopped and restarted under 2 gateways', async t => {
+  let redis = await startRedis(t)
+  const port = redis.port
+  const url = `redis://127.0.0.1:${port}`
+  const a = await startGateway(t, { busUrl: url, name: 'a' })
+  const b = await startGateway(t, { busUrl: url, name: 'b' })
+  const topic = `rooms:fault-${Date.now()}`
+  const ma = await client(t, a.url, [topic])
+  const mb = await client(t, b.url, [topic])
+  await until(async () => await numsub(port, `ringgate:${topic}`) === 2, 'both nodes subscribed')
+  const want = []
+  await pushMany(ma.channels[topic], 3, 'before')
+  for (let n = 0; n < 3; n++) want.push({ n, from: 'before' })
+  await expectExactly(mb.got[topic], want, 'b before the outage')
+
+  await redis.stop('SIGKILL')
+  for (const gw of [a, b]) {
+    await until(async () => (await gw.get('/healthz')).degraded === true, `${gw.name} degraded`)
+    assert.equal((await fetch(`${gw.admin}/healthz`)).status, 200, 'still 200 for the balancer')
+  }
+  const dropsBefore = (await a.metrics())['ringgate_bus_dropped_total{reason="down"}']
+  await pushMany(ma.channels[topic], 4, 'during')
+  const wantA = [...want]
+  for (let n = 0; n < 4; n++) wantA.push({ n, from: 'during' })
+  await expectExactly(ma.got[topic], wantA, 'a keeps local delivery while Redis is down')
+  await expectExactly(mb.got[topic], want, 'b gets nothing from a while Redis is down')
+  const m = await a.metrics()
+  assert.equal(m['ringgate_bus_dropped_total{reason="down"}'] - dropsBefore, 4, 'every lost publish counted')
+  assert.equal(m.ringgate_bus_up, 0)
+
+  redis = await startRedis(t, { port })
+  for (const gw of [a, b]) {
+    await until(async () => (await gw.get('/healthz')).degraded === false, `${gw.name} back up`, 15000)
+  }
+  await until(async () => await numsub(port, `ringgate:${topic}`) === 2, 'both nodes subscribed again')
+  await pushMany(mb.channels[topic], 5, 'after')
+  const after = Array.from({ length: 5 }, (_, n) => ({ n, from: 'after' }))
+  await expectExactly(ma.got[topic], [...wantA, ...after], 'a receives from b after the restart')
+  await expectExactly(mb.got[topic], [...want, ...after], 'b after the restart')
+  assert.ok((await b.metrics()).ringgate_bus_reconnects_total >= 1)
+})
+
+test('SIGKILL one of 3 gateways: the others lose nothing, its node entry expires', async t => {
+  const redis = await startRedis(t)
+  const url = `redis://127.0.0.1:${redis.port}`
+  const gws = []
+  for (const name of ['a', 'b', 'c']) gws.push(await startGateway(t, { busUrl: url, name }))
+  const topic = `rooms:kill-${Date.now()}`
+  const ms = []
+  for (const gw of gws) ms.push(await client(t, gw.url, [topic]))
+  await until(async () => await numsub(redis.port, `ringgate:${topic}`) === 3, 'all subscribed')
+  await until(async () => (await gws[0].get('/api/nodes')).nodes?.length === 3, '3 nodes listed')
+
+  const want = []
+  const pushing = (async () => {
+    for (let round = 0; round < 10; round++) {
+      await pushMany(ms[0].channels[topic], 5, `r${round}`)
+      for (let n = 0; n < 5; n++) want.push({ n, from: `r${round}` })
+      if (round === 3) gws[2].kill('SIGKILL')
+    }
+  })()
+  await pushing
+  await expectExactly(ms[0].got[topic], want, 'a (publisher) got every message')
+  await expectExactly(ms[1].got[topic], want, 'b got every message across the kill')
+  await until(async () => {
+    const r = await gws[1].get('/api/nodes')
+    return JSON.stringify(r.nodes.map(n => n.name)) === '["a","b"]'
+  }, 'c to expire from /api/nodes')
+  await until(async () => (await gws[0].get(`/api/topics/${encodeURIComponent(topic)}`)).cluster_subscribers === 2,
+    'cluster count without c')
+})
