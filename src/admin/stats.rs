@@ -96,6 +96,9 @@ pub struct Snapshot {
     pub summary: Summary,
     /// Workers that died (their index).
     pub dead_workers: Vec<usize>,
+    /// The multi-node bus, when one is configured.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bus: Option<serde_json::Value>,
     #[serde(skip)]
     pub health: Vec<super::metrics::Health>,
 }
@@ -155,6 +158,7 @@ pub fn take(hub: &Hub, counters: &AdminCounters) -> Snapshot {
     let health = super::metrics::health(hub);
     Snapshot {
         dead_workers: health.iter().filter(|h| !h.up).map(|h| h.worker).collect(),
+        bus: hub.bus.as_ref().map(|b| b.summary()),
         health,
         topics: hub.table.topic_count(),
         workers,

@@ -258,6 +258,23 @@ impl Bus {
     }
 
     /// The bus's Prometheus metrics, appended to `out`.
+    /// The bus section of `/api/stats` (the dashboard and `ringgate top` show it as it is).
+    pub fn summary(&self) -> serde_json::Value {
+        let s = &self.stats;
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        serde_json::json!({
+            "state": if self.state() == LinkState::Up { "up" } else { "down" },
+            "node": &*self.name,
+            "published": get(&s.published),
+            "received": get(&s.received),
+            "delivered": get(&s.delivered),
+            "dropped": get(&s.dropped_queue_full) + get(&s.dropped_down) + get(&s.dropped_error)
+                + get(&s.dropped_encode),
+            "reconnects": get(&s.reconnects),
+            "subscribed_channels": get(&s.subscribed_channels),
+        })
+    }
+
     pub fn prometheus(&self, out: &mut String) {
         let s = &self.stats;
         let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
