@@ -23,7 +23,9 @@ pub fn free_port() -> u16 {
 }
 
 impl Gateway {
-    /// Starts the gateway with `args` (after `serve --listen ...`) and waits for /healthz.
+    /// Starts the gateway with `args` (after `serve --listen ...`) and waits until both the
+    /// gateway port and the admin port answer /healthz. The admin thread starts its runtime and
+    /// binds after the workers, so a test that counts descriptors must not start before it.
     pub fn start(args: &[&str]) -> Self {
         let port = free_port();
         let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
@@ -45,10 +47,15 @@ impl Gateway {
         let gw = Self { child, addr, admin };
         let deadline = Instant::now() + Duration::from_secs(20);
         while Instant::now() < deadline {
-            if let Ok(resp) = http_request(addr, "GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n") {
-                if resp.starts_with("HTTP/1.1 200") {
-                    return gw;
-                }
+            let ready = |at: SocketAddr| {
+                http_request(
+                    at,
+                    "GET /healthz HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
+                )
+                .is_ok_and(|resp| resp.starts_with("HTTP/1.1 200"))
+            };
+            if ready(addr) && ready(admin) {
+                return gw;
             }
             std::thread::sleep(Duration::from_millis(50));
         }
