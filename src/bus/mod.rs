@@ -104,14 +104,11 @@ pub struct Bus {
     pub listen: String,
     pub admin: String,
     state: AtomicU8,
-    /// Set when a Cluster connection dropped or a shard unsubscribed us (slot moved, failover):
-    /// the reconciler subscribes every held channel again (the client routes by the new slot map).
-    resubscribe: std::sync::atomic::AtomicBool,
     queue: mpsc::Sender<Outgoing>,
     queue_rx: Mutex<Option<mpsc::Receiver<Outgoing>>>,
     hints: Mutex<Hints>,
     wake: Notify,
-    /// Wakes the standalone supervisor when a command failed, so it reconnects.
+    /// Wakes the supervisor when a command on the current link failed, so it reconnects.
     broken: Notify,
     link: watch::Sender<Option<Link>>,
     /// Start-up verdict (connected, unreachable, or a name clash), sent once by `run`.
@@ -161,7 +158,6 @@ impl Bus {
             listen,
             admin,
             state: AtomicU8::new(LinkState::Down as u8),
-            resubscribe: std::sync::atomic::AtomicBool::new(false),
             queue: tx,
             queue_rx: Mutex::new(Some(rx)),
             hints: Mutex::new(Hints::default()),

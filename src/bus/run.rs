@@ -1,8 +1,7 @@
 //! The bus's tasks on the control-plane runtime.
 //!
-//! - supervisor: connects (standalone: a new connection pair after every loss, with jittered
-//!   backoff; Cluster: once, the client repairs itself), checks the node name, receives messages
-//!   and hands them to the hub.
+//! - supervisor: connects (a new connection generation after every loss, with jittered
+//!   backoff), checks the node name, receives messages and hands them to the hub.
 //! - publisher: drains the outgoing queue in batches, assigns sequence numbers, publishes.
 //! - reconciler: turns membership hints into batched (un)subscribe commands and count writes.
 //! - heartbeat: writes the node record once per `heartbeat_ms`.
@@ -182,66 +181,97 @@ async fn standalone(bus: Arc<Bus>, hub: Arc<Hub>, url: String) {
     }
 }
 
+/// Redis Cluster. Each generation is a fresh client and connection (a fresh slot map) with its
+/// own push channel. A generation ends when a shard connection drops, when a shard unsubscribes
+/// a channel we still hold (its slot moved or its master was demoted), or when a command fails;
+/// the next one subscribes every held channel again on the current owners. Dropping the old
+/// client closes its subscriptions, and its pushes go nowhere, so nothing arrives twice.
 async fn cluster(bus: Arc<Bus>, hub: Arc<Hub>, seeds: Vec<String>) {
-    let (push_tx, mut push_rx) = tokio::sync::mpsc::unbounded_channel();
-    let client = match ClusterClientBuilder::new(seeds.clone())
-        .use_protocol(ProtocolVersion::RESP3)
-        .push_sender(push_tx)
-        .connection_timeout(Duration::from_millis(bus.cfg.connect_timeout_ms))
-        .response_timeout(Duration::from_millis(bus.cfg.response_timeout_ms))
-        .build()
-    {
-        Ok(c) => c,
-        Err(e) => {
-            tracing::error!(error = %e, "bus: bad Redis Cluster URL");
-            return bus.verdict(Ok(false));
-        }
-    };
     let mut backoff = Backoff::new(bus.cfg.backoff_min_ms, bus.cfg.backoff_max_ms);
-    let mut logged = false;
-    let conn = loop {
-        match client.get_async_connection().await {
-            Ok(c) => break c,
+    let mut generation = 0u64;
+    let mut was_down_logged = false;
+    loop {
+        let (push_tx, mut push_rx) = tokio::sync::mpsc::unbounded_channel();
+        let client = match ClusterClientBuilder::new(seeds.clone())
+            .use_protocol(ProtocolVersion::RESP3)
+            .push_sender(push_tx)
+            .connection_timeout(Duration::from_millis(bus.cfg.connect_timeout_ms))
+            .response_timeout(Duration::from_millis(bus.cfg.response_timeout_ms))
+            .build()
+        {
+            Ok(c) => c,
             Err(e) => {
-                if !logged {
-                    tracing::warn!(error = %e, ?seeds, "bus: Redis Cluster unreachable; serving this node's members only, retrying");
-                    logged = true;
+                tracing::error!(error = %e, "bus: bad Redis Cluster URL");
+                return bus.verdict(Ok(false));
+            }
+        };
+        match client.get_async_connection().await {
+            Ok(conn) => {
+                generation += 1;
+                let link = Link::Cluster { generation, conn };
+                if generation == 1 && !name_is_free(&bus, &hub, &link).await {
+                    return;
+                }
+                backoff.reset();
+                was_down_logged = false;
+                if generation > 1 {
+                    add(&bus.stats.reconnects, 1);
+                }
+                tracing::info!(?seeds, node = %bus.name, generation, "bus: connected to Redis Cluster");
+                bus.set_state(LinkState::Up);
+                bus.link.send_replace(Some(link));
+                bus.verdict(Ok(true));
+                let mut audience = Vec::new();
+                loop {
+                    tokio::select! {
+                        push = push_rx.recv() => match push {
+                            Some(push) => match push.kind {
+                                PushKind::SMessage | PushKind::Message => {
+                                    if let Some(Value::BulkString(body)) = push.data.get(1) {
+                                        receive(&bus, &hub, body, &mut audience);
+                                    }
+                                }
+                                PushKind::Disconnection => {
+                                    tracing::warn!("bus: a Redis Cluster connection dropped; reconnecting");
+                                    break;
+                                }
+                                PushKind::SUnsubscribe if unsubscribed_while_held(&bus, &hub, &push.data) => {
+                                    tracing::warn!("bus: a shard unsubscribed a held channel (slot moved or failover); reconnecting");
+                                    break;
+                                }
+                                _ => {}
+                            },
+                            None => break,
+                        },
+                        () = bus.broken.notified() => break,
+                    }
+                }
+                bus.set_state(LinkState::Down);
+                bus.link.send_replace(None);
+            }
+            Err(e) => {
+                bus.set_state(LinkState::Down);
+                if !was_down_logged {
+                    tracing::warn!(error = %e, ?seeds, "bus: Redis Cluster unreachable; serving this node's members only, reconnecting with backoff");
+                    was_down_logged = true;
                 }
                 bus.verdict(Ok(false));
-                tokio::time::sleep(backoff.step()).await;
             }
         }
-    };
-    let link = Link::Cluster {
-        generation: 1,
-        conn,
-    };
-    if !name_is_free(&bus, &hub, &link).await {
-        return;
+        tokio::time::sleep(backoff.step()).await;
     }
-    tracing::info!(?seeds, node = %bus.name, "bus: connected to Redis Cluster");
-    bus.set_state(LinkState::Up);
-    bus.link.send_replace(Some(link));
-    bus.verdict(Ok(true));
-    let mut audience = Vec::new();
-    while let Some(push) = push_rx.recv().await {
-        match push.kind {
-            PushKind::SMessage | PushKind::Message => {
-                if let Some(Value::BulkString(body)) = push.data.get(1) {
-                    receive(&bus, &hub, body, &mut audience);
-                }
-            }
-            PushKind::Disconnection | PushKind::SUnsubscribe => {
-                if push.kind == PushKind::Disconnection {
-                    add(&bus.stats.reconnects, 1);
-                    tracing::warn!("bus: a Redis Cluster connection dropped; re-subscribing");
-                }
-                bus.resubscribe.store(true, Ordering::Relaxed);
-                bus.wake.notify_one();
-            }
-            _ => {}
-        }
-    }
+}
+
+/// A `sunsubscribe` push for a channel whose topic still has local members: the server dropped
+/// it (we unsubscribe only topics left without members).
+fn unsubscribed_while_held(bus: &Bus, hub: &Hub, data: &[Value]) -> bool {
+    let Some(Value::BulkString(channel)) = data.first() else {
+        return false;
+    };
+    let topic = std::str::from_utf8(channel)
+        .ok()
+        .and_then(|c| c.strip_prefix(bus.cfg.prefix.as_str()));
+    topic.is_some_and(|t| hub.table.members(t) > 0)
 }
 
 /// A message from Redis: decode, drop our own echo, hand it to the hub as a local broadcast.
@@ -273,20 +303,15 @@ fn receive(bus: &Bus, hub: &Hub, body: &[u8], audience: &mut Vec<(usize, u32)>) 
     }
 }
 
-/// The failure of a command on `link`: the standalone supervisor reconnects; a Cluster link
-/// repairs itself and only the state is lowered until the next success.
+/// The failure of a command on `link`: the supervisor replaces the link with a new
+/// generation, unless a newer one already replaced it.
 fn link_failed(bus: &Bus, link: &Link, e: &redis::RedisError) {
     tracing::debug!(error = %e, "bus: command failed");
-    if link.is_cluster() {
-        bus.set_state(LinkState::Down);
-    } else {
+    if bus
+        .link()
+        .is_some_and(|l| l.generation() == link.generation())
+    {
         bus.broken.notify_one();
-    }
-}
-
-fn link_ok(bus: &Bus, link: &Link) {
-    if link.is_cluster() {
-        bus.set_state(LinkState::Up);
     }
 }
 
@@ -329,7 +354,6 @@ async fn publisher(bus: Arc<Bus>, mut rx: tokio::sync::mpsc::Receiver<Outgoing>)
         }
         match link.publish(&items).await {
             Ok(()) => {
-                link_ok(&bus, &link);
                 add(&bus.stats.published, items.len() as u64);
                 if let Some(t) = oldest {
                     // Every message of the batch was acknowledged now; the sum uses the oldest
@@ -382,10 +406,6 @@ async fn reconciler(bus: Arc<Bus>, hub: Arc<Hub>) {
                 generation = l.generation();
                 let live = live_topics(&hub);
                 counts.extend(live.iter().cloned());
-                rec.resync(live.into_iter().map(|(t, _)| t), &mut plan);
-            }
-            Some(_) if bus.resubscribe.swap(false, Ordering::Relaxed) => {
-                let live = live_topics(&hub);
                 rec.resync(live.into_iter().map(|(t, _)| t), &mut plan);
             }
             _ if overflow => {
@@ -446,10 +466,6 @@ async fn apply(bus: &Bus, link: &Link, plan: &Plan) {
                 n,
             ),
             Err(e) => {
-                if link.is_cluster() {
-                    // Retried on the next pass (at most one heartbeat later).
-                    bus.resubscribe.store(true, Ordering::Relaxed);
-                }
                 tracing::warn!(error = %e, subscribe = on, channels = channels.len(), "bus: channel command failed");
                 link_failed(bus, link, &e);
                 return;
@@ -475,7 +491,7 @@ async fn heartbeat(bus: Arc<Bus>, hub: Arc<Hub>) {
         .unwrap_or(0);
         let topics = hub.table.topic_count() as u64;
         match nodes::heartbeat(&bus, &link, connections, topics).await {
-            Ok(()) => link_ok(&bus, &link),
+            Ok(()) => {}
             Err(e) => {
                 add(&bus.stats.heartbeat_errors, 1);
                 link_failed(&bus, &link, &e);

@@ -99,6 +99,15 @@ export async function startCluster (t) {
     }
     return true
   }, 'cluster_state:ok on every node', 20000)
+  // A replica that has not yet synced with its master refuses to fail over ("disconnected from
+  // master for longer than allowed"): wait for every replication link.
+  await until(async () => {
+    for (const n of nodes) {
+      const info = await redisCli(n.port, 'INFO', 'replication')
+      if (info.includes('role:slave') && !info.includes('master_link_status:up')) return false
+    }
+    return true
+  }, 'every replica in sync with its master', 20000)
   return nodes
 }
 
