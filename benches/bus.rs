@@ -8,24 +8,21 @@
 //!    `--k` broadcasts alternate between a publish on B itself (local, the baseline) and a publish
 //!    on A (crosses Redis), `--reps` times each. Per broadcast: publish → last subscriber on B, p50,
 //!    p99. The cross-node overhead is the difference of the medians, measured in the same run.
-//! 2. **Redis cost**: one subscriber on B; a client on A pushes `--burst` broadcasts as fast as its
-//!    socket takes them. Redis's `cmdstat_publish` calls must grow by exactly the broadcasts that
-//!    were not dropped (one PUBLISH per broadcast, whatever the subscriber and node counts), and
-//!    Redis's own CPU (`used_cpu_user + used_cpu_sys`) over the burst gives CPU per 1,000
-//!    broadcasts. The burst's rate and A's bus drops are reported.
-//! 3. **Spread**: `3 × --spread-n` subscribers on one gateway without the bus, on one gateway with
+//! 2. **Spread**: `3 × --spread-n` subscribers on one gateway without the bus, on one gateway with
 //!    the bus, and `--spread-n` on each of three gateways with the bus; K broadcasts published
 //!    through the first gateway's admin API: time to the last subscriber over all gateways, server
 //!    CPU per delivery (all gateways together), and the gateway's resident bytes per connection
 //!    (RSS growth while the clients joined / clients) with the bus off and on.
 //!
-//! 4. **Storms**: cross-node broadcasts (A → `--n` subscribers on B, as in part 1) before and
+//! 3. **Storms**: cross-node broadcasts (A → `--n` subscribers on B, as in part 1) before and
 //!    while `ringgate load` drives a storm: (a) benches/scenarios/bus-churn.toml on A, 10,000
 //!    users flapping join/leave on 10,000 topics (~100k joins and ~100k leaves per minute);
 //!    (b) bus-publish.toml on A, 10,000 broadcasts/s over 1,000 topics, with bus-listen.toml
 //!    giving B members on the same topics. Reported: joins, leaves, broadcasts, publishes and
-//!    (un)subscribe commands as A counted them and as Redis executed them, Redis and gateway
-//!    CPU, and the probes' time to the last subscriber, p50/p99 over broadcasts.
+//!    (un)subscribe commands as A counted them and as Redis executed them (one PUBLISH per
+//!    broadcast whatever the nodes and subscribers: the two counts must be equal), Redis's own
+//!    CPU (`used_cpu_user + used_cpu_sys`, hence per 1,000 broadcasts) and the gateways', and
+//!    the probes' time to the last subscriber, p50/p99 over broadcasts.
 //!
 //! Results: markdown on stdout and `target/bench-results/bus.json`. Timings on a shared box are
 //! noisy: read the ratios within a run, and medians with their [min–max].
@@ -47,12 +44,15 @@ use common::clock::mono_ns;
 use common::guard::{self, ProcGuard};
 use common::procfs;
 use common::report;
-use common::server::{PushPublisher, Role, Server, ServerOpts};
+use common::server::{Role, Server, ServerOpts};
 use common::stats::{self, Spread};
 use common::wsclient::{ClientImpl, JoinMode};
 
 /// Time the clients get to reach a subscriber count.
 const RAMP_TIMEOUT: Duration = Duration::from_secs(180);
+/// Connections per worker in the spread part: SO_REUSEPORT spreads them unevenly, and a worker's
+/// descriptor table is capped by RLIMIT_NOFILE (20,000 on this box).
+const SPREAD_CONNS_PER_WORKER_MAX: usize = 15_000;
 /// Time a client child gets to answer a command.
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -72,14 +72,19 @@ struct Args {
     /// Minimum time between two publishes of a round.
     #[arg(long, default_value_t = 100)]
     spacing_ms: u64,
-    /// Broadcasts of the Redis-cost burst.
-    #[arg(long, default_value_t = 20_000)]
-    burst: usize,
+    /// Parts to run, in this order: latency, spread, churn, publish.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "latency,spread,churn,publish"
+    )]
+    parts: Vec<String>,
     /// Subscribers per gateway in the spread part (one gateway holds 3×).
     #[arg(long, default_value_t = 20_000)]
     spread_n: usize,
-    /// ringgate --workers of each gateway in parts 1 and 2 and of each of the three in part 3 (the
-    /// single gateway of part 3 gets twice this: the same threads as the three).
+    /// ringgate --workers of each gateway in the latency and storm parts. In the spread part each
+    /// gateway gets enough workers that none holds more than 15,000 connections (a worker's
+    /// descriptor table is capped by RLIMIT_NOFILE, 20,000 here).
     #[arg(long, default_value_t = 1)]
     workers: usize,
     /// A broadcast not received by everyone within this time counts the missing copies as lost.
@@ -376,35 +381,34 @@ fn med(s: Option<Spread>) -> f64 {
 
 fn run(args: &Args) -> Result<(), String> {
     let redis = Redis::start()?;
-    let latency = part_latency(args, &redis)?;
-    let cost = part_cost(args, &redis)?;
-    let churn = part_storm(
-        args,
-        &redis,
-        "Subscription churn (benches/scenarios/bus-churn.toml on a)",
-        "bus-churn.toml",
-        None,
-    )?;
-    let publish = part_storm(
-        args,
-        &redis,
-        "Publish storm (benches/scenarios/bus-publish.toml on a, bus-listen.toml on b)",
-        "bus-publish.toml",
-        Some("bus-listen.toml"),
-    )?;
-    let spread = part_spread(args, &redis)?;
-    let out = common::server::results_path("bus.json");
+    let mut results = serde_json::Map::new();
+    for part in &args.parts {
+        let r = match part.as_str() {
+            "latency" => part_latency(args, &redis)?,
+            "spread" => part_spread(args, &redis)?,
+            "churn" => part_storm(
+                args,
+                &redis,
+                "Subscription churn (benches/scenarios/bus-churn.toml on a)",
+                "bus-churn.toml",
+                None,
+            )?,
+            "publish" => part_storm(
+                args,
+                &redis,
+                "Publish storm (benches/scenarios/bus-publish.toml on a, bus-listen.toml on b)",
+                "bus-publish.toml",
+                Some("bus-listen.toml"),
+            )?,
+            other => return Err(format!("--parts: unknown part {other:?}")),
+        };
+        results.insert(part.clone(), r);
+    }
+    results.insert("machine".into(), report::machine_json());
+    results.insert("args".into(), format!("{args:?}").into());
     let path = report::write_json(
-        &out,
-        &json!({
-            "machine": report::machine_json(),
-            "args": format!("{args:?}"),
-            "latency": latency,
-            "redis_cost": cost,
-            "churn": churn,
-            "publish_storm": publish,
-            "spread": spread,
-        }),
+        &common::server::results_path("bus.json"),
+        &serde_json::Value::Object(results),
     )?;
     eprintln!("bus: results in {}", path.display());
     Ok(())
@@ -496,87 +500,6 @@ fn metric(server: &Server, name: &str) -> Result<f64, String> {
         .sum())
 }
 
-fn part_cost(args: &Args, redis: &Redis) -> Result<serde_json::Value, String> {
-    let a = Server::start(
-        Role::Ringgate,
-        "a2",
-        &opts(args, args.workers, &bus_args(redis, "a2"))?,
-    )?;
-    let b = Server::start(
-        Role::Ringgate,
-        "b2",
-        &opts(args, args.workers, &bus_args(redis, "b2"))?,
-    )?;
-    let mut set = clients(b.addr, "b2-clients", 1, 1)?;
-    set.open_to(1, RAMP_TIMEOUT)?;
-    wait_cluster_subscribers(&a, 1)?;
-    let mut publisher = PushPublisher::connect(a.addr)?;
-    let publishes0 = redis.calls("publish")?;
-    let dropped0 = metric(&a, "ringgate_bus_dropped_total")?;
-    let received0 = metric(&b, "ringgate_bus_received_total")?;
-    let cpu0 = redis.cpu_s()?;
-    let gw0 = cpu_us(&[a.pid(), b.pid()]);
-    let t0 = Instant::now();
-    for i in 0..args.burst {
-        publisher.publish("burst", &format!(r#""i":{i}"#))?;
-    }
-    // Done when every broadcast was published or counted as dropped, and nothing moved for 1 s.
-    let until = Instant::now() + Duration::from_secs(120);
-    let (mut last, mut still_since) = (0u64, Instant::now());
-    let (publishes, dropped, elapsed) = loop {
-        let p = redis.calls("publish")? - publishes0;
-        let d = metric(&a, "ringgate_bus_dropped_total")? - dropped0;
-        if p + d as u64 >= args.burst as u64 {
-            break (p, d as u64, t0.elapsed());
-        }
-        if p != last {
-            (last, still_since) = (p, Instant::now());
-        } else if still_since.elapsed() > Duration::from_secs(5) || Instant::now() > until {
-            break (p, d as u64, t0.elapsed());
-        }
-        guard::sleep_checked(Duration::from_millis(20))?;
-    };
-    let redis_cpu_s = redis.cpu_s()? - cpu0;
-    let gw_cpu_us = cpu_us(&[a.pid(), b.pid()]) - gw0;
-    guard::sleep_checked(Duration::from_millis(500))?;
-    let received = metric(&b, "ringgate_bus_received_total")? - received0;
-    let per_1000_ms = redis_cpu_s * 1e3 / publishes.max(1) as f64 * 1000.0;
-    println!(
-        "\n## Redis cost: burst of {} client pushes on a, one subscriber on b\n",
-        args.burst
-    );
-    println!(
-        "{}",
-        report::table(
-            &[
-                "PUBLISH calls",
-                "dropped on a",
-                "received by b",
-                "burst broadcasts/s",
-                "Redis CPU ms / 1,000 broadcasts",
-                "gateways a+b CPU µs / broadcast",
-            ],
-            &[vec![
-                publishes.to_string(),
-                dropped.to_string(),
-                format!("{received:.0}"),
-                format!("{:.0}", publishes as f64 / elapsed.as_secs_f64()),
-                format!("{per_1000_ms:.1}"),
-                format!("{:.1}", gw_cpu_us / publishes.max(1) as f64),
-            ]]
-        )
-    );
-    Ok(json!({
-        "burst": args.burst,
-        "publish_calls": publishes,
-        "dropped": dropped,
-        "received_by_b": received,
-        "broadcasts_per_s": publishes as f64 / elapsed.as_secs_f64(),
-        "redis_cpu_ms_per_1000": per_1000_ms,
-        "gateways_cpu_us_per_broadcast": gw_cpu_us / publishes.max(1) as f64,
-    }))
-}
-
 /// Gateways of one spread layout and their clients.
 struct Layout {
     name: &'static str,
@@ -596,11 +519,7 @@ fn part_spread(args: &Args, redis: &Redis) -> Result<serde_json::Value, String> 
         ("3 gateways, bus", 3, true),
     ] {
         let per = total / gateways;
-        let workers = if gateways == 1 {
-            args.workers * 2
-        } else {
-            args.workers
-        };
+        let workers = per.div_ceil(SPREAD_CONNS_PER_WORKER_MAX).max(1);
         let mut layout = Layout {
             name,
             sets: Vec::new(),
