@@ -26,7 +26,7 @@ pub struct BusConfig {
     /// Envelope format. Default `ringgate`.
     pub format: BusFormat,
     /// Prefix of every channel and key the bus uses (`<prefix><topic>` channels,
-    /// `<prefix>nodes`, `<prefix>counts:<node>` keys). Default `ringgate:`, so several
+    /// `{<prefix>view}:nodes`, `{<prefix>view}:counts:<node>` keys). Default `ringgate:`, so several
     /// deployments (or other applications) can share one Redis without hearing each other.
     pub prefix: String,
     /// Broadcasts waiting for Redis, per node. Past it a publish is dropped and counted
@@ -50,7 +50,7 @@ pub struct BusConfig {
     /// Broadcasts per PUBLISH pipeline (one write, in order). Default 512: amortises the system
     /// calls under load, while a lone publish still leaves at once.
     pub publish_batch: usize,
-    /// How often this node writes its heartbeat (`<prefix>nodes`) and its subscriber counts.
+    /// How often this node writes its heartbeat (`{<prefix>view}:nodes`) and its subscriber counts.
     /// Default 1000 ms: the cluster view is a second stale at most, and Redis sees one small write
     /// per node per second.
     pub heartbeat_ms: u64,

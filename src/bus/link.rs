@@ -47,6 +47,14 @@ impl Link {
         }
     }
 
+    /// Runs a pipeline (or, when atomic, a transaction) in one round trip.
+    pub async fn pipeline(&self, pipe: &redis::Pipeline) -> RedisResult<()> {
+        match self {
+            Self::Standalone { conn, .. } => pipe.query_async(&mut conn.clone()).await,
+            Self::Cluster { conn, .. } => pipe.query_async(&mut conn.clone()).await,
+        }
+    }
+
     /// Publishes `(channel, body)` messages in order.
     pub async fn publish(&self, items: &[(String, Vec<u8>)]) -> RedisResult<()> {
         match self {

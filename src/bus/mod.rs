@@ -22,7 +22,7 @@ pub mod nodes;
 pub mod run;
 pub mod subs;
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
@@ -107,6 +107,9 @@ pub struct Bus {
     queue: mpsc::Sender<Outgoing>,
     queue_rx: Mutex<Option<mpsc::Receiver<Outgoing>>>,
     hints: Mutex<Hints>,
+    /// Local subscriber counts changed since the last heartbeat, topic → members now: the
+    /// reconciler notes them, the heartbeat writes them with the node record in one transaction.
+    pending_counts: Mutex<HashMap<Box<str>, u64, RandomState>>,
     wake: Notify,
     /// Wakes the supervisor when a command on the current link failed, so it reconnects.
     broken: Notify,
@@ -161,6 +164,7 @@ impl Bus {
             queue: tx,
             queue_rx: Mutex::new(Some(rx)),
             hints: Mutex::new(Hints::default()),
+            pending_counts: Mutex::new(HashMap::default()),
             wake: Notify::new(),
             broken: Notify::new(),
             link: watch::Sender::new(None),
@@ -179,6 +183,36 @@ impl Bus {
 
     fn set_state(&self, s: LinkState) {
         self.state.store(s as u8, Ordering::Relaxed);
+    }
+
+    fn note_counts(&self, counts: Vec<(Box<str>, u64)>) {
+        if counts.is_empty() {
+            return;
+        }
+        let mut pending = self
+            .pending_counts
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        pending.extend(counts);
+    }
+
+    fn take_counts(&self) -> Vec<(Box<str>, u64)> {
+        let mut pending = self
+            .pending_counts
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        pending.drain().collect()
+    }
+
+    /// Puts back counts a failed heartbeat did not write, unless a newer one was noted meanwhile.
+    fn restore_counts(&self, counts: Vec<(Box<str>, u64)>) {
+        let mut pending = self
+            .pending_counts
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        for (topic, n) in counts {
+            pending.entry(topic).or_insert(n);
+        }
     }
 
     /// The current link, if up.

@@ -34,20 +34,25 @@ pub struct NodeRecord {
     pub version: String,
 }
 
+/// The cluster view's keys share one hash tag, `{<prefix>view}`, so on Redis Cluster they live in
+/// one slot and a heartbeat writes them in one transaction.
 pub fn nodes_key(bus: &Bus) -> String {
-    format!("{}nodes", bus.cfg.prefix)
+    format!("{{{}view}}:nodes", bus.cfg.prefix)
 }
 
 pub fn counts_key(bus: &Bus, node: &str) -> String {
-    format!("{}counts:{node}", bus.cfg.prefix)
+    format!("{{{}view}}:counts:{node}", bus.cfg.prefix)
 }
 
-/// Writes this node's record, and refreshes its counts hash's expiry.
+/// This node's one write per heartbeat, a single transaction (`MULTI`/`EXEC`): its record, the
+/// subscriber counts that changed since the last beat (`0` deletes the field), and the expiry of
+/// its counts hash.
 pub async fn heartbeat(
     bus: &Bus,
     link: &Link,
     connections: u64,
     topics: u64,
+    counts: &[(Box<str>, u64)],
 ) -> redis::RedisResult<()> {
     let now = now_ms();
     let record = NodeRecord {
@@ -63,19 +68,34 @@ pub async fn heartbeat(
         version: env!("CARGO_PKG_VERSION").into(),
     };
     let json = serde_json::to_string(&record).unwrap_or_default();
-    link.query::<()>(
-        redis::cmd("HSET")
-            .arg(nodes_key(bus))
-            .arg(&*bus.name)
-            .arg(json),
-    )
-    .await?;
-    link.query::<()>(
-        redis::cmd("PEXPIRE")
-            .arg(counts_key(bus, &bus.name))
-            .arg(bus.cfg.node_ttl_ms),
-    )
-    .await
+    let key = counts_key(bus, &bus.name);
+    let mut pipe = redis::pipe();
+    pipe.atomic();
+    pipe.cmd("HSET")
+        .arg(nodes_key(bus))
+        .arg(&*bus.name)
+        .arg(json)
+        .ignore();
+    let (set, del): (Vec<_>, Vec<_>) = counts.iter().partition(|(_, n)| *n > 0);
+    if !set.is_empty() {
+        let cmd = pipe.cmd("HSET").arg(&key);
+        for (topic, n) in set {
+            cmd.arg(&**topic).arg(*n);
+        }
+        cmd.ignore();
+    }
+    if !del.is_empty() {
+        let cmd = pipe.cmd("HDEL").arg(&key);
+        for (topic, _) in del {
+            cmd.arg(&**topic);
+        }
+        cmd.ignore();
+    }
+    pipe.cmd("PEXPIRE")
+        .arg(&key)
+        .arg(bus.cfg.node_ttl_ms)
+        .ignore();
+    link.pipeline(&pipe).await
 }
 
 /// The live nodes (expired records are deleted as they are seen).
@@ -131,40 +151,6 @@ pub async fn clash(bus: &Bus, link: &Link) -> redis::RedisResult<Option<NodeReco
 /// `expires_ms - heartbeat_ms`, the TTL; a holder beats at least twice per TTL).
 fn first_wait(r: &NodeRecord) -> u64 {
     (r.expires_ms.saturating_sub(r.heartbeat_ms) / 2).clamp(200, 10_000)
-}
-
-/// Writes changed subscriber counts of this node (`0` deletes the field).
-pub async fn write_counts(
-    bus: &Bus,
-    link: &Link,
-    counts: &[(Box<str>, u64)],
-) -> redis::RedisResult<u64> {
-    let key = counts_key(bus, &bus.name);
-    let mut commands = 0;
-    let (set, del): (Vec<_>, Vec<_>) = counts.iter().partition(|(_, n)| *n > 0);
-    for chunk in set.chunks(bus.cfg.subscribe_batch) {
-        let mut cmd = redis::cmd("HSET");
-        cmd.arg(&key);
-        for (topic, n) in chunk {
-            cmd.arg(&**topic).arg(*n);
-        }
-        link.query::<()>(&cmd).await?;
-        commands += 1;
-    }
-    for chunk in del.chunks(bus.cfg.subscribe_batch) {
-        let mut cmd = redis::cmd("HDEL");
-        cmd.arg(&key);
-        for (topic, _) in chunk {
-            cmd.arg(&**topic);
-        }
-        link.query::<()>(&cmd).await?;
-        commands += 1;
-    }
-    if commands > 0 {
-        link.query::<()>(redis::cmd("PEXPIRE").arg(&key).arg(bus.cfg.node_ttl_ms))
-            .await?;
-    }
-    Ok(commands)
 }
 
 /// Subscribers of `topic` on the other live nodes, per node.

@@ -6,7 +6,6 @@
 //! - reconciler: turns membership hints into batched (un)subscribe commands and count writes.
 //! - heartbeat: writes the node record once per `heartbeat_ms`.
 
-use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -91,7 +90,7 @@ async fn name_is_free(bus: &Bus, hub: &Hub, link: &Link) -> bool {
         }
         Ok(None) => {
             let topics = hub.table.topic_count() as u64;
-            if let Err(e) = nodes::heartbeat(bus, link, 0, topics).await {
+            if let Err(e) = nodes::heartbeat(bus, link, 0, topics, &[]).await {
                 tracing::warn!(error = %e, "bus: first heartbeat failed");
             }
             true
@@ -385,16 +384,11 @@ async fn reconciler(bus: Arc<Bus>, hub: Arc<Hub>) {
     let mut rec = Reconciler::new(Duration::from_millis(bus.cfg.linger_ms));
     let mut link_rx = bus.link.subscribe();
     let mut generation = 0u64;
-    // Counts changed since the last write, topic → local members now.
-    let mut counts: HashMap<Box<str>, u64, RandomState> = HashMap::default();
-    let mut count_tick = tokio::time::interval(Duration::from_millis(bus.cfg.heartbeat_ms));
-    count_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         let deadline = rec
             .next_deadline()
             .map(tokio::time::Instant::from_std)
             .unwrap_or_else(|| tokio::time::Instant::now() + Duration::from_secs(3600));
-        let mut write_counts = false;
         tokio::select! {
             () = bus.wake.notified() => {
                 // Joins trickling in (a reconnect wave at 1000/s) would otherwise cost one
@@ -403,12 +397,13 @@ async fn reconciler(bus: Arc<Bus>, hub: Arc<Hub>) {
             }
             () = tokio::time::sleep_until(deadline) => {}
             changed = link_rx.changed() => if changed.is_err() { return },
-            _ = count_tick.tick() => write_counts = true,
         }
         let link = link_rx.borrow_and_update().clone();
         let now = Instant::now();
         let mut plan = Plan::default();
         let (hints, overflow) = bus.take_hints();
+        // Counts changed in this pass, for the next heartbeat to write.
+        let mut counts: Vec<(Box<str>, u64)> = Vec::new();
         match &link {
             Some(l) if l.generation() != generation => {
                 generation = l.generation();
@@ -421,18 +416,17 @@ async fn reconciler(bus: Arc<Bus>, hub: Arc<Hub>) {
                 let live = live_topics(&hub);
                 let set = live.iter().map(|(t, _)| t.clone()).collect();
                 rec.reconcile_all(&set, now, &mut plan);
-                for (t, n) in live {
-                    counts.insert(t, n);
-                }
+                counts.extend(live);
             }
             _ => {}
         }
         for topic in hints {
             let members = hub.table.members(&topic);
             rec.changed(&topic, members, now, &mut plan);
-            counts.insert(topic, members);
+            counts.push((topic, members));
         }
         rec.expire(now, |t| hub.table.members(t), &mut plan);
+        bus.note_counts(counts);
         bus.stats
             .subscribed_channels
             .store(rec.len() as u64, Ordering::Relaxed);
@@ -440,16 +434,6 @@ async fn reconciler(bus: Arc<Bus>, hub: Arc<Hub>) {
             continue;
         };
         apply(&bus, &link, &plan).await;
-        if write_counts && !counts.is_empty() {
-            let batch: Vec<(Box<str>, u64)> = counts.drain().collect();
-            match nodes::write_counts(&bus, &link, &batch).await {
-                Ok(_) => {}
-                Err(e) => {
-                    counts.extend(batch);
-                    link_failed(&bus, &link, &e);
-                }
-            }
-        }
     }
 }
 
@@ -498,9 +482,11 @@ async fn heartbeat(bus: Arc<Bus>, hub: Arc<Hub>) {
         .await
         .unwrap_or(0);
         let topics = hub.table.topic_count() as u64;
-        match nodes::heartbeat(&bus, &link, connections, topics).await {
+        let counts = bus.take_counts();
+        match nodes::heartbeat(&bus, &link, connections, topics, &counts).await {
             Ok(()) => {}
             Err(e) => {
+                bus.restore_counts(counts);
                 add(&bus.stats.heartbeat_errors, 1);
                 link_failed(&bus, &link, &e);
             }

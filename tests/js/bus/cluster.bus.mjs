@@ -63,6 +63,11 @@ test('Redis Cluster: sharded pub/sub across 3 shards, exactly once from any gate
   }
   await broadcastAll('before')
 
+  // The cluster view's keys share one slot, so each heartbeat is one transaction on Cluster too.
+  await until(async () => (await gws[0].get(`/api/topics/${encodeURIComponent(topics[0])}`)).cluster_subscribers === 3,
+    'cluster_subscribers = 3 on Redis Cluster')
+  assert.deepEqual((await gws[1].get('/api/nodes')).nodes.map(n => n.name), ['a', 'b', 'c'])
+
   // Kill the master holding the most channels; its replica is promoted (node timeout 1 s).
   const victim = masters.reduce((a, b) => (perShard[a.port].length >= perShard[b.port].length ? a : b))
   const replica = (await clusterNodes(redis[0].port)).find(n => n.masterId === victim.id)

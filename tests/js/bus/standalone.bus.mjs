@@ -6,11 +6,12 @@
 import assert from 'node:assert/strict'
 import { test } from 'node:test'
 
-import { client, expectExactly, numsub, pushMany, redisCli, startGateway, startRedis, until, withTimeout } from './helpers.mjs'
+import { client, expectExactly, numsub, pushMany, redisCli, sleep, startGateway, startRedis, until, withTimeout } from './helpers.mjs'
 
-function publishCalls (info) {
-  return Number(/cmdstat_publish:calls=(\d+)/.exec(info)?.[1] ?? 0)
+function calls (info, cmd) {
+  return Number(new RegExp(`cmdstat_${cmd}:calls=(\\d+)`).exec(info)?.[1] ?? 0)
 }
+const publishCalls = info => calls(info, 'publish')
 
 test('3 gateways + standalone Redis: exactly once, in order, from any node', async t => {
   const redis = await startRedis(t)
@@ -58,6 +59,19 @@ test('3 gateways + standalone Redis: exactly once, in order, from any node', asy
   assert.equal(nodes.node, 'b')
   assert.deepEqual(nodes.nodes.map(n => n.name), ['a', 'b', 'c'])
   assert.deepEqual(nodes.nodes.map(n => n.connections), [2, 2, 2])
+
+  // Idle, the cluster view costs one transaction per node per heartbeat (200 ms in these tests):
+  // the node record (HSET) and its counts' expiry (PEXPIRE), never a PUBLISH.
+  const idle0 = await redisCli(redis.port, 'INFO', 'commandstats')
+  const idleStart = Date.now()
+  await sleep(2000)
+  const idle1 = await redisCli(redis.port, 'INFO', 'commandstats')
+  const beats = (Date.now() - idleStart) / 200
+  const d = cmd => calls(idle1, cmd) - calls(idle0, cmd)
+  assert.equal(d('publish'), 0, 'no PUBLISH while idle')
+  assert.ok(d('exec') > 0 && d('exec') <= 3 * (beats + 2), `heartbeat transactions: ${d('exec')} for 3 nodes over ${beats} beats`)
+  assert.deepEqual([d('multi'), d('hset'), d('pexpire'), d('hdel')], [d('exec'), d('exec'), d('exec'), 0],
+    'each heartbeat is one MULTI/EXEC holding one HSET and one PEXPIRE')
   const health = await gws[2].get('/healthz')
   assert.deepEqual([health.status, health.degraded, health.bus], ['ok', false, 'up'])
 
