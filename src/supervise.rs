@@ -83,7 +83,25 @@ pub fn override_resident_bytes(bytes: u64) {
     RESIDENT_OVERRIDE.store(bytes, Ordering::Relaxed);
 }
 
-/// The override, if one is set (read once per tick by workers with `max_memory_bytes` set).
-pub fn resident_override() -> Option<u64> {
+/// The override, if one is set.
+fn resident_override() -> Option<u64> {
     Some(RESIDENT_OVERRIDE.load(Ordering::Relaxed)).filter(|&b| b > 0)
+}
+
+/// The process's resident bytes as the memory ceiling sees them (read once per tick by workers
+/// with `max_memory_bytes` set, and by the stats snapshot): `/proc/self/statm`, the cheapest
+/// reading, or the debug override.
+pub fn resident_bytes() -> u64 {
+    if let Some(bytes) = resident_override() {
+        return bytes;
+    }
+    let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
+    let pages: u64 = statm
+        .split_whitespace()
+        .nth(1)
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(0);
+    // SAFETY: sysconf only reads a configuration value.
+    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) }.max(4096) as u64;
+    pages * page
 }

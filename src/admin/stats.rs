@@ -167,7 +167,7 @@ pub fn take(hub: &Hub, counters: &AdminCounters) -> Snapshot {
             version: env!("CARGO_PKG_VERSION"),
             uptime_seconds: counters.started.elapsed().as_secs_f64(),
             start_time_seconds: counters.started_unix_s,
-            resident_bytes: system::resident_bytes(),
+            resident_bytes: crate::supervise::resident_bytes(),
         },
         kernel,
         summary,

@@ -11,7 +11,7 @@ use std::sync::OnceLock;
 
 use serde::Serialize;
 
-use crate::profile::readings::{parse_meminfo, parse_sockstat};
+use crate::profile::readings::parse_sockstat;
 
 /// Slab caches every TCP socket holds one object of.
 const SOCKET_CACHES: [&str; 4] = ["TCP", "sock_inode_cache", "filp", "dentry"];
@@ -66,12 +66,6 @@ pub fn kernel() -> Kernel {
         socket_object_bytes,
         bytes_per_socket_estimate,
     }
-}
-
-/// The process's resident bytes (`VmRSS` of `/proc/self/status`).
-pub fn resident_bytes() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    parse_meminfo(&status, "VmRSS:")
 }
 
 #[cfg(test)]

@@ -167,23 +167,6 @@ pub struct WorkerSetup {
     pub hub: Arc<Hub>,
 }
 
-/// The process's resident memory, from `/proc/self/statm` (0 if unreadable), unless a test has
-/// overridden the reading (`--debug-fault-injection`).
-fn resident_bytes() -> u64 {
-    if let Some(bytes) = crate::supervise::resident_override() {
-        return bytes;
-    }
-    let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
-    let pages: u64 = statm
-        .split_whitespace()
-        .nth(1)
-        .and_then(|p| p.parse().ok())
-        .unwrap_or(0);
-    // SAFETY: sysconf only reads a configuration value.
-    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) }.max(4096) as u64;
-    pages * page
-}
-
 fn ms_to_ticks(ms: u64, tick_ms: u64) -> u32 {
     u32::try_from(ms.div_ceil(tick_ms)).unwrap_or(u32::MAX / 2)
 }
@@ -485,7 +468,7 @@ impl Worker {
         if limit == 0 {
             return;
         }
-        let rss = resident_bytes();
+        let rss = crate::supervise::resident_bytes();
         if rss > limit && self.pause_accepting(Pause::Memory) {
             tracing::warn!(
                 worker = self.id,
