@@ -15,6 +15,8 @@
 //! - `topics`: the shared lock-striped topic table, each worker's local members, and broadcasts
 //!   encoded once into complete frames.
 //! - `hub`: what all data-plane threads share, and `publish`, the entry point of every broadcast.
+//! - `presence`: Phoenix.Presence, sans-IO — entries, batched diffs, the node-wide table, and
+//!   the cross-node replica state machine.
 //! - `auth`: connect-time JWT validation and the `channels` claim.
 //! - `profile`: `ringgate profile`, bytes per connection measured by ramping real connections.
 //! - `admin`: the control-plane thread (tokio + axum): publish API, topic counts, health.
@@ -32,6 +34,7 @@ pub mod hub;
 pub mod load;
 pub mod net;
 pub mod phoenix;
+pub mod presence;
 pub mod profile;
 pub mod ring;
 pub mod server;
