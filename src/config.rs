@@ -145,6 +145,9 @@ pub struct Config {
     pub channels: Vec<Route>,
     /// Connect authentication (JWT). Off by default; see `[auth]` in docs/configuration.md.
     pub auth: AuthConfig,
+    /// Presence limits and timing; see `[presence]` in docs/configuration.md. Which topics are
+    /// tracked is chosen per route (`presence = true`).
+    pub presence: crate::presence::PresenceConfig,
 }
 
 impl Default for Config {
@@ -186,6 +189,7 @@ impl Default for Config {
             api_key: None,
             channels: vec![Route::new("rooms:*", OnPush::Broadcast)],
             auth: AuthConfig::default(),
+            presence: Default::default(),
         }
     }
 }
@@ -280,6 +284,9 @@ impl Config {
         }
         if let Err(e) = crate::auth::Authenticator::from_config(&self.auth) {
             return bad("auth", &e);
+        }
+        if let Err(e) = self.presence.validate() {
+            return bad("presence", &e);
         }
         Ok(())
     }

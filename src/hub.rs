@@ -7,6 +7,8 @@ use std::sync::Arc;
 use crate::auth::Authenticator;
 use crate::net::peers::PeerTable;
 use crate::phoenix::router::Router;
+use crate::presence::table::PresenceTable;
+use crate::presence::PresenceConfig;
 use crate::topics::table::TopicTable;
 use crate::topics::Broadcast;
 use crate::worker::inbox::{Inbox, Msg};
@@ -19,6 +21,8 @@ pub struct Hub {
     pub auth: Option<Authenticator>,
     /// Connections per source address (used when `max_connections_per_ip` is set).
     pub peers: PeerTable,
+    /// Who is in each presence topic, node-wide (`presence::table`).
+    pub presence: PresenceTable,
 }
 
 /// Where a publish went.
@@ -43,7 +47,20 @@ impl Hub {
             router,
             auth,
             peers: PeerTable::new(64),
+            presence: PresenceTable::new(
+                64,
+                node_nonce(),
+                PresenceConfig::default().max_members,
+                PresenceConfig::default().max_meta_bytes,
+            ),
         }
+    }
+
+    /// The hub with presence limits from the configuration.
+    pub fn with_presence(mut self, cfg: &PresenceConfig, stripes: usize) -> Self {
+        self.presence =
+            PresenceTable::new(stripes, node_nonce(), cfg.max_members, cfg.max_meta_bytes);
+        self
     }
 
     /// Sends `broadcast` to every worker with members of its topic, except `from` (the calling
@@ -67,4 +84,14 @@ impl Hub {
         }
         Published { members, local }
     }
+}
+
+/// A number telling this process's `phx_ref`s from other nodes' (and from its own previous runs):
+/// start time and process id, mixed.
+fn node_nonce() -> u32 {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    let h = ahash::RandomState::new().hash_one((nanos, std::process::id()));
+    (h ^ (h >> 32)) as u32
 }

@@ -17,6 +17,7 @@
 //! - `hub`: what all data-plane threads share, and `publish`, the entry point of every broadcast.
 //! - `presence`: Phoenix.Presence, sans-IO — entries, batched diffs, the node-wide table, and
 //!   the cross-node replica state machine.
+//! - `presence_flush`: the thread that broadcasts presence diffs once per batch.
 //! - `auth`: connect-time JWT validation and the `channels` claim.
 //! - `profile`: `ringgate profile`, bytes per connection measured by ramping real connections.
 //! - `admin`: the control-plane thread (tokio + axum): publish API, topic counts, health.
@@ -35,6 +36,7 @@ pub mod load;
 pub mod net;
 pub mod phoenix;
 pub mod presence;
+pub mod presence_flush;
 pub mod profile;
 pub mod ring;
 pub mod server;

@@ -30,6 +30,8 @@ pub struct Server {
     pub hub: Arc<Hub>,
     inboxes: Vec<Arc<Inbox>>,
     threads: Vec<thread::JoinHandle<io::Result<Stats>>>,
+    /// Broadcasts presence diffs; stopped after the workers.
+    pub presence: crate::presence_flush::Flusher,
 }
 
 fn listener(addr: SocketAddr, backlog: u32, send_buffer_bytes: u32) -> io::Result<Socket> {
@@ -108,12 +110,16 @@ impl Server {
             .map(|_| Inbox::new().map(Arc::new))
             .collect::<io::Result<Vec<_>>>()?;
         let table = TopicTable::new(cfg.topic_stripes, cfg.workers);
-        let hub = Arc::new(Hub::new(
-            table,
-            inboxes.clone(),
-            cfg.router()?,
-            crate::auth::Authenticator::from_config(&cfg.auth)?,
-        ));
+        let hub = Arc::new(
+            Hub::new(
+                table,
+                inboxes.clone(),
+                cfg.router()?,
+                crate::auth::Authenticator::from_config(&cfg.auth)?,
+            )
+            .with_presence(&cfg.presence, cfg.topic_stripes),
+        );
+        let flusher = crate::presence_flush::Flusher::start(hub.clone(), cfg.presence.batch_ms)?;
         let (ready_tx, ready_rx) = mpsc::channel::<(usize, io::Result<()>)>();
         let mut threads = Vec::new();
         for (id, socket) in sockets.into_iter().enumerate() {
@@ -161,6 +167,7 @@ impl Server {
             hub,
             inboxes,
             threads,
+            presence: flusher,
         };
         for _ in 0..cfg.workers {
             match ready_rx.recv() {

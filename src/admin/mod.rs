@@ -97,6 +97,7 @@ fn router(state: AppState) -> Router {
     Router::new()
         .route("/api/broadcast", post(broadcast))
         .route("/api/topics/{topic}", get(topic))
+        .route("/api/presence/{topic}", get(presence))
         .route("/api/drain", post(drain))
         .route("/api/stats", get(stats))
         .route("/metrics", get(prometheus))
@@ -241,6 +242,23 @@ async fn topic(
     }
     let subscribers = state.hub.table.members(&topic);
     Json(json!({ "topic": topic, "subscribers": subscribers })).into_response()
+}
+
+/// The merged presence of a topic, in the shape of a `presence_state` payload (`{}` if nobody).
+async fn presence(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(topic): Path<String>,
+) -> Response {
+    if !authorized(&state, &headers) {
+        return error(StatusCode::UNAUTHORIZED, "missing or wrong bearer token");
+    }
+    let body = state.hub.presence.current_json(&topic);
+    (
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        body,
+    )
+        .into_response()
 }
 
 #[cfg(test)]

@@ -10,6 +10,7 @@ pub mod io;
 pub mod limits;
 pub mod peers;
 pub mod phoenix;
+pub mod presence;
 pub mod session;
 pub mod tx;
 

@@ -137,6 +137,7 @@ pub struct Worker {
     /// when `max_connections_per_ip` is set).
     pub(crate) peer_ips: std::collections::HashMap<u32, std::net::IpAddr>,
     pub(crate) peer_bufs: std::collections::HashMap<u32, Box<libc::sockaddr_storage>>,
+    pub(crate) presence: crate::net::presence::WorkerPresence,
 }
 
 /// What a worker needs from the thread that starts it.
@@ -251,6 +252,7 @@ impl Worker {
             claim_sets: Default::default(),
             peer_ips: Default::default(),
             peer_bufs: Default::default(),
+            presence: Default::default(),
         })
     }
 
