@@ -206,13 +206,6 @@ pub fn split_meta(meta: &str) -> (String, Map<String, Value>) {
 
 /// Appends `s` as a JSON string literal.
 pub fn push_json_str(out: &mut String, s: &str) {
-    // Keys and refs rarely need escaping: copy them as they are when nothing needs it.
-    if !s.bytes().any(|b| b < 0x20 || b == b'"' || b == b'\\') {
-        out.push('"');
-        out.push_str(s);
-        out.push('"');
-        return;
-    }
     // serde_json's escaping is the one every parser agrees with; a str always serializes.
     out.push_str(&serde_json::to_string(s).unwrap_or_default());
 }

@@ -96,27 +96,6 @@ fn push_grouped<'a>(out: &mut String, items: impl Iterator<Item = (&'a str, &'a 
     out.push('}');
 }
 
-/// Appends `key:{"metas":[..]}` to a JSON object being written.
-fn push_member<'a>(
-    out: &mut String,
-    first: &mut bool,
-    key: &str,
-    metas: impl Iterator<Item = &'a str>,
-) {
-    if !std::mem::take(first) {
-        out.push(',');
-    }
-    push_json_str(out, key);
-    out.push_str(":{\"metas\":[");
-    for (j, meta) in metas.enumerate() {
-        if j > 0 {
-            out.push(',');
-        }
-        out.push_str(meta);
-    }
-    out.push_str("]}");
-}
-
 /// The entries of one topic and its pending diff.
 #[derive(Debug, Default)]
 pub struct TopicPresence {
@@ -170,11 +149,7 @@ impl TopicPresence {
         if owner != REMOTE {
             self.owners.insert(owner, key.clone());
         }
-        // Most keys have one meta: a Vec's default first capacity (4) would triple its size.
-        self.keys
-            .entry(key)
-            .or_insert_with(|| Vec::with_capacity(1))
-            .push(m);
+        self.keys.entry(key).or_default().push(m);
         self.entries += 1;
     }
 
@@ -240,8 +215,7 @@ impl TopicPresence {
         if self.pending.is_empty() {
             return Diff::default();
         }
-        // Replaced, not cleared: a storm's capacity would otherwise stay for the topic's life.
-        self.pending_join_refs = HashSet::default();
+        self.pending_join_refs.clear();
         self.state_cache = None;
         std::mem::take(&mut self.pending)
     }
@@ -252,44 +226,19 @@ impl TopicPresence {
         if let Some(s) = &self.state_cache {
             return s.clone();
         }
-        // Walks the entries already grouped by key (no regrouping: this runs under the stripe
-        // lock, once per batch, for every member of the room).
         let joined = &self.pending_join_refs;
-        let mut left: HashMap<&str, Vec<&str>, ahash::RandomState> = HashMap::default();
-        for c in &self.pending.leaves {
-            left.entry(&c.key).or_default().push(&c.meta);
-        }
-        let mut out = String::with_capacity(2 + self.json_bytes());
-        out.push('{');
-        let mut first = true;
-        for (key, metas) in &self.keys {
-            let gone = left.remove(&**key).unwrap_or_default();
-            let mut shown = metas
-                .iter()
-                .filter(|m| joined.is_empty() || !joined.contains(&m.phx_ref))
-                .map(|m| &*m.json)
-                .chain(gone)
-                .peekable();
-            if shown.peek().is_none() {
-                continue;
-            }
-            push_member(&mut out, &mut first, key, shown);
-        }
-        for (key, metas) in left {
-            push_member(&mut out, &mut first, key, metas.into_iter());
-        }
-        out.push('}');
+        let current = self
+            .keys
+            .iter()
+            .flat_map(|(k, metas)| metas.iter().map(move |m| (k, m)))
+            .filter(|(_, m)| !joined.contains(&m.phx_ref))
+            .map(|(k, m)| (&**k, &*m.json));
+        let left = self.pending.leaves.iter().map(|c| (&*c.key, &*c.meta));
+        let mut out = String::with_capacity(2 + self.entries * 96);
+        push_grouped(&mut out, current.chain(left));
         let s: Arc<str> = out.into();
         self.state_cache = Some(s.clone());
         s
-    }
-
-    /// The bytes of all metas: the state is about this long plus keys.
-    fn json_bytes(&self) -> usize {
-        self.keys
-            .iter()
-            .map(|(k, metas)| k.len() + 16 + metas.iter().map(|m| m.json.len() + 1).sum::<usize>())
-            .sum()
     }
 
     /// The current state including pending changes (what the admin API shows).

@@ -250,7 +250,7 @@ test('conn keys, claim keys, and refused joins', async () => {
   assert.deepEqual(noKey, { status: 'error', response: { reason: 'presence key missing' } })
   const big = await replyOf(s.channel(`room:big${Date.now()}`, { user: 'u', status: 'x'.repeat(300) }).join(), 'big meta')
   assert.deepEqual(big, { status: 'error', response: { reason: 'presence meta too large' } })
-  // An update on a topic without presence tracking is just a push (rejected here by the route).
+  // An update where the route allowlists no param field changes nothing but the phx_ref.
   const upd = await replyOf(t.channel.push('presence_update', { status: 'x' }), 'update on conn topic')
   assert.deepEqual(upd, { status: 'ok', response: {} })
 })
