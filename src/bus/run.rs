@@ -295,7 +295,7 @@ fn receive(bus: &Bus, hub: &Hub, body: &[u8], audience: &mut Vec<(usize, u32)>) 
         BusPayload::Binary(b) => Payload::Binary(b),
     };
     if hub
-        .deliver_remote(&e.topic, &e.event, payload, audience)
+        .deliver_local(&e.topic, &e.event, payload, audience)
         .members
         > 0
     {
