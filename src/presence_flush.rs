@@ -16,6 +16,7 @@ use serde_json::value::RawValue;
 
 use crate::hub::Hub;
 use crate::phoenix::serializer::Payload;
+use crate::presence::wire::Entry;
 use crate::presence::DIFF_EVENT;
 
 /// The running flusher.
@@ -70,7 +71,20 @@ fn run(hub: &Hub, batch_ms: u64, stop: &AtomicBool, diffs: &AtomicU64) {
             thread::sleep(Duration::from_millis(batch_ms));
         }
         hub.presence.take_dirty(&mut taken);
+        let cross = hub.bus.as_ref().and_then(|b| b.presence.as_ref());
+        let (mut joins, mut leaves) = (Vec::new(), Vec::new());
         for (topic, diff) in taken.drain(..) {
+            if cross.is_some() {
+                // This node's own changes cross to the other nodes, one delta per flush.
+                let entry = |c: &crate::presence::topic::Change| Entry {
+                    topic: topic.to_string(),
+                    key: c.key.to_string(),
+                    phx_ref: c.phx_ref.to_string(),
+                    meta: c.meta.to_string(),
+                };
+                joins.extend(diff.joins.iter().filter(|c| c.local).map(entry));
+                leaves.extend(diff.leaves.iter().filter(|c| c.local).map(entry));
+            }
             let Ok(json) = RawValue::from_string(diff.to_json()) else {
                 tracing::error!(topic = &*topic, "presence diff is not JSON; dropped");
                 continue;
@@ -78,6 +92,9 @@ fn run(hub: &Hub, batch_ms: u64, stop: &AtomicBool, diffs: &AtomicU64) {
             // This node's members only: every node renders the diffs of its own merged view.
             hub.deliver_local(&topic, DIFF_EVENT, Payload::Json(&json), &mut audience);
             diffs.fetch_add(1, Ordering::Relaxed);
+        }
+        if let Some(p) = cross {
+            p.local(std::mem::take(&mut joins), std::mem::take(&mut leaves));
         }
     }
 }

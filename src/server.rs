@@ -144,6 +144,10 @@ impl Server {
                     name,
                     local_addr.to_string(),
                     cfg.admin_listen.to_string(),
+                    cfg.channels
+                        .iter()
+                        .any(|r| r.presence)
+                        .then(|| cfg.presence.clone()),
                 );
                 (Some(bus), Some(startup))
             }

@@ -10,7 +10,8 @@
 //! - A receiver applies a node's deltas in sequence order: a duplicate (seq ≤ applied) is
 //!   dropped, an early one waits in a bounded buffer until the gap before it is filled. Deltas
 //!   delivered in any order, any number of times, give one state.
-//! - Every node sends [`Wire::Heartbeat`] with its last seq. A heartbeat ahead of what a receiver
+//! - Every node that has published a delta sends [`Wire::Heartbeat`] with its last seq (a node
+//!   that never tracked anything stays silent: nobody holds entries of it). A heartbeat ahead of what a receiver
 //!   has applied (and whose next delta is not buffered) means deltas were lost (the bus dropped
 //!   them, or the receiver started late): the receiver asks that node for a
 //!   [`Wire::StateTransfer`], the node's own entries as of a seq, which replaces everything the
@@ -91,16 +92,17 @@ impl Replica {
     /// where this node is.
     pub fn connected(&mut self, now_ms: u64) -> Vec<Output> {
         self.next_heartbeat_ms = now_ms + self.heartbeat_ms;
-        vec![
-            Output::Send(Wire::StateRequest {
-                node: self.me,
-                to: None,
-            }),
-            Output::Send(Wire::Heartbeat {
+        let mut out = vec![Output::Send(Wire::StateRequest {
+            node: self.me,
+            to: None,
+        })];
+        if self.seq > 0 {
+            out.push(Output::Send(Wire::Heartbeat {
                 node: self.me,
                 seq: self.seq,
-            }),
-        ]
+            }));
+        }
+        out
     }
 
     /// One batch of this node's changes (the local part of a flushed diff).
@@ -153,7 +155,9 @@ impl Replica {
             }
             Wire::StateRequest { to, .. } => {
                 self.heard(from, now_ms);
-                if to.is_none() || to == Some(self.me) {
+                // A node that never tracked anything has nothing anyone could hold: it answers
+                // only when asked by name.
+                if (to.is_none() && self.seq > 0) || to == Some(self.me) {
                     out.push(Output::Send(Wire::StateTransfer {
                         node: self.me,
                         to: from,
@@ -201,7 +205,8 @@ impl Replica {
     /// Heartbeats and timeouts; call it at least every heartbeat period.
     pub fn tick(&mut self, now_ms: u64) -> Vec<Output> {
         let mut out = Vec::new();
-        if now_ms >= self.next_heartbeat_ms {
+        // Silent until the first change: a node without presence activity costs the bus nothing.
+        if now_ms >= self.next_heartbeat_ms && self.seq > 0 {
             self.next_heartbeat_ms = now_ms + self.heartbeat_ms;
             out.push(Output::Send(Wire::Heartbeat {
                 node: self.me,
@@ -227,6 +232,24 @@ impl Replica {
             }
         }
         out
+    }
+
+    /// Replaces this node's own entries with `entries` (after local batches were lost on the way
+    /// here): one delta with the difference, if any.
+    pub fn replace_local(&mut self, entries: Vec<Entry>) -> Vec<Output> {
+        let new: BTreeMap<EntryId, Entry> = entries.into_iter().map(|e| (id(&e), e)).collect();
+        let leaves = self
+            .local
+            .iter()
+            .filter(|(k, _)| !new.contains_key(*k))
+            .map(|(_, e)| e.clone())
+            .collect();
+        let joins = new
+            .iter()
+            .filter(|(k, _)| !self.local.contains_key(*k))
+            .map(|(_, e)| e.clone())
+            .collect();
+        self.local(joins, leaves)
     }
 
     /// Every entry of other nodes this node holds.

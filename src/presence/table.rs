@@ -243,6 +243,27 @@ impl PresenceTable {
         }
     }
 
+    /// Every entry of this node's connections, in every topic (to publish them again after a
+    /// lost batch).
+    pub fn local_entries(&self) -> Vec<super::wire::Entry> {
+        let mut out = Vec::new();
+        for s in self.stripes.iter() {
+            let s = lock(s);
+            for (topic, t) in &s.topics {
+                out.extend(
+                    t.local_entries()
+                        .map(|(key, phx_ref, meta)| super::wire::Entry {
+                            topic: topic.to_string(),
+                            key: key.to_owned(),
+                            phx_ref: phx_ref.to_owned(),
+                            meta: meta.to_owned(),
+                        }),
+                );
+            }
+        }
+        out
+    }
+
     /// The current entries of `topic` as a `presence_state` payload (admin API), `{}` if none.
     pub fn current_json(&self, topic: &str) -> String {
         lock(self.stripe(topic))

@@ -172,6 +172,16 @@ impl TopicPresence {
         gone.into_iter().filter(|&o| self.leave_owner(o)).count()
     }
 
+    /// This node's own entries: `(key, phx_ref, meta)`.
+    pub fn local_entries(&self) -> impl Iterator<Item = (&str, &str, &str)> {
+        self.keys.iter().flat_map(|(k, metas)| {
+            metas
+                .iter()
+                .filter(|m| m.owner != REMOTE)
+                .map(move |m| (&**k, &*m.phx_ref, &*m.json))
+        })
+    }
+
     /// Removes an entry by key and `phx_ref` (entries merged from other nodes).
     pub fn leave_ref(&mut self, key: &str, phx_ref: &str) -> bool {
         let removed = self.remove_where(key, |m| &*m.phx_ref == phx_ref);

@@ -277,3 +277,53 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn a_node_that_never_tracked_is_silent_and_replace_local_publishes_the_difference() {
+    let mut a = Replica::new(1, 1000, 5000);
+    // Nothing tracked yet: only the request on connect, no heartbeat, no answer to a broadcast
+    // request (nobody can hold entries of it).
+    assert_eq!(
+        a.connected(0),
+        vec![Output::Send(Wire::StateRequest { node: 1, to: None })]
+    );
+    assert!(a.tick(5000).is_empty());
+    assert!(a
+        .receive(1, Wire::StateRequest { node: 2, to: None })
+        .is_empty());
+    // Asked by name, it answers (empty).
+    assert_eq!(
+        a.receive(
+            2,
+            Wire::StateRequest {
+                node: 2,
+                to: Some(1)
+            }
+        ),
+        vec![Output::Send(Wire::StateTransfer {
+            node: 1,
+            to: 2,
+            seq: 0,
+            entries: vec![]
+        })]
+    );
+    a.local(vec![entry("t", "u1", "A"), entry("t", "u2", "B")], vec![]);
+    assert!(matches!(
+        a.tick(6000)[..],
+        [Output::Send(Wire::Heartbeat { node: 1, seq: 1 })]
+    ));
+    // Batches lost on the way: the table says u2 and u3; one delta with the difference.
+    let out = a.replace_local(vec![entry("t", "u2", "B"), entry("t", "u3", "C")]);
+    assert_eq!(
+        out,
+        vec![Output::Send(Wire::Delta {
+            node: 1,
+            seq: 2,
+            joins: vec![entry("t", "u3", "C")],
+            leaves: vec![entry("t", "u1", "A")],
+        })]
+    );
+    assert!(a
+        .replace_local(vec![entry("t", "u2", "B"), entry("t", "u3", "C")])
+        .is_empty());
+}
