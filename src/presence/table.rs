@@ -12,7 +12,7 @@ use std::time::Duration;
 use serde_json::{Map, Value};
 
 use super::meta::{self, MetaError, MetaField, RefGen};
-use super::topic::{Diff, Owner, TopicPresence, REMOTE};
+use super::topic::{Diff, Owner, StateJson, TopicPresence, REMOTE};
 
 /// Why a track or update was refused; the `reason` of the error reply.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
@@ -130,11 +130,26 @@ impl PresenceTable {
             }
             return Err(TrackError::Full);
         }
-        let state = t.state_json();
+        let state = t.state();
         t.join(owner, key.unwrap_or(&phx_ref), &phx_ref, &meta);
         Self::mark(stripe, topic);
         drop(s);
         self.kick();
+        let state = match state {
+            StateJson::Cached(s) => s,
+            StateJson::Parts(parts) => {
+                // Rendered outside the stripe lock (O(members) of JSON writing), then kept for
+                // the next joiners of this batch if no diff was taken meanwhile. The topic
+                // cannot have been dropped and made again meanwhile (which would restart its
+                // generations): the joiner's own entry keeps it, and only this thread can
+                // untrack that entry.
+                let rendered = parts.render();
+                if let Some(t) = lock(self.stripe(topic)).topics.get_mut(topic) {
+                    t.store_state(&parts, rendered.clone());
+                }
+                rendered
+            }
+        };
         Ok(Tracked { phx_ref, state })
     }
 

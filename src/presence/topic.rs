@@ -108,6 +108,36 @@ pub struct TopicPresence {
     pending_join_refs: HashSet<Arc<str>, ahash::RandomState>,
     /// The state as of the last diff, rendered at most once per batch.
     state_cache: Option<Arc<str>>,
+    /// Diffs taken so far: tells a render of old parts from a current one.
+    generation: u64,
+}
+
+/// A joiner's state, cached or to be rendered.
+#[derive(Debug)]
+pub enum StateJson {
+    Cached(Arc<str>),
+    Parts(StateParts),
+}
+
+/// The entries of a joiner's state, taken under the caller's lock and rendered outside it.
+#[derive(Debug)]
+pub struct StateParts {
+    generation: u64,
+    entries: Vec<(Arc<str>, Arc<str>)>,
+}
+
+impl StateParts {
+    /// The `presence_state` payload.
+    pub fn render(&self) -> Arc<str> {
+        let bytes: usize = self
+            .entries
+            .iter()
+            .map(|(k, m)| k.len() + m.len() + 16)
+            .sum();
+        let mut out = String::with_capacity(2 + bytes);
+        push_grouped(&mut out, self.entries.iter().map(|(k, m)| (&**k, &**m)));
+        out.into()
+    }
 }
 
 impl TopicPresence {
@@ -149,7 +179,11 @@ impl TopicPresence {
         if owner != REMOTE {
             self.owners.insert(owner, key.clone());
         }
-        self.keys.entry(key).or_default().push(m);
+        // Most keys have one meta: a Vec's default first capacity (4) would triple its size.
+        self.keys
+            .entry(key)
+            .or_insert_with(|| Vec::with_capacity(1))
+            .push(m);
         self.entries += 1;
     }
 
@@ -236,30 +270,61 @@ impl TopicPresence {
         if self.pending.is_empty() {
             return Diff::default();
         }
-        self.pending_join_refs.clear();
+        // Replaced, not cleared: a storm's capacity would otherwise stay for the topic's life.
+        self.pending_join_refs = HashSet::default();
         self.state_cache = None;
+        self.generation += 1;
         std::mem::take(&mut self.pending)
     }
 
     /// The `presence_state` payload for a joiner: the state as of the last diff taken (module
     /// docs), shared by every joiner until the next one.
     pub fn state_json(&mut self) -> Arc<str> {
+        match self.state() {
+            StateJson::Cached(s) => s,
+            StateJson::Parts(parts) => {
+                let s = parts.render();
+                self.store_state(&parts, s.clone());
+                s
+            }
+        }
+    }
+
+    /// The joiner's state: the cached render, or the entries to render it from. Taking the parts
+    /// costs two reference-count increments per entry, so a caller holding a lock around this
+    /// object renders ([`StateParts::render`]) after releasing it.
+    pub fn state(&self) -> StateJson {
         if let Some(s) = &self.state_cache {
-            return s.clone();
+            return StateJson::Cached(s.clone());
         }
         let joined = &self.pending_join_refs;
-        let current = self
-            .keys
-            .iter()
-            .flat_map(|(k, metas)| metas.iter().map(move |m| (k, m)))
-            .filter(|(_, m)| !joined.contains(&m.phx_ref))
-            .map(|(k, m)| (&**k, &*m.json));
-        let left = self.pending.leaves.iter().map(|c| (&*c.key, &*c.meta));
-        let mut out = String::with_capacity(2 + self.entries * 96);
-        push_grouped(&mut out, current.chain(left));
-        let s: Arc<str> = out.into();
-        self.state_cache = Some(s.clone());
-        s
+        let mut entries: Vec<(Arc<str>, Arc<str>)> =
+            Vec::with_capacity(self.entries + self.pending.leaves.len());
+        entries.extend(
+            self.keys
+                .iter()
+                .flat_map(|(k, metas)| metas.iter().map(move |m| (k, m)))
+                .filter(|(_, m)| !joined.contains(&m.phx_ref))
+                .map(|(k, m)| (k.clone(), m.json.clone())),
+        );
+        entries.extend(
+            self.pending
+                .leaves
+                .iter()
+                .map(|c| (c.key.clone(), c.meta.clone())),
+        );
+        StateJson::Parts(StateParts {
+            generation: self.generation,
+            entries,
+        })
+    }
+
+    /// Keeps a render of `parts` for the next joiners, unless a diff was taken since they were
+    /// taken (the state moved on).
+    pub fn store_state(&mut self, parts: &StateParts, state: Arc<str>) {
+        if parts.generation == self.generation {
+            self.state_cache = Some(state);
+        }
     }
 
     /// The current state including pending changes (what the admin API shows).

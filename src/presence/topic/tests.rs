@@ -157,6 +157,26 @@ fn the_state_excludes_pending_joins_and_keeps_pending_leaves() {
 }
 
 #[test]
+fn a_render_of_parts_taken_before_a_diff_is_not_kept() {
+    let mut t = TopicPresence::default();
+    t.join(1, "u1", "A", &meta("A"));
+    t.take_diff();
+    let StateJson::Parts(old) = t.state() else {
+        panic!("nothing rendered yet")
+    };
+    t.join(2, "u2", "B", &meta("B"));
+    t.take_diff();
+    // Rendered outside the lock while a diff was taken: not kept, the next joiner renders anew.
+    t.store_state(&old, old.render());
+    let StateJson::Parts(new) = t.state() else {
+        panic!("the stale render was kept")
+    };
+    assert_eq!(parsed(&new.render()).as_object().unwrap().len(), 2);
+    t.store_state(&new, new.render());
+    assert!(matches!(t.state(), StateJson::Cached(_)));
+}
+
+#[test]
 fn remote_entries_leave_by_ref() {
     let mut t = TopicPresence::default();
     t.join(REMOTE, "u1", "R1", &meta("R1"));
