@@ -21,7 +21,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, Notify};
 
 use super::{add, now_ms, Bus};
 use crate::hub::Hub;
@@ -58,6 +58,10 @@ pub struct PresenceBus {
     rx: Mutex<Option<(mpsc::Receiver<Batch>, mpsc::Receiver<Wire>)>>,
     /// Set when a local batch was dropped: the task publishes the table's entries instead.
     lost_local: AtomicBool,
+    /// Clean stop: the task publishes the leaves of whatever this node still has published
+    /// (its connections are closed by then), then answers on `farewell_done`.
+    farewell: Notify,
+    farewell_done: Notify,
 }
 
 /// The channel of every presence message for bus `prefix`.
@@ -77,6 +81,8 @@ impl PresenceBus {
             wire_tx,
             rx: Mutex::new(Some((local_rx, wire_rx))),
             lost_local: AtomicBool::new(false),
+            farewell: Notify::new(),
+            farewell_done: Notify::new(),
         }
     }
 
@@ -88,6 +94,13 @@ impl PresenceBus {
         if self.local_tx.try_send((joins, leaves)).is_err() {
             self.lost_local.store(true, Ordering::Release);
         }
+    }
+
+    /// On a clean stop, after the workers closed every connection: the other nodes are told at
+    /// once that this node's members left, instead of after `node_timeout_ms`. Bounded in time.
+    pub async fn farewell(&self) {
+        self.farewell.notify_one();
+        let _ = tokio::time::timeout(Duration::from_secs(1), self.farewell_done.notified()).await;
     }
 
     /// A message received on the presence channel (the bus receiver).
@@ -131,7 +144,15 @@ pub async fn run(bus: Arc<Bus>, hub: Arc<Hub>) {
     let mut outs = Vec::new();
     loop {
         outs.clear();
+        let mut bye = false;
         tokio::select! {
+            () = p.farewell.notified() => {
+                while let Ok((joins, leaves)) = local_rx.try_recv() {
+                    outs.extend(replica.local(joins, leaves));
+                }
+                outs.extend(replica.replace_local(hub.presence.local_entries()));
+                bye = true;
+            },
             batch = local_rx.recv() => match batch {
                 Some((joins, leaves)) => outs.extend(replica.local(joins, leaves)),
                 None => return,
@@ -178,6 +199,9 @@ pub async fn run(bus: Arc<Bus>, hub: Arc<Hub>) {
             },
         }
         handle(&bus, p, &hub, &mut outs).await;
+        if bye {
+            p.farewell_done.notify_one();
+        }
     }
 }
 

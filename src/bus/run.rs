@@ -516,8 +516,12 @@ async fn heartbeat(bus: Arc<Bus>, hub: Arc<Hub>) {
     }
 }
 
-/// Removes this node from the cluster view (on a clean stop), bounded in time.
+/// Tells the other nodes this node's presence entries left, and removes this node from the
+/// cluster view (on a clean stop), bounded in time.
 pub async fn farewell(bus: &Bus) {
+    if let Some(p) = &bus.presence {
+        p.farewell().await;
+    }
     if let Some(link) = bus.link() {
         let _ = tokio::time::timeout(Duration::from_secs(1), nodes::farewell(bus, &link)).await;
     }

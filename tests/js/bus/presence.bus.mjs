@@ -19,11 +19,11 @@ import { startGateway, startRedis, until, withTimeout } from './helpers.mjs'
 const HEARTBEAT_MS = 300
 const NODE_TIMEOUT_MS = 3000
 
-const CONFIG = `
+const config = (nodeTimeoutMs = NODE_TIMEOUT_MS) => `
 [presence]
 batch_ms = 20
 heartbeat_ms = ${HEARTBEAT_MS}
-node_timeout_ms = ${NODE_TIMEOUT_MS}
+node_timeout_ms = ${nodeTimeoutMs}
 
 [[channels]]
 pattern = "room:*"
@@ -33,16 +33,16 @@ presence_key = "param:user"
 presence_meta = ["param:node"]
 `
 
-function configFile () {
+function configFile (nodeTimeoutMs) {
   const dir = mkdtempSync(join(tmpdir(), 'ringgate-presence-bus-'))
   const path = join(dir, 'ringgate.toml')
-  writeFileSync(path, CONFIG)
+  writeFileSync(path, config(nodeTimeoutMs))
   return path
 }
 
 /** A gateway with the presence routes, on the bus at `url`. */
-function gateway (t, url, name) {
-  return startGateway(t, { busUrl: url, name, args: ['--config', configFile()] })
+function gateway (t, url, name, { nodeTimeoutMs, args = [] } = {}) {
+  return startGateway(t, { busUrl: url, name, args: ['--config', configFile(nodeTimeoutMs), ...args] })
 }
 
 /** An official socket with `Presence` on `topic`, joined as `user`; `.keys()` lists the members. */
@@ -185,4 +185,23 @@ test('Redis restarted mid-run: changes made during the outage converge, no zombi
   // Still live after the restart: a new joiner on b reaches a.
   live.push(await member(t, b, topic, 'b-after'))
   await allList(live, [...want, 'b-after'], 'a join after the restart')
+})
+
+test('a clean stop (SIGTERM): its members leave everywhere at once, not after the timeout', async t => {
+  const redis = await startRedis(t)
+  const url = `redis://127.0.0.1:${redis.port}`
+  // A timeout far longer than the wait below: only the stopping node's own messages can make
+  // its members leave within it.
+  const slow = { nodeTimeoutMs: 120_000 }
+  const a = await gateway(t, url, 'a', slow)
+  const b = await gateway(t, url, 'b', { ...slow, args: ['--drain-ms', '0'] })
+  const topic = `room:stop-${Date.now()}`
+  const onA = await member(t, a, topic, 'a1')
+  const onB = await member(t, b, topic, 'b1')
+  await allList([onA, onB], ['a1', 'b1'], 'before the stop')
+  b.kill('SIGTERM')
+  await withTimeout(b.exited, 'b to exit after draining')
+  await allList([onA], ['a1'], 'after b stopped', 20000)
+  await allAdmin([a], topic, ['a1'], 'after b stopped')
+  assert.equal((await a.metrics()).ringgate_bus_presence_nodes_timed_out_total, 0)
 })
