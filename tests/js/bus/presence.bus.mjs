@@ -2,7 +2,8 @@
 // package, unmodified) sees it: every client on every node lists the same members; a node joining
 // late gets the others' members; a SIGKILLed node's members leave everywhere once its heartbeats
 // stop for node_timeout_ms; Redis restarted mid-run (changes made while it was down are lost on
-// the bus) → every list converges again without restarting a gateway.
+// the bus) → every list converges again without restarting a gateway; a clean stop's members
+// leave at once; the same lists over a Redis Cluster (SPUBLISH/SSUBSCRIBE).
 
 import assert from 'node:assert/strict'
 import { mkdtempSync, writeFileSync } from 'node:fs'
@@ -13,7 +14,7 @@ import { test } from 'node:test'
 import { Presence, Socket } from 'phoenix'
 import WebSocket from 'ws'
 
-import { startGateway, startRedis, until, withTimeout } from './helpers.mjs'
+import { startCluster, startGateway, startRedis, until, withTimeout } from './helpers.mjs'
 
 /** Short so the test runs in seconds; production defaults are 1,500 / 15,000 ms. */
 const HEARTBEAT_MS = 300
@@ -204,4 +205,19 @@ test('a clean stop (SIGTERM): its members leave everywhere at once, not after th
   await allList([onA], ['a1'], 'after b stopped', 20000)
   await allAdmin([a], topic, ['a1'], 'after b stopped')
   assert.equal((await a.metrics()).ringgate_bus_presence_nodes_timed_out_total, 0)
+})
+
+test('Redis Cluster (sharded pub/sub): one list on both gateways', async t => {
+  const redis = await startCluster(t)
+  const url = 'redis+cluster://' + redis.slice(0, 3).map(n => `127.0.0.1:${n.port}`).join(',')
+  const a = await gateway(t, url, 'a')
+  const b = await gateway(t, url, 'b')
+  const topic = `room:cluster-${Date.now()}`
+  const members = []
+  for (const [gw, user] of [[a, 'a1'], [b, 'b1'], [b, 'b2']]) members.push(await member(t, gw, topic, user))
+  await allList(members, ['a1', 'b1', 'b2'], 'on a cluster')
+  const b2 = members.find(m => m.user === 'b2')
+  await withTimeout(new Promise(resolve => b2.channel.leave().receive('ok', resolve)), 'b2 leave')
+  await allList(members.filter(m => m !== b2), ['a1', 'b1'], 'after a leave on a cluster')
+  await allAdmin([a, b], topic, ['a1', 'b1'], 'on a cluster')
 })
