@@ -35,8 +35,8 @@ pub struct PresenceConfig {
     /// diffs instead of one per join (each diff goes to every member), while a person joining is
     /// shown within a frame or two. 0 sends each change at once.
     pub batch_ms: u64,
-    /// Entries tracked per topic on this node; a join past it gets `{"reason":"presence limit
-    /// reached"}` (flag `--presence-max-members`). Default 10,000: every joiner is pushed the
+    /// Entries tracked per topic (with the bus: merged from every node); a join past it gets
+    /// `{"reason":"presence limit reached"}` (flag `--presence-max-members`). Default 10,000: every joiner is pushed the
     /// whole state (~100 bytes per entry, so ~1 MB at the limit) and every change is sent to
     /// every member, so a room's cost grows with its square; larger rooms are a deliberate choice.
     pub max_members: usize,
