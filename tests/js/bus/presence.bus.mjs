@@ -1,9 +1,10 @@
 // Presence across gateways on a real redis-server, as the official phoenix.js `Presence` (the npm
 // package, unmodified) sees it: every client on every node lists the same members; a node joining
 // late gets the others' members; a SIGKILLed node's members leave everywhere once its heartbeats
-// stop for node_timeout_ms; Redis restarted mid-run (changes made while it was down are lost on
-// the bus) → every list converges again without restarting a gateway; a clean stop's members
-// leave at once; the same lists over a Redis Cluster (SPUBLISH/SSUBSCRIBE).
+// stop for node_timeout_ms; Redis restarted mid-run, after an outage longer and one shorter than
+// node_timeout_ms (changes made while it was down are lost on the bus) → every list converges
+// again without restarting a gateway, no zombie; a clean stop's members leave at once; the same
+// lists over a Redis Cluster (SPUBLISH/SSUBSCRIBE).
 
 import assert from 'node:assert/strict'
 import { mkdtempSync, writeFileSync } from 'node:fs'
@@ -143,7 +144,7 @@ test('3 gateways: one list everywhere, a late node gets the state, a killed node
   assert.ok(m.ringgate_bus_presence_nodes_timed_out_total >= 1, 'the timeout is what removed c')
 })
 
-test('Redis restarted mid-run: changes made during the outage converge, no zombie', async t => {
+test('Redis down longer than node_timeout_ms, then restarted: the lists converge, changes of the outage included, no zombie', async t => {
   let redis = await startRedis(t)
   const port = redis.port
   const url = `redis://127.0.0.1:${port}`
@@ -165,11 +166,10 @@ test('Redis restarted mid-run: changes made during the outage converge, no zombi
   const live = members.filter(m => m !== b2)
   const aSide = live.filter(m => m.node === 'a')
   const bSide = live.filter(m => m.node === 'b')
-  // (Remote members stay listed while the outage is shorter than node_timeout_ms, and leave
-  // when it is longer; either way the lists converge after it, so neither is asserted here.)
-  await until(() => aSide.every(m => m.keys()?.includes('a-during')), 'a\'s clients see a-during')
-  await until(() => bSide.every(m => m.keys() && !m.keys().includes('b2') && !m.keys().includes('a-during')),
-    'b\'s clients see b2 gone and not a-during')
+  // An outage longer than node_timeout_ms: each side's clients are left with their own node's
+  // members (the other node's members leave, as after a node loss).
+  await allList(aSide, ['a1', 'a-during'], 'a alone during the outage', NODE_TIMEOUT_MS + 20000)
+  await allList(bSide, ['b1'], 'b alone during the outage', NODE_TIMEOUT_MS + 20000)
 
   redis = await startRedis(t, { port })
   for (const gw of [a, b]) {
@@ -186,6 +186,35 @@ test('Redis restarted mid-run: changes made during the outage converge, no zombi
   // Still live after the restart: a new joiner on b reaches a.
   live.push(await member(t, b, topic, 'b-after'))
   await allList(live, [...want, 'b-after'], 'a join after the restart')
+})
+
+test('Redis down shorter than node_timeout_ms: members stay listed, lost changes are repaired', async t => {
+  let redis = await startRedis(t)
+  const port = redis.port
+  const url = `redis://127.0.0.1:${port}`
+  // Far longer than the outage: nobody times out, so only the repair can fix the lists.
+  const slow = { nodeTimeoutMs: 120_000 }
+  const a = await gateway(t, url, 'a', slow)
+  const b = await gateway(t, url, 'b', slow)
+  const topic = `room:blip-${Date.now()}`
+  const members = []
+  for (const [gw, user] of [[a, 'a1'], [b, 'b1'], [b, 'b2']]) members.push(await member(t, gw, topic, user))
+  await allList(members, ['a1', 'b1', 'b2'], 'before the outage')
+  await redis.stop('SIGKILL')
+  for (const gw of [a, b]) {
+    await until(async () => (await gw.get('/healthz')).degraded === true, `${gw.name} degraded`)
+  }
+  const b2 = members.find(m => m.user === 'b2')
+  await withTimeout(new Promise(resolve => b2.channel.leave().receive('ok', resolve)), 'b2 leave')
+  members.push(await member(t, a, topic, 'a-during'))
+  const live = members.filter(m => m !== b2)
+  // The delta of b2's leave was lost: a's clients still list b2 (frozen), b's do not.
+  await allList(live.filter(m => m.node === 'b'), ['a1', 'b1'], 'b during the outage')
+  await allList(live.filter(m => m.node === 'a'), ['a1', 'a-during', 'b1', 'b2'], 'a during the outage')
+  redis = await startRedis(t, { port })
+  await allList(live, ['a1', 'a-during', 'b1'], 'after the restart: repaired, no zombie b2')
+  assert.equal((await a.metrics()).ringgate_bus_presence_nodes_timed_out_total, 0)
+  assert.equal((await b.metrics()).ringgate_bus_presence_nodes_timed_out_total, 0)
 })
 
 test('a clean stop (SIGTERM): its members leave everywhere at once, not after the timeout', async t => {
