@@ -67,6 +67,8 @@ pub struct ServerOpts {
     pub workers: usize,
     /// Start an admin listener too (the broadcast bench publishes through it).
     pub admin: bool,
+    /// More `ringgate serve` flags (the bus bench adds `--bus-url` and a node name).
+    pub extra_args: Vec<String>,
 }
 
 impl ServerOpts {
@@ -97,6 +99,7 @@ impl ServerOpts {
             peer_bin,
             workers,
             admin,
+            extra_args: Vec::new(),
         })
     }
 }
@@ -126,7 +129,8 @@ impl Server {
                     "--workers",
                     &opts.workers.to_string(),
                 ])
-                .args(["--echo-path", "/echo", "--log-level", "warn"]);
+                .args(["--echo-path", "/echo", "--log-level", "warn"])
+                .args(&opts.extra_args);
                 cmd
             }
             Role::Peer | Role::Peer4k => {

@@ -393,6 +393,10 @@ fn live_topics(hub: &Hub) -> Vec<(Box<str>, u64)> {
     hub.table.topics()
 }
 
+/// How long the reconciler lets membership hints gather after the first one wakes it: far below
+/// the linger and a join's own round trip, enough to put a trickle of joins into one command.
+const HINT_COALESCE: Duration = Duration::from_millis(10);
+
 async fn reconciler(bus: Arc<Bus>, hub: Arc<Hub>) {
     let mut rec = Reconciler::new(Duration::from_millis(bus.cfg.linger_ms));
     let mut link_rx = bus.link.subscribe();
@@ -408,7 +412,11 @@ async fn reconciler(bus: Arc<Bus>, hub: Arc<Hub>) {
             .unwrap_or_else(|| tokio::time::Instant::now() + Duration::from_secs(3600));
         let mut write_counts = false;
         tokio::select! {
-            () = bus.wake.notified() => {}
+            () = bus.wake.notified() => {
+                // Joins trickling in (a reconnect wave at 1000/s) would otherwise cost one
+                // command per reconciler pass, nearly one per new topic; a short wait gathers them.
+                tokio::time::sleep(HINT_COALESCE).await;
+            }
             () = tokio::time::sleep_until(deadline) => {}
             changed = link_rx.changed() => if changed.is_err() { return },
             _ = count_tick.tick() => write_counts = true,
