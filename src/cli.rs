@@ -207,6 +207,24 @@ pub struct ServeArgs {
     /// [bus] A node without heartbeat for this long leaves the cluster view, ms [default: 5000].
     #[arg(long)]
     pub bus_node_ttl_ms: Option<u64>,
+    /// [presence] Merge a topic's diffs over this long, ms; 0 = each change at once [default: 50].
+    #[arg(long)]
+    pub presence_batch_ms: Option<u64>,
+    /// [presence] Entries tracked per topic [default: 10000].
+    #[arg(long)]
+    pub presence_max_members: Option<usize>,
+    /// [presence] Largest meta fields of one entry, bytes of JSON [default: 512].
+    #[arg(long)]
+    pub presence_max_meta_bytes: Option<usize>,
+    /// [presence] Event a client pushes to update its own meta [default: none, off].
+    #[arg(long)]
+    pub presence_update_event: Option<String>,
+    /// [presence] A node silent this long has its entries removed, ms [default: 15000].
+    #[arg(long)]
+    pub presence_node_timeout_ms: Option<u64>,
+    /// [presence] Heartbeat period between nodes, ms [default: 1500].
+    #[arg(long)]
+    pub presence_heartbeat_ms: Option<u64>,
     /// Allowed browser Origin (repeatable); none given = any.
     #[arg(long = "allowed-origins")]
     pub allowed_origins: Vec<String>,
@@ -303,6 +321,27 @@ impl ServeArgs {
             if let Some(v) = flag {
                 *key = v;
             }
+        }
+        let p = &mut cfg.presence;
+        for (flag, key) in [
+            (self.presence_batch_ms, &mut p.batch_ms),
+            (self.presence_node_timeout_ms, &mut p.node_timeout_ms),
+            (self.presence_heartbeat_ms, &mut p.heartbeat_ms),
+        ] {
+            if let Some(v) = flag {
+                *key = v;
+            }
+        }
+        for (flag, key) in [
+            (self.presence_max_members, &mut p.max_members),
+            (self.presence_max_meta_bytes, &mut p.max_meta_bytes),
+        ] {
+            if let Some(v) = flag {
+                *key = v;
+            }
+        }
+        if self.presence_update_event.is_some() {
+            p.update_event.clone_from(&self.presence_update_event);
         }
         if !self.channels.is_empty() {
             cfg.channels = self.channels.clone();

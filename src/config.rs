@@ -181,6 +181,9 @@ pub struct Config {
     /// `POST /api/debug/fail-worker/{id}?how=error|panic`, which makes that worker fail.
     #[serde(skip)]
     pub debug_fault_injection: bool,
+    /// Presence limits and timing; see `[presence]` in docs/configuration.md. Which topics are
+    /// tracked is chosen per route (`presence = true`).
+    pub presence: crate::presence::PresenceConfig,
 }
 
 /// What the process does when a worker dies (see `Config::on_worker_death`).
@@ -238,6 +241,7 @@ impl Default for Config {
             on_worker_death: OnWorkerDeath::Exit,
             debug_fault_injection: false,
             bus: BusConfig::default(),
+            presence: Default::default(),
         }
     }
 }
@@ -335,6 +339,9 @@ impl Config {
         }
         if let Err(e) = self.bus.validate() {
             return bad("bus", &e);
+        }
+        if let Err(e) = self.presence.validate() {
+            return bad("presence", &e);
         }
         Ok(())
     }

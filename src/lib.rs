@@ -19,6 +19,9 @@
 //!   (encoded there once per serializer).
 //! - `bus`: the multi-node bus over Redis (standalone or Cluster sharded pub/sub) on the control
 //!   thread's runtime: envelope, subscriptions following local membership, cluster view.
+//! - `presence`: Phoenix.Presence, sans-IO — entries, batched diffs, the node-wide table, and
+//!   the cross-node replica state machine.
+//! - `presence_flush`: the thread that broadcasts presence diffs once per batch.
 //! - `auth`: connect-time JWT validation and the `channels` claim.
 //! - `profile`: `ringgate profile`, bytes per connection measured by ramping real connections.
 //! - `admin`: the control-plane thread (tokio + axum): publish API, topic counts, health, stats
@@ -40,6 +43,8 @@ pub mod lifecycle;
 pub mod load;
 pub mod net;
 pub mod phoenix;
+pub mod presence;
+pub mod presence_flush;
 pub mod profile;
 pub mod ring;
 pub mod server;

@@ -42,6 +42,8 @@ pub struct Server {
     /// Time to wait for the remaining workers to close their connections before exiting.
     exit_wait: Duration,
     on_worker_death: OnWorkerDeath,
+    /// Broadcasts presence diffs; stopped after the workers.
+    pub presence: crate::presence_flush::Flusher,
 }
 
 /// A worker that died, as seen by `Server::reap`.
@@ -142,18 +144,26 @@ impl Server {
                     name,
                     local_addr.to_string(),
                     cfg.admin_listen.to_string(),
+                    cfg.channels
+                        .iter()
+                        .any(|r| r.presence)
+                        .then(|| cfg.presence.clone()),
                 );
                 (Some(bus), Some(startup))
             }
             None => (None, None),
         };
-        let hub = Arc::new(Hub::new(
-            table,
-            inboxes.clone(),
-            cfg.router()?,
-            crate::auth::Authenticator::from_config(&cfg.auth)?,
-            bus,
-        ));
+        let hub = Arc::new(
+            Hub::new(
+                table,
+                inboxes.clone(),
+                cfg.router()?,
+                crate::auth::Authenticator::from_config(&cfg.auth)?,
+                bus,
+            )
+            .with_presence(&cfg.presence, cfg.topic_stripes),
+        );
+        let flusher = crate::presence_flush::Flusher::start(hub.clone(), cfg.presence.batch_ms)?;
         let (ready_tx, ready_rx) = mpsc::channel::<(usize, io::Result<()>)>();
         let mut threads = Vec::new();
         let mut listeners = Vec::new();
@@ -220,6 +230,7 @@ impl Server {
             listeners,
             exit_wait: Duration::from_millis(cfg.close_timeout_ms.saturating_add(1_000)),
             on_worker_death: cfg.on_worker_death,
+            presence: flusher,
         };
         for _ in 0..cfg.workers {
             match ready_rx.recv() {

@@ -66,6 +66,9 @@ pub fn contain(worker: usize, listener: Option<&Socket>, hub: &Hub) -> u64 {
     if let Some(inbox) = hub.inboxes.get(worker) {
         inbox.close();
     }
+    // Its connections' presence entries leave (a diff to every member), or they would stay as
+    // zombies: the dead worker never untracks them.
+    hub.presence.drop_worker(worker);
     hub.table.drop_worker(worker)
 }
 

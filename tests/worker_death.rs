@@ -278,3 +278,59 @@ fn keep_serving_contains_the_dead_worker_and_serves_on_the_other() {
     let mut gw = gw;
     assert!(gw.child.try_wait().unwrap().is_none(), "still serving");
 }
+
+#[test]
+fn a_dead_workers_presence_entries_leave_and_the_survivors_see_it() {
+    const CLIENTS: usize = 40;
+    const TOPIC: &str = "rooms:presence-death";
+    let config =
+        std::env::temp_dir().join(format!("ringgate-wd-presence-{}.toml", std::process::id()));
+    std::fs::write(
+        &config,
+        "[presence]\nbatch_ms = 10\n\n[[channels]]\npattern = \"rooms:*\"\non_push = \"broadcast\"\npresence = true\n",
+    )
+    .unwrap();
+    let gw = Proc::start(&[
+        "--on-worker-death",
+        "keep-serving",
+        "--config",
+        config.to_str().unwrap(),
+    ]);
+    let presence = || {
+        let (status, body) = http(gw.admin, "GET", &format!("/api/presence/{TOPIC}")).unwrap();
+        assert_eq!(status, 200, "{body}");
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        v.as_object().unwrap().len() as u64
+    };
+    let _clients: Vec<RawClient> = (0..CLIENTS)
+        .map(|i| {
+            let mut c = RawClient::connect(gw.addr, "/socket/websocket?vsn=2.0.0");
+            let join = format!(r#"["{i}","{i}","{TOPIC}","phx_join",{{}}]"#);
+            c.send_frame(true, 1, join.as_bytes());
+            match next(&mut c) {
+                Read1::Text(t) => assert!(t.contains(r#""status":"ok""#), "{t}"),
+                Read1::Gone => panic!("client {i} closed before its join reply"),
+            }
+            c
+        })
+        .collect();
+    wait_for("every join tracked", Duration::from_secs(10), || {
+        presence() == CLIENTS as u64
+    });
+    let on0 = gw.metric("ringgate_memberships{worker=\"0\"}");
+    let on1 = gw.metric("ringgate_memberships{worker=\"1\"}");
+    assert!(on0 > 0 && on1 > 0, "members on both workers: {on0} + {on1}");
+
+    let (status, body) = http(gw.admin, "POST", "/api/debug/fail-worker/1/error").unwrap();
+    assert_eq!(status, 202, "{body}");
+    wait_for("worker 1 reported dead", Duration::from_secs(10), || {
+        gw.metric("ringgate_worker_up{worker=\"1\"}") == 0
+    });
+    // Its connections' entries left with it (no zombie members for the survivors' clients).
+    wait_for(
+        "the dead worker's entries gone",
+        Duration::from_secs(10),
+        || presence() == on0,
+    );
+    let _ = std::fs::remove_file(&config);
+}

@@ -184,6 +184,7 @@ fn router(state: AppState) -> Router {
     Router::new()
         .route("/api/broadcast", post(broadcast))
         .route("/api/topics/{topic}", get(topic))
+        .route("/api/presence/{topic}", get(presence))
         .route("/api/drain", post(drain))
         .route("/api/stats", get(stats))
         .route("/metrics", get(prometheus))
@@ -432,6 +433,23 @@ async fn nodes(State(state): State<AppState>, headers: HeaderMap) -> Response {
         }
         None => error(StatusCode::SERVICE_UNAVAILABLE, "the bus is down"),
     }
+}
+
+/// The merged presence of a topic, in the shape of a `presence_state` payload (`{}` if nobody).
+async fn presence(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(topic): Path<String>,
+) -> Response {
+    if !authorized(&state, &headers) {
+        return error(StatusCode::UNAUTHORIZED, "missing or wrong bearer token");
+    }
+    let body = state.hub.presence.current_json(&topic);
+    (
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        body,
+    )
+        .into_response()
 }
 
 #[cfg(test)]

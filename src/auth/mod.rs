@@ -49,6 +49,9 @@ pub struct Claims {
     /// Topic patterns (`rooms:*`, `user:42`) this connection may join; absent = any routed topic.
     #[serde(default)]
     pub channels: Option<Vec<String>>,
+    /// Every other claim (presence routes may key or describe members by them).
+    #[serde(flatten)]
+    pub other: serde_json::Map<String, serde_json::Value>,
 }
 
 /// Why a token was refused (logged at debug, counted; the token itself is never logged).

@@ -3,8 +3,9 @@
 //! A [`BusMessage`] is a value; a [`Codec`] maps it to and from the bytes of one Redis pub/sub
 //! message and names the channel a topic's messages travel on. ringgate's own format is
 //! [`RinggateCodec`] (layout in docs/protocol.md, "Bus envelope"); another format (such as
-//! Phoenix.PubSub's Redis adapter) is another `Codec`. A second kind of message (presence deltas)
-//! is another `BusMessage` variant and another kind byte.
+//! Phoenix.PubSub's Redis adapter) is another `Codec`. Presence messages do not use this
+//! envelope: they travel on their own channel in their own format (`bus::presence`,
+//! `presence::wire`), so a topic channel carries broadcasts only.
 
 use serde_json::value::RawValue;
 

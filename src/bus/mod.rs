@@ -14,11 +14,14 @@
 //! - `link`: one connection set to Redis (standalone or Cluster) and the commands sent on it.
 //! - `run`: the tasks (supervisor/receiver, publisher, reconciler, heartbeat).
 //! - `nodes`: the cluster view (node records and subscriber counts kept in Redis).
+//! - `presence`: presence across nodes (the replica's messages on their own channel), only when a
+//!   route tracks presence.
 
 pub mod config;
 pub mod envelope;
 pub mod link;
 pub mod nodes;
+pub mod presence;
 pub mod run;
 pub mod subs;
 
@@ -114,6 +117,8 @@ pub struct Bus {
     /// Wakes the supervisor when a command on the current link failed, so it reconnects.
     broken: Notify,
     link: watch::Sender<Option<Link>>,
+    /// Presence across nodes, when some route tracks presence.
+    pub presence: Option<presence::PresenceBus>,
     /// Start-up verdict (connected, unreachable, or a name clash), sent once by `run`.
     startup: Mutex<Option<std::sync::mpsc::Sender<Result<bool, String>>>>,
 }
@@ -136,15 +141,17 @@ pub fn now_ms() -> u64 {
 }
 
 impl Bus {
-    /// A bus for `cfg` (whose `url` is set) named `name`.
+    /// A bus for `cfg` (whose `url` is set) named `name`; `presence` when a route tracks it.
     pub fn new(
         cfg: BusConfig,
         target: Target,
         name: String,
         listen: String,
         admin: String,
+        presence: Option<crate::presence::PresenceConfig>,
     ) -> (Arc<Self>, Startup) {
         let (tx, rx) = mpsc::channel(cfg.max_queued_publishes);
+        let cfg_prefix = cfg.prefix.clone();
         let (startup_tx, startup_rx) = std::sync::mpsc::channel();
         let instance = RandomState::new().hash_one(std::process::id()) | 1;
         let codec: Box<dyn Codec> = match cfg.format {
@@ -168,6 +175,7 @@ impl Bus {
             wake: Notify::new(),
             broken: Notify::new(),
             link: watch::Sender::new(None),
+            presence: presence.map(|p| presence::PresenceBus::new(&cfg_prefix, p)),
             startup: Mutex::new(Some(startup_tx)),
         });
         (bus, Startup(startup_rx))
@@ -404,6 +412,23 @@ impl Bus {
             "Publishes whose latency is in the sum.",
             &get(&s.publish_latency_count),
         );
+        if let Some(p) = &self.presence {
+            let ps = &p.stats;
+            for (name, help, c) in [
+                ("published_total", "Presence messages published (deltas, heartbeats, requests, transfers).", &ps.published),
+                ("received_total", "Presence messages received (own echoes included).", &ps.received),
+                ("dropped_total", "Presence messages not published (link down or failed) or not processed (queue full); repaired by transfers.", &ps.dropped),
+                ("decode_errors_total", "Presence messages that could not be decoded.", &ps.decode_errors),
+                ("transfers_sent_total", "Presence state transfers sent to other nodes.", &ps.transfers_sent),
+                ("nodes_timed_out_total", "Nodes whose presence entries were removed after node_timeout_ms of silence.", &ps.nodes_timed_out),
+            ] {
+                let _ = writeln!(
+                    out,
+                    "# HELP ringgate_bus_presence_{name} {help}\n# TYPE ringgate_bus_presence_{name} counter\nringgate_bus_presence_{name} {}",
+                    get(c)
+                );
+            }
+        }
         let _ = writeln!(
             out,
             "# HELP ringgate_bus_dropped_total Broadcasts not published, by reason.\n# TYPE ringgate_bus_dropped_total counter"

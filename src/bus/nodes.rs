@@ -1,5 +1,6 @@
-//! The cluster view, kept in Redis as plain keys (never on a pub/sub channel: the bus carries
-//! broadcasts only, so Redis's publish count is the broadcast count).
+//! The cluster view, kept in Redis as plain keys (never on a pub/sub channel: without presence
+//! routes the bus carries broadcasts only, so Redis's publish count is the broadcast count; with
+//! them, presence adds its own messages on its own channel, `bus::presence`).
 //!
 //! - `<prefix>nodes`: a hash, field = node name, value = the node's JSON record with its expiry
 //!   (`expires_ms`, wall clock). Each node rewrites its own field once per `heartbeat_ms`; readers

@@ -68,6 +68,9 @@ pub fn spawn(bus: Arc<Bus>, hub: Arc<Hub>) {
     }
     tokio::spawn(reconciler(bus.clone(), hub.clone()));
     tokio::spawn(heartbeat(bus.clone(), hub.clone()));
+    if bus.presence.is_some() {
+        tokio::spawn(super::presence::run(bus.clone(), hub.clone()));
+    }
     match bus.target.clone() {
         Target::Standalone(url) => tokio::spawn(standalone(bus, hub, url)),
         Target::Cluster(seeds) => tokio::spawn(cluster(bus, hub, seeds)),
@@ -155,7 +158,7 @@ async fn standalone(bus: Arc<Bus>, hub: Arc<Hub>, url: String) {
                 loop {
                     tokio::select! {
                         msg = stream.next() => match msg {
-                            Some(m) => receive(&bus, &hub, m.get_payload_bytes(), &mut audience),
+                            Some(m) => receive(&bus, &hub, m.get_channel_name().as_bytes(), m.get_payload_bytes(), &mut audience),
                             None => break,
                         },
                         () = bus.broken.notified() => break,
@@ -226,8 +229,8 @@ async fn cluster(bus: Arc<Bus>, hub: Arc<Hub>, seeds: Vec<String>) {
                         push = push_rx.recv() => match push {
                             Some(push) => match push.kind {
                                 PushKind::SMessage | PushKind::Message => {
-                                    if let Some(Value::BulkString(body)) = push.data.get(1) {
-                                        receive(&bus, &hub, body, &mut audience);
+                                    if let (Some(Value::BulkString(channel)), Some(Value::BulkString(body))) = (push.data.first(), push.data.get(1)) {
+                                        receive(&bus, &hub, channel, body, &mut audience);
                                     }
                                 }
                                 PushKind::Disconnection => {
@@ -267,14 +270,27 @@ fn unsubscribed_while_held(bus: &Bus, hub: &Hub, data: &[Value]) -> bool {
     let Some(Value::BulkString(channel)) = data.first() else {
         return false;
     };
+    if bus
+        .presence
+        .as_ref()
+        .is_some_and(|p| p.channel.as_bytes() == channel.as_slice())
+    {
+        return true; // held for as long as the process runs
+    }
     let topic = std::str::from_utf8(channel)
         .ok()
         .and_then(|c| c.strip_prefix(bus.cfg.prefix.as_str()));
     topic.is_some_and(|t| hub.table.members(t) > 0)
 }
 
-/// A message from Redis: decode, drop our own echo, hand it to the hub as a local broadcast.
-fn receive(bus: &Bus, hub: &Hub, body: &[u8], audience: &mut Vec<(usize, u32)>) {
+/// A message from Redis: a presence message goes to the presence task; a broadcast is decoded,
+/// our own echo dropped, and handed to the hub as a local broadcast.
+fn receive(bus: &Bus, hub: &Hub, channel: &[u8], body: &[u8], audience: &mut Vec<(usize, u32)>) {
+    if let Some(p) = &bus.presence {
+        if p.channel.as_bytes() == channel {
+            return p.received(body);
+        }
+    }
     add(&bus.stats.received, 1);
     let msg = match bus.codec.decode(body) {
         Ok(m) => m,
@@ -294,7 +310,7 @@ fn receive(bus: &Bus, hub: &Hub, body: &[u8], audience: &mut Vec<(usize, u32)>) 
         BusPayload::Binary(b) => Payload::Binary(b),
     };
     if hub
-        .deliver_remote(&e.topic, &e.event, payload, audience)
+        .deliver_local(&e.topic, &e.event, payload, audience)
         .members
         > 0
     {
@@ -304,7 +320,7 @@ fn receive(bus: &Bus, hub: &Hub, body: &[u8], audience: &mut Vec<(usize, u32)>) 
 
 /// The failure of a command on `link`: the supervisor replaces the link with a new
 /// generation, unless a newer one already replaced it.
-fn link_failed(bus: &Bus, link: &Link, e: &redis::RedisError) {
+pub(super) fn link_failed(bus: &Bus, link: &Link, e: &redis::RedisError) {
     tracing::debug!(error = %e, "bus: command failed");
     if bus
         .link()
@@ -494,8 +510,12 @@ async fn heartbeat(bus: Arc<Bus>, hub: Arc<Hub>) {
     }
 }
 
-/// Removes this node from the cluster view (on a clean stop), bounded in time.
+/// Tells the other nodes this node's presence entries left, and removes this node from the
+/// cluster view (on a clean stop), bounded in time.
 pub async fn farewell(bus: &Bus) {
+    if let Some(p) = &bus.presence {
+        p.farewell().await;
+    }
     if let Some(link) = bus.link() {
         let _ = tokio::time::timeout(Duration::from_secs(1), nodes::farewell(bus, &link)).await;
     }

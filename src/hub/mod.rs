@@ -1,7 +1,8 @@
 //! The hub: what every thread of the data plane shares — the topic table, the workers' inboxes,
 //! the channel router, the per-address counts and the multi-node bus — and `publish`, the one
 //! entry point of a broadcast from anywhere (a worker handling a client push, the admin API), and
-//! `deliver_remote`, the entry of a broadcast received from another node.
+//! `deliver_local`, the entry of a broadcast for this node only (received from another node, or
+//! a presence diff).
 //!
 //! Broadcasts are encoded here, once per serializer (`phoenix::broadcast`), so the topic table
 //! and the workers' fan-out never know a wire format.
@@ -15,6 +16,8 @@ use crate::bus::Bus;
 use crate::phoenix::broadcast;
 use crate::phoenix::router::Router;
 use crate::phoenix::serializer::Payload;
+use crate::presence::table::PresenceTable;
+use crate::presence::PresenceConfig;
 use crate::topics::table::TopicTable;
 use crate::topics::Broadcast;
 use crate::worker::inbox::{Inbox, Msg};
@@ -30,6 +33,8 @@ pub struct Hub {
     pub peers: PeerTable,
     /// The multi-node bus, when `[bus] url` is set.
     pub bus: Option<Arc<Bus>>,
+    /// Who is in each presence topic, node-wide (`presence::table`).
+    pub presence: PresenceTable,
 }
 
 /// Where a publish went.
@@ -57,7 +62,20 @@ impl Hub {
             auth,
             peers: PeerTable::new(64),
             bus,
+            presence: PresenceTable::new(
+                64,
+                node_nonce(),
+                PresenceConfig::default().max_members,
+                PresenceConfig::default().max_meta_bytes,
+            ),
         }
+    }
+
+    /// The hub with presence limits from the configuration.
+    pub fn with_presence(mut self, cfg: &PresenceConfig, stripes: usize) -> Self {
+        self.presence =
+            PresenceTable::new(stripes, node_nonce(), cfg.max_members, cfg.max_meta_bytes);
+        self
     }
 
     /// A broadcast published on this node: delivered to this node's members at once (every
@@ -77,8 +95,9 @@ impl Hub {
         self.fan_out(topic, event, payload, from, audience)
     }
 
-    /// A broadcast received from another node: this node's members only.
-    pub fn deliver_remote(
+    /// A broadcast for this node's members only: received from another node, or a presence diff
+    /// (each node renders the diffs of its own merged view; presence crosses nodes as deltas).
+    pub fn deliver_local(
         &self,
         topic: &str,
         event: &str,
@@ -134,4 +153,14 @@ impl Hub {
             bus.hint(topic);
         }
     }
+}
+
+/// A number telling this process's `phx_ref`s from other nodes' (and from its own previous runs):
+/// start time and process id, mixed.
+fn node_nonce() -> u32 {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    let h = ahash::RandomState::new().hash_one((nanos, std::process::id()));
+    (h ^ (h >> 32)) as u32
 }

@@ -116,6 +116,7 @@ impl Worker {
             .now_tick
             .saturating_add(u32::try_from(ticks_left).unwrap_or(NONE - 1))
             .min(NONE - 1);
+        self.keep_presence_claims(slot, &claims.other);
         let claim_set = claims.channels.map_or(NONE, |p| self.claim_sets.acquire(p));
         self.auth_slots[index] = ConnAuth {
             claim_set,
@@ -125,6 +126,7 @@ impl Worker {
 
     /// Forgets a connection's auth state (when its slot is freed).
     pub(crate) fn clear_auth(&mut self, slot: u32) {
+        self.forget_presence_claims(slot);
         let Some(a) = self.auth_slots.get_mut(slot as usize) else {
             return;
         };

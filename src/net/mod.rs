@@ -11,6 +11,7 @@ pub mod io;
 pub mod limits;
 pub mod peers;
 pub mod phoenix;
+pub mod presence;
 pub mod rx_budget;
 pub mod session;
 pub mod tx;

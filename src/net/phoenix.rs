@@ -39,7 +39,9 @@ impl Host for ConnHost<'_> {
     }
 
     fn unsubscribe(&mut self, id: TopicId) {
-        self.w.hub.leave(self.w.topics.name(id), self.w.id);
+        let name = self.w.topics.name(id).to_owned();
+        self.w.presence_left(self.slot, &name);
+        self.w.hub.leave(&name, self.w.id);
         self.w.topics.unsubscribe(id, self.slot);
         self.w.stats.leaves += 1;
     }
@@ -48,7 +50,7 @@ impl Host for ConnHost<'_> {
         self.w.publish(topic, event, payload);
     }
 
-    fn authorize_join(&mut self, topic: &str, _payload: &Payload<'_>) -> Result<(), &'static str> {
+    fn authorize_join(&mut self, topic: &str, payload: &Payload<'_>) -> Result<(), &'static str> {
         let route = self.w.hub.router.route(topic);
         if !crate::auth::join_allowed(route, self.w.claim_patterns(self.slot), topic) {
             self.w.stats.joins_refused += 1;
@@ -58,7 +60,12 @@ impl Host for ConnHost<'_> {
             self.w.stats.joins_refused += 1;
             return Err("too many joins");
         }
-        Ok(())
+        self.w.presence_admit(self.slot, topic, payload)
+    }
+
+    fn joined(&mut self, id: TopicId, join_ref: Option<&str>) {
+        let name = self.w.topics.name(id).to_owned();
+        self.w.presence_joined(self.slot, &name, join_ref);
     }
 
     fn send(&mut self, kind: FrameKind, payload: Vec<u8>) {
@@ -129,6 +136,9 @@ impl Worker {
         };
         if msg.topic == "phoenix" && msg.event == ACCESS_TOKEN_EVENT {
             return self.refresh_token(slot, vsn, &msg);
+        }
+        if self.presence_update(slot, vsn, &msg) {
+            return;
         }
         // The channel set leaves the connection while the rules run, so they can call back into
         // the worker (which may close this very connection) without aliasing it.

@@ -76,7 +76,7 @@ impl Worker {
     }
 
     /// Queues `id` for `slot`. `force` bypasses the queue bound (for the close frame itself).
-    fn enqueue(&mut self, slot: u32, id: u32, force: bool) -> Sent {
+    pub(crate) fn enqueue(&mut self, slot: u32, id: u32, force: bool) -> Sent {
         let len = self.frames[id as usize].bytes.len();
         let c = &mut self.conns[slot as usize];
         if c.tx_head == NO_FRAME {
@@ -102,7 +102,12 @@ impl Worker {
             self.close_with(slot, ws::close::POLICY_VIOLATION, "send queue full");
             return Sent::Dropped;
         }
-        q.bytes += len;
+        // A forced frame (a close frame, a presence state) is not counted against the bound:
+        // it is bounded by its own limit, and counting it would close the joiner of a large
+        // presence room on the first broadcast behind its state.
+        if !force {
+            q.bytes += len;
+        }
         q.frames.push_back(id);
         self.frames[id as usize].refs += 1;
         if in_flight {
@@ -246,7 +251,9 @@ impl Worker {
                 Some(q) => {
                     let next = q.frames.pop_front();
                     if let Some(id) = next {
-                        q.bytes -= self.frames[id as usize].bytes.len();
+                        // Saturating: forced frames were not counted (`enqueue`); while one
+                        // waits, the bound is exceeded by at most its size.
+                        q.bytes = q.bytes.saturating_sub(self.frames[id as usize].bytes.len());
                     }
                     if q.frames.is_empty() {
                         c.txq = None;

@@ -89,6 +89,8 @@ pub trait Host {
     ) -> Result<(), &'static str> {
         Ok(())
     }
+    /// The join of `id` was accepted and its ok reply sent (presence pushes its state now).
+    fn joined(&mut self, _id: TopicId, _join_ref: Option<&str>) {}
 }
 
 /// What the caller does with the connection after [`Channels::handle`].
@@ -222,6 +224,7 @@ impl Channels {
         };
         self.store.insert(entry);
         reply.ok(host, join_ref);
+        host.joined(id, join_ref.or(reply.msg_ref));
     }
 
     fn leave(&mut self, reply: Reply<'_>, msg: &Message<'_>, host: &mut impl Host) {

@@ -37,7 +37,7 @@ pub use self::encode::{
     encode_broadcast, encode_broadcast_into, encode_message, encode_push, encode_reply,
     encode_reply_binary, BINARY_FIELD_MAX_BYTES,
 };
-pub(super) use self::encode::{message_frame, reason_json};
+pub use self::encode::{message_frame, reason_json};
 
 /// A message payload, kept raw.
 #[derive(Clone, Copy, Debug)]

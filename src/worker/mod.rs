@@ -154,6 +154,7 @@ pub struct Worker {
     pub(crate) peer_bufs: std::collections::HashMap<u32, Box<libc::sockaddr_storage>>,
     /// Receive memory held for incomplete input, bounded by `max_rx_bytes_per_worker`.
     pub(crate) rx_budget: crate::net::rx_budget::RxBudget,
+    pub(crate) presence: crate::net::presence::WorkerPresence,
 }
 
 /// What a worker needs from the thread that starts it.
@@ -259,6 +260,7 @@ impl Worker {
             peer_ips: Default::default(),
             peer_bufs: Default::default(),
             rx_budget,
+            presence: Default::default(),
         })
     }
 
