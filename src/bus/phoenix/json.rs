@@ -112,24 +112,28 @@ pub fn utf8(b: &[u8]) -> Result<&str, Unsupported> {
     std::str::from_utf8(b).map_err(|_| Unsupported::InvalidUtf8)
 }
 
+/// A JSON string as Jason's default `:json` escape writes it: `"` and `\\` escaped, `\b \t \n
+/// \f \r` by letter, other control characters as `\u00XX` (upper-case hex), everything else —
+/// `/` and non-ASCII included — as is.
 fn string(s: &str, out: &mut String) {
-    // serde_json escapes what Jason's default (`escape: :json`) escapes: `"`, `\` and control
-    // characters; everything else, `/` and non-ASCII included, is written as is.
-    let _ = serde_json::to_writer(StringSink(out), s);
-}
-
-struct StringSink<'a>(&'a mut String);
-
-impl std::io::Write for StringSink<'_> {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        // serde_json writes whole UTF-8 sequences per call.
-        self.0
-            .push_str(std::str::from_utf8(buf).map_err(std::io::Error::other)?);
-        Ok(buf.len())
+    out.reserve(s.len() + 2);
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\u{8}' => out.push_str("\\b"),
+            '\t' => out.push_str("\\t"),
+            '\n' => out.push_str("\\n"),
+            '\u{c}' => out.push_str("\\f"),
+            '\r' => out.push_str("\\r"),
+            c if (c as u32) < 0x20 => {
+                let _ = std::fmt::Write::write_fmt(out, format_args!("\\u{:04X}", c as u32));
+            }
+            c => out.push(c),
+        }
     }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
+    out.push('"');
 }
 
 /// Is `m` a struct (`__struct__` key)?
@@ -299,6 +303,17 @@ mod tests {
         let mut s = String::new();
         float(v, &mut s);
         s
+    }
+
+    #[test]
+    fn strings_are_escaped_like_jason() {
+        let mut s = String::new();
+        string("a\"b\\c/d\u{8}\t\n\u{c}\r\u{1}\u{1f}é😀\u{2028}", &mut s);
+        assert_eq!(
+            s,
+            "\"a\\\"b\\\\c/d\\b\\t\\n\\f\\r\\u0001\\u001Fé😀\u{2028}\""
+        );
+        serde_json::from_str::<String>(&s).unwrap();
     }
 
     #[test]
