@@ -9,7 +9,7 @@
 //! (Phoenix.PubSub's Redis adapter: JSON → Erlang term → ETF, then ETF → scan → term → JSON).
 //! A round times `--iters` encode+receive pairs per codec, codecs interleaved in every round;
 //! reported: ns per broadcast as median [min–max] over the rounds, and the phoenix/ringgate ratio
-//! of the medians.
+//! of the medians; then the medians of the two halves timed alone (encode only, receive only).
 
 use std::time::Instant;
 
@@ -54,6 +54,24 @@ fn round(codec: &dyn Codec, msg: &BusMessage, iters: usize) -> f64 {
     start.elapsed().as_nanos() as f64 / iters as f64
 }
 
+/// `iters` encodes alone, or `iters` receives of one encoded body alone; ns each.
+fn half(codec: &dyn Codec, msg: &BusMessage, iters: usize, receive: bool) -> f64 {
+    let mut buf = Vec::with_capacity(4096);
+    codec.encode(msg, &mut buf).unwrap();
+    let body = buf.clone();
+    let start = Instant::now();
+    for _ in 0..iters {
+        if receive {
+            let r = codec.receive(std::hint::black_box(&body), "ringgate-2", &|_| true);
+            std::hint::black_box(r.is_ok());
+        } else {
+            buf.clear();
+            codec.encode(std::hint::black_box(msg), &mut buf).unwrap();
+        }
+    }
+    start.elapsed().as_nanos() as f64 / iters as f64
+}
+
 fn spread(v: &mut [f64]) -> (f64, f64, f64) {
     v.sort_by(f64::total_cmp);
     (v[v.len() / 2], v[0], v[v.len() - 1])
@@ -85,8 +103,8 @@ fn main() {
         ..BusConfig::default()
     });
     let codecs: [(&str, &dyn Codec); 2] = [("ringgate", &RinggateCodec), ("phoenix", &phoenix)];
-    println!("| payload | JSON bytes | codec | body bytes | ns per broadcast, encode + receive: median [min–max] | ratio to ringgate |");
-    println!("|---|---|---|---|---|---|");
+    println!("| payload | JSON bytes | codec | body bytes | ns per broadcast, encode + receive: median [min–max] | ratio to ringgate | encode alone, median ns | receive alone, median ns |");
+    println!("|---|---|---|---|---|---|---|---|");
     for (name, json) in &payloads {
         let msg = message(json);
         let mut times: Vec<Vec<f64>> = vec![Vec::new(); codecs.len()];
@@ -97,13 +115,22 @@ fn main() {
                 times[i].push(round(*c, &msg, iters));
             }
         }
+        let mut halves: Vec<[Vec<f64>; 2]> = vec![[Vec::new(), Vec::new()]; codecs.len()];
+        for _ in 0..rounds {
+            for (i, (_, c)) in codecs.iter().enumerate() {
+                halves[i][0].push(half(*c, &msg, iters, false));
+                halves[i][1].push(half(*c, &msg, iters, true));
+            }
+        }
         let base = spread(&mut times[0].clone()).0;
         for (i, (cname, c)) in codecs.iter().enumerate() {
             let mut body = Vec::new();
             c.encode(&msg, &mut body).unwrap();
             let (med, min, max) = spread(&mut times[i]);
+            let enc = spread(&mut halves[i][0]).0;
+            let rec = spread(&mut halves[i][1]).0;
             println!(
-                "| {name} | {} | {cname} | {} | {med:.0} [{min:.0}–{max:.0}] | {:.1}× |",
+                "| {name} | {} | {cname} | {} | {med:.0} [{min:.0}–{max:.0}] | {:.1}× | {enc:.0} | {rec:.0} |",
                 json.len(),
                 body.len(),
                 med / base
