@@ -16,7 +16,8 @@
 #               itself and is then run as a module, not searched)
 #   browser     node --test tests/browser/: dashboard and chat pages in headless Chromium
 #               (playwright-core, real time); screenshots in target/browser/
-#   bus-test    tests/js/bus/*.bus.mjs: 3 gateways on redis-server / a 3+3 Redis Cluster / HAProxy
+#   bus-test    tests/js/bus/*.bus.mjs: 3 gateways on redis-server / a 3+3 Redis Cluster / HAProxy /
+#               an Erlang (escript) peer in a Phoenix.PubSub over Redis
 #   fuzz        scripts/fuzz.sh: every fuzz target for FUZZ_SECONDS_PER_TARGET s
 #
 # Knobs (environment):
@@ -249,15 +250,17 @@ stage_deps() {
     fi
     echo "ss: $(ss -V 2>&1 | head -n 1)"
     # ---- redis-server + redis-cli and haproxy: the multi-node bus tests (tests/js/bus) ----
+    # ---- erlang-base (erl, escript): the Phoenix.PubSub format's fixtures and peers ----
     if ! command -v redis-server >/dev/null 2>&1 || ! command -v redis-cli >/dev/null 2>&1 ||
-        ! command -v haproxy >/dev/null 2>&1; then
-        echo "installing redis-server and haproxy (multi-node bus tests)"
+        ! command -v haproxy >/dev/null 2>&1 || ! command -v erl >/dev/null 2>&1 ||
+        ! command -v escript >/dev/null 2>&1; then
+        echo "installing redis-server, haproxy and erlang-base (multi-node bus tests)"
         export DEBIAN_FRONTEND=noninteractive
-        timeout -k 10 "$INSTALL_TIMEOUT_S" apt-get install -y -qq redis-server haproxy >/dev/null 2>&1 ||
+        timeout -k 10 "$INSTALL_TIMEOUT_S" apt-get install -y -qq redis-server haproxy erlang-base >/dev/null 2>&1 ||
             { timeout -k 10 "$INSTALL_TIMEOUT_S" apt-get update -qq &&
-                timeout -k 10 "$INSTALL_TIMEOUT_S" apt-get install -y -qq redis-server haproxy >/dev/null; }
+                timeout -k 10 "$INSTALL_TIMEOUT_S" apt-get install -y -qq redis-server haproxy erlang-base >/dev/null; }
     fi
-    echo "redis: $(redis-server --version | head -c 40); $(haproxy -v | head -1 | cut -c1-30)"
+    echo "redis: $(redis-server --version | head -c 40); $(haproxy -v | head -1 | cut -c1-30); erlang/OTP $(erl -noshell -eval 'io:put_chars(erlang:system_info(otp_release)), halt().')"
     # ---- headless Chromium: tests/load_gateway.rs renders the load report in it ----
     if command -v chromium >/dev/null 2>&1; then
         echo "chromium: $(chromium --version 2>/dev/null)"

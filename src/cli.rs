@@ -198,6 +198,13 @@ pub struct ServeArgs {
     /// [bus] This node's unique name on the bus [default: the listener's host:port].
     #[arg(long)]
     pub bus_node_name: Option<String>,
+    /// [bus] Wire format: ringgate (own envelope) or phoenix (Phoenix.PubSub's Redis adapter)
+    /// [default: ringgate].
+    #[arg(long, value_enum)]
+    pub bus_format: Option<crate::bus::config::BusFormat>,
+    /// [bus] With --bus-format phoenix: the Elixir app's PubSub name, e.g. MyApp.PubSub.
+    #[arg(long)]
+    pub bus_phoenix_pubsub: Option<String>,
     /// [bus] Linger before unsubscribing a topic with no local member, ms [default: 5000].
     #[arg(long)]
     pub bus_linger_ms: Option<u64>,
@@ -313,6 +320,12 @@ impl ServeArgs {
         if self.bus_node_name.is_some() {
             cfg.bus.node_name = self.bus_node_name.clone();
         }
+        if let Some(f) = self.bus_format {
+            cfg.bus.format = f;
+        }
+        if self.bus_phoenix_pubsub.is_some() {
+            cfg.bus.phoenix_pubsub = self.bus_phoenix_pubsub.clone();
+        }
         for (flag, key) in [
             (self.bus_linger_ms, &mut cfg.bus.linger_ms),
             (self.bus_heartbeat_ms, &mut cfg.bus.heartbeat_ms),
@@ -380,6 +393,10 @@ mod tests {
             "redis://127.0.0.1:6999",
             "--bus-node-name",
             "n1",
+            "--bus-format",
+            "phoenix",
+            "--bus-phoenix-pubsub",
+            "MyApp.PubSub",
         ]);
         let Command::Serve(args) = cli.command else {
             panic!("parsed as another subcommand");
@@ -391,6 +408,8 @@ mod tests {
         assert_eq!(cfg.handshake_timeout_ms, 10_000);
         assert_eq!(cfg.bus.url.as_deref(), Some("redis://127.0.0.1:6999"));
         assert_eq!(cfg.bus.node_name.as_deref(), Some("n1"));
+        assert_eq!(cfg.bus.format, crate::bus::config::BusFormat::Phoenix);
+        assert_eq!(cfg.bus.phoenix_pubsub.as_deref(), Some("MyApp.PubSub"));
         std::fs::remove_dir_all(dir).unwrap();
     }
 }

@@ -2,14 +2,17 @@
 
 use serde::Deserialize;
 
-/// The bus's wire format (one today; a second, Phoenix.PubSub's Redis adapter, can be added as
-/// another variant implementing `envelope::Codec`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+/// The bus's wire format; each is an `envelope::Codec`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default, clap::ValueEnum)]
 #[serde(rename_all = "snake_case")]
 pub enum BusFormat {
-    /// ringgate's own envelope (docs/protocol.md, "Bus envelope").
+    /// ringgate's own envelope (docs/protocol.md, "Bus envelope"), one channel per topic.
     #[default]
     Ringgate,
+    /// Phoenix.PubSub's Redis adapter (phoenix_pubsub_redis 3.x): one channel per PubSub, ETF
+    /// messages (docs/protocol.md, "Phoenix.PubSub Redis adapter"), so ringgate joins an
+    /// existing Phoenix app's PubSub.
+    Phoenix,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
@@ -25,6 +28,26 @@ pub struct BusConfig {
     pub node_name: Option<String>,
     /// Envelope format. Default `ringgate`.
     pub format: BusFormat,
+    /// `format = "phoenix"`: the Elixir app's PubSub name as written in its code
+    /// (`MyApp.PubSub`); it names the one channel the adapter uses. Required in that format.
+    pub phoenix_pubsub: Option<String>,
+    /// `format = "phoenix"`: zlib-compress published messages (the adapter's
+    /// `compression_level` > 0 does the same; `binary_to_term` reads both). Default false: small
+    /// broadcasts grow when compressed, and Redis traffic is rarely the bottleneck.
+    pub phoenix_compress: bool,
+    /// `format = "phoenix"`: the largest message body read, and the largest uncompressed term a
+    /// compressed one may declare or inflate to. Default 1 MiB, like `max_frame_bytes`: a bigger
+    /// broadcast could not reach a client anyway, and a hostile body costs at most this.
+    pub etf_max_bytes: usize,
+    /// `format = "phoenix"`: the deepest nesting of terms read. Default 64: JSON payloads are
+    /// rarely a tenth as deep, and decoding recurses once per level.
+    pub etf_max_depth: usize,
+    /// `format = "phoenix"`: terms per message. Default 100,000: a 1 MiB payload of small
+    /// values fits; bounds the decoded tree to a few MiB.
+    pub etf_max_terms: usize,
+    /// `format = "phoenix"`: atoms per message (each becomes a string). Default 10,000: a list
+    /// of a thousand maps with atom keys fits; an atom flood is refused before it is decoded.
+    pub etf_max_atoms: usize,
     /// Prefix of every channel and key the bus uses (`<prefix><topic>` channels,
     /// `{<prefix>view}:nodes`, `{<prefix>view}:counts:<node>` keys). Default `ringgate:`, so several
     /// deployments (or other applications) can share one Redis without hearing each other.
@@ -75,6 +98,12 @@ impl Default for BusConfig {
             url: None,
             node_name: None,
             format: BusFormat::Ringgate,
+            phoenix_pubsub: None,
+            phoenix_compress: false,
+            etf_max_bytes: 1 << 20,
+            etf_max_depth: 64,
+            etf_max_terms: 100_000,
+            etf_max_atoms: 10_000,
             prefix: "ringgate:".into(),
             max_queued_publishes: 65536,
             max_pending_topics: 1_000_000,
@@ -144,6 +173,24 @@ impl BusConfig {
         if self.backoff_min_ms == 0 || self.backoff_max_ms < self.backoff_min_ms {
             return Err("backoff_min_ms must be ≥ 1 and ≤ backoff_max_ms".into());
         }
+        if self.format == BusFormat::Phoenix {
+            let name = self.phoenix_pubsub.as_deref().unwrap_or("");
+            if name.is_empty() || name.len() > 200 {
+                return Err(
+                    "format = \"phoenix\" needs phoenix_pubsub (the app's PubSub name, e.g. \"MyApp.PubSub\")".into(),
+                );
+            }
+            if matches!(self.target()?, Some(Target::Cluster(_))) {
+                return Err("format = \"phoenix\" needs a redis:// URL: the adapter uses PUBLISH/SUBSCRIBE, which sharded channels do not reach".into());
+            }
+            if self.etf_max_bytes < 64
+                || self.etf_max_depth < 4
+                || self.etf_max_terms < 16
+                || self.etf_max_atoms < 8
+            {
+                return Err("etf_max_bytes ≥ 64, etf_max_depth ≥ 4, etf_max_terms ≥ 16 and etf_max_atoms ≥ 8 (a broadcast needs that much)".into());
+            }
+        }
         Ok(())
     }
 }
@@ -171,5 +218,19 @@ mod tests {
         );
         c.url = Some("http://x".into());
         assert!(c.validate().is_err());
+    }
+
+    #[test]
+    fn phoenix_format_needs_a_pubsub_name_and_standalone_redis() {
+        let mut c = BusConfig {
+            url: Some("redis://127.0.0.1:6379".into()),
+            format: BusFormat::Phoenix,
+            ..BusConfig::default()
+        };
+        assert!(c.validate().unwrap_err().contains("phoenix_pubsub"));
+        c.phoenix_pubsub = Some("MyApp.PubSub".into());
+        assert_eq!(c.validate(), Ok(()));
+        c.url = Some("redis+cluster://127.0.0.1:7000".into());
+        assert!(c.validate().unwrap_err().contains("redis://"));
     }
 }

@@ -2,10 +2,11 @@
 //!
 //! A [`BusMessage`] is a value; a [`Codec`] maps it to and from the bytes of one Redis pub/sub
 //! message and names the channel a topic's messages travel on. ringgate's own format is
-//! [`RinggateCodec`] (layout in docs/protocol.md, "Bus envelope"); another format (such as
-//! Phoenix.PubSub's Redis adapter) is another `Codec`. Presence messages do not use this
-//! envelope: they travel on their own channel in their own format (`bus::presence`,
-//! `presence::wire`), so a topic channel carries broadcasts only.
+//! [`RinggateCodec`] (layout in docs/protocol.md, "Bus envelope"), one channel per topic;
+//! Phoenix.PubSub's Redis adapter is `bus::phoenix::PhoenixCodec`, one channel for every topic
+//! ([`Codec::shared_channel`]). Presence messages do not use this envelope: they travel on their
+//! own channel in their own format (`bus::presence`, `presence::wire`), so a topic channel
+//! carries broadcasts only.
 
 use serde_json::value::RawValue;
 
@@ -45,6 +46,49 @@ pub enum BusMessage {
     Broadcast(Envelope),
 }
 
+/// A received message that is well formed but not for this node's members. Each is a label of
+/// `ringgate_bus_ignored_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ignored {
+    /// This node's own broadcast, back from Redis (its members were served when it published).
+    Echo,
+    /// Addressed to another node only (the adapter's `:only` mode).
+    OtherNode,
+    /// Another kind of message on a shared channel (the app's own PubSub traffic, Presence).
+    NotABroadcast,
+    /// A topic without a local member (a shared channel carries every topic).
+    NoMembers,
+    /// A message version or mode this node does not know.
+    Version,
+}
+
+impl Ignored {
+    pub const ALL: [Self; 5] = [
+        Self::Echo,
+        Self::OtherNode,
+        Self::NotABroadcast,
+        Self::NoMembers,
+        Self::Version,
+    ];
+
+    pub fn reason(self) -> &'static str {
+        match self {
+            Self::Echo => "echo",
+            Self::OtherNode => "other_node",
+            Self::NotABroadcast => "not_a_broadcast",
+            Self::NoMembers => "no_members",
+            Self::Version => "version",
+        }
+    }
+}
+
+/// What a received message turned out to be.
+#[derive(Debug, PartialEq)]
+pub enum Received {
+    Broadcast(Envelope),
+    Ignored(Ignored),
+}
+
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum CodecError {
     #[error("not a ringgate bus message (bad magic)")]
@@ -63,16 +107,35 @@ pub enum CodecError {
     Json,
     #[error("unknown payload type {0}")]
     PayloadType(u8),
+    /// Over a decoding limit (`etf_max_*`): refused before it was decoded.
+    #[error("refused: {}", .0.reason())]
+    Rejected(crate::bus::phoenix::scan::Reject),
+    /// A broadcast whose payload JSON cannot carry.
+    #[error("payload JSON cannot carry: {}", .0.reason())]
+    Unsupported(crate::bus::phoenix::json::Unsupported),
 }
 
 /// A bus wire format.
 pub trait Codec: Send + Sync {
+    /// `Some(channel)` when every topic travels on that one channel (subscribed once per
+    /// connection, filtered by topic on receipt); `None` when each topic has its own channel
+    /// (subscribed while the topic has local members).
+    fn shared_channel(&self) -> Option<&str> {
+        None
+    }
     /// The channel carrying `topic`'s messages.
     fn channel(&self, prefix: &str, topic: &str) -> String;
     /// Appends `msg` as one Redis message body to `out`.
     fn encode(&self, msg: &BusMessage, out: &mut Vec<u8>) -> Result<(), CodecError>;
-    /// Reads one Redis message body.
-    fn decode(&self, bytes: &[u8]) -> Result<BusMessage, CodecError>;
+    /// Reads one Redis message body received by node `me`; `wanted(topic)` says whether the
+    /// topic has local members (asked before the payload is decoded, so traffic for other
+    /// topics costs little).
+    fn receive(
+        &self,
+        bytes: &[u8],
+        me: &str,
+        wanted: &dyn Fn(&str) -> bool,
+    ) -> Result<Received, CodecError>;
 }
 
 /// ringgate's envelope, version 1 (docs/protocol.md, "Bus envelope").
@@ -116,6 +179,22 @@ impl<'a> Reader<'a> {
 }
 
 impl Codec for RinggateCodec {
+    fn receive(
+        &self,
+        bytes: &[u8],
+        me: &str,
+        wanted: &dyn Fn(&str) -> bool,
+    ) -> Result<Received, CodecError> {
+        let BusMessage::Broadcast(e) = self.decode(bytes)?;
+        Ok(if *e.origin == *me {
+            Received::Ignored(Ignored::Echo)
+        } else if !wanted(&e.topic) {
+            Received::Ignored(Ignored::NoMembers)
+        } else {
+            Received::Broadcast(e)
+        })
+    }
+
     /// `<prefix><topic>`: the topic itself decides the Cluster hash slot (no hash tag is added,
     /// so topics spread over every shard).
     fn channel(&self, prefix: &str, topic: &str) -> String {
@@ -146,8 +225,11 @@ impl Codec for RinggateCodec {
         out.extend_from_slice(body);
         Ok(())
     }
+}
 
-    fn decode(&self, bytes: &[u8]) -> Result<BusMessage, CodecError> {
+impl RinggateCodec {
+    /// Reads one envelope.
+    pub fn decode(&self, bytes: &[u8]) -> Result<BusMessage, CodecError> {
         let mut r = Reader(bytes);
         if r.take(2).map_err(|_| CodecError::Magic)? != MAGIC {
             return Err(CodecError::Magic);

@@ -10,6 +10,7 @@
 //! never waits on Redis and nothing here runs under a topic-table stripe lock.
 //!
 //! - `config`: `[bus]` settings. `envelope`: the bus message and its codec.
+//! - `phoenix`: the codec of Phoenix.PubSub's Redis adapter (`format = "phoenix"`).
 //! - `subs`: which channels to hold (linger, batching), sans-IO.
 //! - `link`: one connection set to Redis (standalone or Cluster) and the commands sent on it.
 //! - `run`: the tasks (supervisor/receiver, publisher, reconciler, heartbeat).
@@ -21,6 +22,7 @@ pub mod config;
 pub mod envelope;
 pub mod link;
 pub mod nodes;
+pub mod phoenix;
 pub mod presence;
 pub mod run;
 pub mod subs;
@@ -35,8 +37,9 @@ use ahash::RandomState;
 use tokio::sync::{mpsc, watch, Notify};
 
 pub use config::{BusConfig, Target};
-use envelope::{BusPayload, Codec, RinggateCodec};
+use envelope::{BusPayload, Codec, Ignored, RinggateCodec};
 use link::Link;
+use phoenix::json::Unsupported;
 
 use crate::phoenix::serializer::Payload;
 
@@ -76,10 +79,19 @@ pub struct BusStats {
     pub subscribed_channels: AtomicU64,
     pub resyncs: AtomicU64,
     pub heartbeat_errors: AtomicU64,
+    /// Received messages not for this node's members, by `Ignored` reason.
+    pub ignored: [AtomicU64; Ignored::ALL.len()],
+    /// Received broadcasts whose payload JSON cannot carry, by `Unsupported` reason.
+    pub unsupported: [AtomicU64; Unsupported::ALL.len()],
+    /// Received messages over a decoding limit, by `REJECT_REASONS`.
+    pub rejected: [AtomicU64; REJECT_REASONS.len()],
     /// Sum and count of publish latencies (queued → acknowledged by Redis), microseconds.
     pub publish_latency_us_sum: AtomicU64,
     pub publish_latency_count: AtomicU64,
 }
+
+/// Labels of `ringgate_bus_rejected_total` (the limits of `phoenix::scan::Reject`).
+pub const REJECT_REASONS: [&str; 4] = ["too_large", "too_deep", "too_many_terms", "too_many_atoms"];
 
 fn add(c: &AtomicU64, n: u64) {
     c.fetch_add(n, Ordering::Relaxed);
@@ -156,6 +168,7 @@ impl Bus {
         let instance = RandomState::new().hash_one(std::process::id()) | 1;
         let codec: Box<dyn Codec> = match cfg.format {
             config::BusFormat::Ringgate => Box::new(RinggateCodec),
+            config::BusFormat::Phoenix => Box::new(phoenix::PhoenixCodec::new(&cfg)),
         };
         let bus = Arc::new(Self {
             name: name.into(),
@@ -429,6 +442,35 @@ impl Bus {
                 );
             }
         }
+        let mut family = |name: &str, help: &str, rows: &mut dyn Iterator<Item = (&str, u64)>| {
+            let _ = writeln!(
+                out,
+                "# HELP ringgate_bus_{name} {help}\n# TYPE ringgate_bus_{name} counter"
+            );
+            for (reason, v) in rows {
+                let _ = writeln!(out, "ringgate_bus_{name}{{reason=\"{reason}\"}} {v}");
+            }
+        };
+        family(
+            "ignored_total",
+            "Received messages not for this node's members (echo, other_node, not_a_broadcast, no_members, version).",
+            &mut Ignored::ALL.iter().map(|i| (i.reason(), get(&s.ignored[*i as usize]))),
+        );
+        family(
+            "unsupported_total",
+            "Received broadcasts dropped because JSON cannot carry their payload, by term kind.",
+            &mut Unsupported::ALL
+                .iter()
+                .map(|u| (u.reason(), get(&s.unsupported[*u as usize]))),
+        );
+        family(
+            "rejected_total",
+            "Received messages refused over a decoding limit (etf_max_*).",
+            &mut REJECT_REASONS
+                .iter()
+                .enumerate()
+                .map(|(i, r)| (*r, get(&s.rejected[i]))),
+        );
         let _ = writeln!(
             out,
             "# HELP ringgate_bus_dropped_total Broadcasts not published, by reason.\n# TYPE ringgate_bus_dropped_total counter"

@@ -15,7 +15,7 @@ use futures_util::StreamExt;
 use redis::cluster::ClusterClientBuilder;
 use redis::{AsyncConnectionConfig, ProtocolVersion, PushKind, Value};
 
-use super::envelope::{BusMessage, BusPayload, Envelope};
+use super::envelope::{BusMessage, BusPayload, CodecError, Envelope, Ignored, Received};
 use super::link::Link;
 use super::subs::{Plan, Reconciler};
 use super::{add, nodes, Bus, LinkState, Outgoing, Target};
@@ -284,7 +284,9 @@ fn unsubscribed_while_held(bus: &Bus, hub: &Hub, data: &[Value]) -> bool {
 }
 
 /// A message from Redis: a presence message goes to the presence task; a broadcast is decoded,
-/// our own echo dropped, and handed to the hub as a local broadcast.
+/// what is not for this node's members (our own echo included) is dropped, and the rest is handed
+/// to the hub as a local broadcast. Every drop is counted by reason and logged at warn level on
+/// its 1st, 2nd, 4th, 8th, ... occurrence (a flood cannot flood the log).
 fn receive(bus: &Bus, hub: &Hub, channel: &[u8], body: &[u8], audience: &mut Vec<(usize, u32)>) {
     if let Some(p) = &bus.presence {
         if p.channel.as_bytes() == channel {
@@ -292,19 +294,36 @@ fn receive(bus: &Bus, hub: &Hub, channel: &[u8], body: &[u8], audience: &mut Vec
         }
     }
     add(&bus.stats.received, 1);
-    let msg = match bus.codec.decode(body) {
-        Ok(m) => m,
+    let wanted = |topic: &str| hub.table.members(topic) > 0;
+    let e = match bus.codec.receive(body, &bus.name, &wanted) {
+        Ok(Received::Broadcast(e)) => e,
+        Ok(Received::Ignored(why)) => {
+            if why == Ignored::Echo {
+                add(&bus.stats.echoes, 1);
+            }
+            add(&bus.stats.ignored[why as usize], 1);
+            return;
+        }
         Err(e) => {
-            add(&bus.stats.decode_errors, 1);
-            tracing::debug!(error = %e, "bus: undecodable message");
+            let counter = match &e {
+                CodecError::Unsupported(u) => &bus.stats.unsupported[*u as usize],
+                CodecError::Rejected(r) => {
+                    match super::REJECT_REASONS.iter().position(|x| *x == r.reason()) {
+                        Some(i) => &bus.stats.rejected[i],
+                        None => &bus.stats.decode_errors,
+                    }
+                }
+                _ => &bus.stats.decode_errors,
+            };
+            let n = counter.fetch_add(1, Ordering::Relaxed) + 1;
+            if n.is_power_of_two() {
+                tracing::warn!(error = %e, occurrences = n, bytes = body.len(), "bus: received message dropped");
+            } else {
+                tracing::debug!(error = %e, "bus: received message dropped");
+            }
             return;
         }
     };
-    let BusMessage::Broadcast(e) = msg;
-    if *e.origin == *bus.name {
-        add(&bus.stats.echoes, 1);
-        return;
-    }
     let payload = match &e.payload {
         BusPayload::Json(raw) => Payload::Json(raw),
         BusPayload::Binary(b) => Payload::Binary(b),
@@ -423,6 +442,13 @@ async fn reconciler(bus: Arc<Bus>, hub: Arc<Hub>) {
         match &link {
             Some(l) if l.generation() != generation => {
                 generation = l.generation();
+                if let Some(channel) = bus.codec.shared_channel() {
+                    // One channel for every topic: held for the whole connection.
+                    match l.subscribe(&[channel.to_string()], true, 1).await {
+                        Ok(n) => add(&bus.stats.subscribe_commands, n),
+                        Err(e) => link_failed(&bus, l, &e),
+                    }
+                }
                 let live = live_topics(&hub);
                 counts.extend(live.iter().cloned());
                 rec.resync(live.into_iter().map(|(t, _)| t), &mut plan);
@@ -443,9 +469,12 @@ async fn reconciler(bus: Arc<Bus>, hub: Arc<Hub>) {
         }
         rec.expire(now, |t| hub.table.members(t), &mut plan);
         bus.note_counts(counts);
-        bus.stats
-            .subscribed_channels
-            .store(rec.len() as u64, Ordering::Relaxed);
+        let held = if bus.codec.shared_channel().is_some() {
+            u64::from(link.is_some())
+        } else {
+            rec.len() as u64
+        };
+        bus.stats.subscribed_channels.store(held, Ordering::Relaxed);
         let Some(link) = link else {
             continue;
         };
@@ -456,6 +485,10 @@ async fn reconciler(bus: Arc<Bus>, hub: Arc<Hub>) {
 /// Sends a plan's commands (a failure leaves the link to the supervisor, whose new generation
 /// makes the next pass subscribe everything again).
 async fn apply(bus: &Bus, link: &Link, plan: &Plan) {
+    if bus.codec.shared_channel().is_some() {
+        // The shared channel is subscribed once per connection (above); topics need nothing.
+        return;
+    }
     for (topics, on) in [(&plan.subscribe, true), (&plan.unsubscribe, false)] {
         if topics.is_empty() {
             continue;
