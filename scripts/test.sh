@@ -27,7 +27,7 @@
 #                      RINGGATE_BIN=tests/python/standin_server.py.
 #   SKIP_LINT=1        skip fmt and clippy (quick local loops)
 #   SKIP_CARGO=1       skip every cargo stage (harness trials against a stand-in)
-#   FUZZ_SECONDS_PER_TARGET=N  fuzzing time per target (default 30)
+#   FUZZ_SECONDS_PER_TARGET=N  fuzzing time per target (default 20: with the cold sanitizer build, the fuzz stage is the longest, and the whole run must stay under 25 min)
 #
 # Needs only bash, coreutils, python3 (+ pip), cargo (+ a C++ compiler for the fuzz stage's
 # libFuzzer), apt-get (chromium) and, for tests/js, node/npm.
@@ -52,7 +52,7 @@ NODE_TIMEOUT_S=600
 # package installs. The fuzz stage: its build, then FUZZ_SECONDS_PER_TARGET + 60 s per target.
 declare -A CARGO_TIMEOUT_S=([fmt]=120 [clippy]=900 [cargo-test]=1200 [build]=900)
 FUZZ_TARGETS=$(find fuzz/fuzz_targets -name "*.rs" | wc -l)
-CARGO_TIMEOUT_S[fuzz]=$((900 + FUZZ_TARGETS * (${FUZZ_SECONDS_PER_TARGET:-30} + 60)))
+CARGO_TIMEOUT_S[fuzz]=$((900 + FUZZ_TARGETS * (${FUZZ_SECONDS_PER_TARGET:-20} + 60)))
 INSTALL_TIMEOUT_S=600
 BROWSER_TIMEOUT_S=300
 BUS_TIMEOUT_S=600
@@ -390,4 +390,4 @@ stage_autobahn
 stage_node
 stage_browser
 stage_bus
-stage_cargo fuzz scripts/fuzz.sh "${FUZZ_SECONDS_PER_TARGET:-30}"
+stage_cargo fuzz scripts/fuzz.sh "${FUZZ_SECONDS_PER_TARGET:-20}"
