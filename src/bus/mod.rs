@@ -413,17 +413,17 @@ impl Bus {
             "Broadcasts waiting for Redis.",
             &(self.queued() as u64),
         );
-        one(
-            "publish_latency_seconds_sum",
-            "counter",
-            "Sum of publish latencies, queued to acknowledged by Redis.",
-            &(get(&s.publish_latency_us_sum) as f64 / 1e6),
-        );
-        one(
-            "publish_latency_seconds_count",
-            "counter",
-            "Publishes whose latency is in the sum.",
-            &get(&s.publish_latency_count),
+        // A summary without quantiles: its `_sum` and `_count` under one family, so
+        // `rate(_sum) / rate(_count)` is the mean latency and promtool sees no counter named
+        // like a summary.
+        let _ = writeln!(
+            out,
+            "# HELP ringgate_bus_publish_latency_seconds Publish latency, queued to acknowledged by Redis.\n\
+             # TYPE ringgate_bus_publish_latency_seconds summary\n\
+             ringgate_bus_publish_latency_seconds_sum {}\n\
+             ringgate_bus_publish_latency_seconds_count {}",
+            get(&s.publish_latency_us_sum) as f64 / 1e6,
+            get(&s.publish_latency_count)
         );
         if let Some(p) = &self.presence {
             let ps = &p.stats;

@@ -4,6 +4,7 @@
 // the cluster view counts subscribers and nodes.
 
 import assert from 'node:assert/strict'
+import { spawnSync } from 'node:child_process'
 import { test } from 'node:test'
 
 import { client, expectExactly, numsub, pushMany, redisCli, sleep, startGateway, startRedis, until, withTimeout } from './helpers.mjs'
@@ -72,6 +73,11 @@ test('3 gateways + standalone Redis: exactly once, in order, from any node', asy
   assert.ok(d('exec') > 0 && d('exec') <= 3 * (beats + 2), `heartbeat transactions: ${d('exec')} for 3 nodes over ${beats} beats`)
   assert.deepEqual([d('multi'), d('hset'), d('pexpire'), d('hdel')], [d('exec'), d('exec'), d('exec'), 0],
     'each heartbeat is one MULTI/EXEC holding one HSET and one PEXPIRE')
+  // The bus's metric families pass Prometheus's own linter (installed by the test command).
+  const text = await (await fetch(`${gws[0].admin}/metrics`)).text()
+  assert.match(text, /^ringgate_bus_published_total \d+$/m)
+  const lint = spawnSync('promtool', ['check', 'metrics'], { input: text, encoding: 'utf8' })
+  assert.equal(lint.status, 0, `promtool check metrics: ${lint.stdout}${lint.stderr}${lint.error ?? ''}`)
   const health = await gws[2].get('/healthz')
   assert.deepEqual([health.status, health.degraded, health.bus], ['ok', false, 'up'])
 
