@@ -56,6 +56,12 @@ impl Backoff {
     }
 }
 
+/// The bound on one command's round trip: the client's response timeout, plus slack for the
+/// client's own retry after a `MOVED` or a reconnect.
+fn command_deadline(bus: &Bus) -> Duration {
+    Duration::from_millis(bus.cfg.response_timeout_ms.saturating_mul(2))
+}
+
 /// Starts every task (call from inside the control-plane runtime).
 pub fn spawn(bus: Arc<Bus>, hub: Arc<Hub>) {
     let rx = bus
@@ -139,6 +145,7 @@ async fn standalone(bus: Arc<Bus>, hub: Arc<Hub>, url: String) {
                 generation += 1;
                 let link = Link::Standalone {
                     generation,
+                    deadline: command_deadline(&bus),
                     conn,
                     sink,
                 };
@@ -207,10 +214,28 @@ async fn cluster(bus: Arc<Bus>, hub: Arc<Hub>, seeds: Vec<String>) {
                 return bus.verdict(Ok(false));
             }
         };
-        match client.get_async_connection().await {
+        // Bounded: while a failed master is still in the slot map, the client's connect can wait
+        // on its own slot refresh for longer than any test or operator would; a new attempt
+        // after the backoff reads a fresh map.
+        let connect = tokio::time::timeout(
+            Duration::from_millis(bus.cfg.connect_timeout_ms.saturating_mul(2)),
+            client.get_async_connection(),
+        )
+        .await
+        .unwrap_or_else(|_| {
+            Err(redis::RedisError::from(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "bus: Redis Cluster connect exceeded its deadline",
+            )))
+        });
+        match connect {
             Ok(conn) => {
                 generation += 1;
-                let link = Link::Cluster { generation, conn };
+                let link = Link::Cluster {
+                    generation,
+                    deadline: command_deadline(&bus),
+                    conn,
+                };
                 if generation == 1 && !name_is_free(&bus, &hub, &link).await {
                     return;
                 }
