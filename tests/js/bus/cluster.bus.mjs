@@ -89,7 +89,7 @@ test('Redis Cluster: sharded pub/sub across 3 shards, exactly once from any gate
     }
     await sleep(300)
     return ms.every(m => topics.every(tp => m.got[tp].some(x => x.probe === probe)))
-  }, 'delivery on every topic after the failover', 20000)
+  }, 'delivery on every topic after the failover', 45000)
   console.log(`failover: delivery on all ${TOPICS} topics resumed ${Date.now() - killedAt} ms after the SIGKILL`)
   await sleep(500)
   await broadcastAll('after')
