@@ -211,6 +211,9 @@ pub struct ServeArgs {
     /// [bus] Heartbeat (cluster view) interval, ms [default: 1000].
     #[arg(long)]
     pub bus_heartbeat_ms: Option<u64>,
+    /// [bus] Redis Cluster: interval of the shard-subscription check, ms [default: 5000].
+    #[arg(long)]
+    pub bus_subscription_audit_ms: Option<u64>,
     /// [bus] A node without heartbeat for this long leaves the cluster view, ms [default: 5000].
     #[arg(long)]
     pub bus_node_ttl_ms: Option<u64>,
@@ -329,6 +332,10 @@ impl ServeArgs {
         for (flag, key) in [
             (self.bus_linger_ms, &mut cfg.bus.linger_ms),
             (self.bus_heartbeat_ms, &mut cfg.bus.heartbeat_ms),
+            (
+                self.bus_subscription_audit_ms,
+                &mut cfg.bus.subscription_audit_ms,
+            ),
             (self.bus_node_ttl_ms, &mut cfg.bus.node_ttl_ms),
         ] {
             if let Some(v) = flag {

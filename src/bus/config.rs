@@ -77,6 +77,13 @@ pub struct BusConfig {
     /// Default 1000 ms: the cluster view is a second stale at most, and Redis sees one small write
     /// per node per second.
     pub heartbeat_ms: u64,
+    /// How often a node on Redis Cluster asks each master how many shard channels its connection
+    /// holds, and compares with the channels it subscribed. Fewer on the server means a
+    /// subscription was lost without a sign on the connection (seen during a failover on a
+    /// loaded box); the node then reconnects and subscribes everything again. Default 5000 ms:
+    /// one small command per master per period, and a silent loss lasts seconds at most. The
+    /// first check runs one second after every reconnect.
+    pub subscription_audit_ms: u64,
     /// A node missing heartbeats for this long is gone from `GET /api/nodes` and its counts leave
     /// the cluster totals. Default 5000 ms: several missed beats, so one slow write does not drop
     /// a live node.
@@ -111,6 +118,7 @@ impl Default for BusConfig {
             subscribe_batch: 1000,
             publish_batch: 512,
             heartbeat_ms: 1000,
+            subscription_audit_ms: 5000,
             node_ttl_ms: 5000,
             connect_timeout_ms: 2000,
             response_timeout_ms: 2000,
@@ -167,6 +175,9 @@ impl BusConfig {
                 "max_queued_publishes, subscribe_batch and publish_batch must be ≥ 1".into(),
             );
         }
+        if self.subscription_audit_ms < 100 {
+            return Err("subscription_audit_ms must be ≥ 100".into());
+        }
         if self.heartbeat_ms == 0 || self.node_ttl_ms <= self.heartbeat_ms {
             return Err("heartbeat_ms must be ≥ 1 and node_ttl_ms greater than it".into());
         }
@@ -218,6 +229,17 @@ mod tests {
         );
         c.url = Some("http://x".into());
         assert!(c.validate().is_err());
+    }
+
+    #[test]
+    fn subscription_check_interval_has_a_floor() {
+        let mut c = BusConfig {
+            subscription_audit_ms: 99,
+            ..BusConfig::default()
+        };
+        assert!(c.validate().unwrap_err().contains("subscription_audit_ms"));
+        c.subscription_audit_ms = 100;
+        assert_eq!(c.validate(), Ok(()));
     }
 
     #[test]

@@ -9,12 +9,14 @@
 //!   failover and re-subscribes its shard channels on the new owner. A shard command holds one
 //!   slot, so channels are subscribed one command each, many in flight at once.
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use futures_util::stream::{self, StreamExt};
 use redis::aio::{MultiplexedConnection, PubSubSink};
 use redis::cluster_async::ClusterConnection;
-use redis::{Cmd, FromRedisValue, RedisResult};
+use redis::cluster_routing::{MultipleNodeRoutingInfo, RoutingInfo};
+use redis::{Cmd, FromRedisValue, RedisResult, Value};
 
 #[derive(Clone)]
 pub enum Link {
@@ -125,6 +127,76 @@ impl Link {
         }
     }
 
+    /// Cluster: the shard channels each master holds for this link's connection to it (`ssub=`
+    /// of `CLIENT INFO`, asked on the connection that subscribed them), by `host:port`. A master
+    /// the client cannot reach is absent. `None` on a standalone link, whose dedicated subscriber
+    /// connection cannot run commands and whose subscriptions end only with it.
+    pub async fn shard_subscriptions(&self) -> RedisResult<Option<HashMap<String, u64>>> {
+        let Self::Cluster { conn, deadline, .. } = self else {
+            return Ok(None);
+        };
+        let routing = RoutingInfo::MultiNode((MultipleNodeRoutingInfo::AllMasters, None));
+        let reply = within(
+            *deadline,
+            conn.clone()
+                .route_command(redis::cmd("CLIENT").arg("INFO").clone(), routing),
+        )
+        .await?;
+        let Value::Map(per_node) = reply else {
+            return Err(unexpected("CLIENT INFO on every master: not a map"));
+        };
+        let mut held = HashMap::new();
+        for (node, info) in per_node {
+            let text = match info {
+                Value::BulkString(b) => String::from_utf8_lossy(&b).into_owned(),
+                Value::VerbatimString { text, .. } | Value::SimpleString(text) => text,
+                Value::ServerError(_) => continue, // unreachable now: the supervisor's concern
+                _ => return Err(unexpected("CLIENT INFO: not a string")),
+            };
+            let Value::BulkString(node) = node else {
+                return Err(unexpected("CLIENT INFO on every master: node not a string"));
+            };
+            let n = ssub(&text).ok_or_else(|| unexpected("CLIENT INFO without ssub="))?;
+            held.insert(String::from_utf8_lossy(&node).into_owned(), n);
+        }
+        Ok(Some(held))
+    }
+
+    /// Cluster: which master (`host:port`) owns each slot range now, from `CLUSTER SLOTS`.
+    pub async fn slot_owners(&self) -> RedisResult<super::shards::SlotOwners> {
+        let reply: Value = self
+            .query(&redis::cmd("CLUSTER").arg("SLOTS").clone())
+            .await?;
+        let Value::Array(ranges) = reply else {
+            return Err(unexpected("CLUSTER SLOTS: not an array"));
+        };
+        let mut owners = Vec::with_capacity(ranges.len());
+        for range in ranges {
+            let Value::Array(fields) = range else {
+                return Err(unexpected("CLUSTER SLOTS: range not an array"));
+            };
+            let (Some(Value::Int(start)), Some(Value::Int(end)), Some(Value::Array(master))) =
+                (fields.first(), fields.get(1), fields.get(2))
+            else {
+                return Err(unexpected("CLUSTER SLOTS: bad range"));
+            };
+            let (Some(Value::BulkString(host)), Some(Value::Int(port))) =
+                (master.first(), master.get(1))
+            else {
+                return Err(unexpected("CLUSTER SLOTS: bad master"));
+            };
+            let (Ok(start), Ok(end)) = (u16::try_from(*start), u16::try_from(*end)) else {
+                return Err(unexpected("CLUSTER SLOTS: slot out of range"));
+            };
+            owners.push((
+                start,
+                end,
+                format!("{}:{port}", String::from_utf8_lossy(host)),
+            ));
+        }
+        Ok(owners)
+    }
+
     /// Subscribes (or unsubscribes) `channels`; returns the number of commands sent.
     pub async fn subscribe(&self, channels: &[String], on: bool, batch: usize) -> RedisResult<u64> {
         let mut commands = 0;
@@ -168,5 +240,29 @@ impl Link {
             }
         }
         Ok(commands)
+    }
+}
+
+fn unexpected(what: &'static str) -> redis::RedisError {
+    redis::RedisError::from((redis::ErrorKind::Parse, what))
+}
+
+/// The `ssub=<n>` field of one `CLIENT INFO` line.
+fn ssub(info: &str) -> Option<u64> {
+    info.split_ascii_whitespace()
+        .find_map(|f| f.strip_prefix("ssub="))
+        .and_then(|n| n.parse().ok())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ssub;
+
+    #[test]
+    fn reads_ssub_from_client_info() {
+        let line = "id=7 addr=127.0.0.1:5000 laddr=127.0.0.1:7000 fd=9 name= age=3 idle=0 flags=P db=0 sub=0 psub=0 ssub=24 multi=-1 qbuf=0 cmd=client|info user=default resp=3\n";
+        assert_eq!(ssub(line), Some(24));
+        assert_eq!(ssub("id=7 sub=3 psub=0"), None);
+        assert_eq!(ssub("ssub=x"), None);
     }
 }

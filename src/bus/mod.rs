@@ -12,6 +12,8 @@
 //! - `config`: `[bus]` settings. `envelope`: the bus message and its codec.
 //! - `phoenix`: the codec of Phoenix.PubSub's Redis adapter (`format = "phoenix"`).
 //! - `subs`: which channels to hold (linger, batching), sans-IO.
+//! - `shards`: which Cluster master should hold which shard channel, for the reconciler's check
+//!   that Redis still holds what this node subscribed, sans-IO.
 //! - `link`: one connection set to Redis (standalone or Cluster) and the commands sent on it.
 //! - `run`: the tasks (supervisor/receiver, publisher, reconciler, heartbeat).
 //! - `nodes`: the cluster view (node records and subscriber counts kept in Redis).
@@ -25,6 +27,7 @@ pub mod nodes;
 pub mod phoenix;
 pub mod presence;
 pub mod run;
+pub mod shards;
 pub mod subs;
 
 use std::collections::{HashMap, HashSet};
@@ -78,6 +81,8 @@ pub struct BusStats {
     pub unsubscribe_commands: AtomicU64,
     pub subscribed_channels: AtomicU64,
     pub resyncs: AtomicU64,
+    /// Cluster: checks that found fewer shard channels on the servers than subscribed.
+    pub subscription_repairs: AtomicU64,
     pub heartbeat_errors: AtomicU64,
     /// Received messages not for this node's members, by `Ignored` reason.
     pub ignored: [AtomicU64; Ignored::ALL.len()],
@@ -400,6 +405,12 @@ impl Bus {
             "counter",
             "Full comparisons of the topic table after the hint set overflowed.",
             &get(&s.resyncs),
+        );
+        one(
+            "subscription_repairs_total",
+            "counter",
+            "Redis Cluster: reconnects after the masters held fewer shard channels than subscribed.",
+            &get(&s.subscription_repairs),
         );
         one(
             "heartbeat_errors_total",

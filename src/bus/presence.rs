@@ -58,6 +58,9 @@ pub struct PresenceBus {
     rx: Mutex<Option<(mpsc::Receiver<Batch>, mpsc::Receiver<Wire>)>>,
     /// Set when a local batch was dropped: the task publishes the table's entries instead.
     lost_local: AtomicBool,
+    /// The link generation the presence channel is subscribed on (0: none yet); the
+    /// subscription check counts the channel only on that generation.
+    pub subscribed_generation: AtomicU64,
     /// Clean stop: the task publishes the leaves of whatever this node still has published
     /// (its connections are closed by then), then answers on `farewell_done`.
     farewell: Notify,
@@ -81,6 +84,7 @@ impl PresenceBus {
             wire_tx,
             rx: Mutex::new(Some((local_rx, wire_rx))),
             lost_local: AtomicBool::new(false),
+            subscribed_generation: AtomicU64::new(0),
             farewell: Notify::new(),
             farewell_done: Notify::new(),
         }
@@ -189,6 +193,7 @@ pub async fn run(bus: Arc<Bus>, hub: Arc<Hub>) {
                 match link.subscribe(std::slice::from_ref(&p.channel), true, 1).await {
                     Ok(_) => {
                         generation = link.generation();
+                        p.subscribed_generation.store(generation, Ordering::Release);
                         outs.extend(replica.connected(now_ms()));
                     }
                     Err(e) => {

@@ -17,6 +17,7 @@ use redis::{AsyncConnectionConfig, ProtocolVersion, PushKind, Value};
 
 use super::envelope::{BusMessage, BusPayload, CodecError, Envelope, Ignored, Received};
 use super::link::Link;
+use super::shards;
 use super::subs::{Plan, Reconciler};
 use super::{add, nodes, Bus, LinkState, Outgoing, Target};
 use crate::hub::Hub;
@@ -266,7 +267,7 @@ async fn cluster(bus: Arc<Bus>, hub: Arc<Hub>, seeds: Vec<String>) {
                                     tracing::warn!("bus: a shard unsubscribed a held channel (slot moved or failover); reconnecting");
                                     break;
                                 }
-                                _ => {}
+                                kind => tracing::debug!(generation, ?kind, channel = ?push.data.first(), "bus: push"),
                             },
                             None => break,
                         },
@@ -440,13 +441,23 @@ fn live_topics(hub: &Hub) -> Vec<(Box<str>, u64)> {
 /// the linger and a join's own round trip, enough to put a trickle of joins into one command.
 const HINT_COALESCE: Duration = Duration::from_millis(10);
 
+/// The first subscription check after a reconnect: the resync's commands are answered by then,
+/// and a loss during a failover is repaired within seconds.
+const AUDIT_AFTER_RESYNC: Duration = Duration::from_secs(1);
+
 async fn reconciler(bus: Arc<Bus>, hub: Arc<Hub>) {
     let mut rec = Reconciler::new(Duration::from_millis(bus.cfg.linger_ms));
     let mut link_rx = bus.link.subscribe();
     let mut generation = 0u64;
+    let audit_every = Duration::from_millis(bus.cfg.subscription_audit_ms);
+    // Cluster only: when the masters' count of this node's shard channels is next checked.
+    let mut next_audit: Option<Instant> = None;
+    let mut last_audit = Audit::Fine;
     loop {
-        let deadline = rec
-            .next_deadline()
+        let deadline = [rec.next_deadline(), next_audit]
+            .into_iter()
+            .flatten()
+            .min()
             .map(tokio::time::Instant::from_std)
             .unwrap_or_else(|| tokio::time::Instant::now() + Duration::from_secs(3600));
         tokio::select! {
@@ -467,6 +478,8 @@ async fn reconciler(bus: Arc<Bus>, hub: Arc<Hub>) {
         match &link {
             Some(l) if l.generation() != generation => {
                 generation = l.generation();
+                next_audit = l.is_cluster().then(|| now + AUDIT_AFTER_RESYNC);
+                last_audit = Audit::Fine;
                 if let Some(channel) = bus.codec.shared_channel() {
                     // One channel for every topic: held for the whole connection.
                     match l.subscribe(&[channel.to_string()], true, 1).await {
@@ -501,9 +514,19 @@ async fn reconciler(bus: Arc<Bus>, hub: Arc<Hub>) {
         };
         bus.stats.subscribed_channels.store(held, Ordering::Relaxed);
         let Some(link) = link else {
+            next_audit = None; // the next generation's resync schedules it again
             continue;
         };
         apply(&bus, &link, &plan).await;
+        if next_audit.is_some_and(|t| t <= Instant::now()) {
+            last_audit = audit(&bus, &link, &rec, last_audit).await;
+            // After a repair, check again soon; it must have worked by then.
+            let wait = match last_audit {
+                Audit::Resubscribed => AUDIT_AFTER_RESYNC,
+                Audit::Fine | Audit::Reconnect => audit_every,
+            };
+            next_audit = Some(Instant::now() + wait);
+        }
     }
 }
 
@@ -523,14 +546,22 @@ async fn apply(bus: &Bus, link: &Link, plan: &Plan) {
             .map(|t| bus.codec.channel(&bus.cfg.prefix, t))
             .collect();
         match link.subscribe(&channels, on, bus.cfg.subscribe_batch).await {
-            Ok(n) => add(
-                if on {
-                    &bus.stats.subscribe_commands
-                } else {
-                    &bus.stats.unsubscribe_commands
-                },
-                n,
-            ),
+            Ok(n) => {
+                tracing::debug!(
+                    generation = link.generation(),
+                    subscribe = on,
+                    channels = channels.len(),
+                    "bus: channel commands answered"
+                );
+                add(
+                    if on {
+                        &bus.stats.subscribe_commands
+                    } else {
+                        &bus.stats.unsubscribe_commands
+                    },
+                    n,
+                )
+            }
             Err(e) => {
                 tracing::warn!(error = %e, subscribe = on, channels = channels.len(), "bus: channel command failed");
                 link_failed(bus, link, &e);
@@ -538,6 +569,70 @@ async fn apply(bus: &Bus, link: &Link, plan: &Plan) {
             }
         }
     }
+}
+
+/// What the last subscription check did.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Audit {
+    /// Every master holds what it should (or the check could not run).
+    Fine,
+    /// Channels were subscribed again on masters that held fewer than they should.
+    Resubscribed,
+    /// The link was given up (a second shortfall in a row).
+    Reconnect,
+}
+
+/// Compares, master by master, the shard channels Redis holds for `link` with those this node
+/// subscribed (`rec`'s topics, and the presence channel once subscribed on this generation). A
+/// master holding fewer lost a subscription without a sign on the connection (seen during a
+/// failover on a loaded box): its channels are subscribed again, which Redis treats as a no-op
+/// for those it still has. A shortfall right after such a repair gives up the link, and the next
+/// generation subscribes everything again. More on a server than expected (a channel the client
+/// re-subscribed on its own) costs only dropped messages. A master the client cannot reach is
+/// skipped: failing commands are the supervisor's to notice.
+async fn audit(bus: &Bus, link: &Link, rec: &Reconciler, last: Audit) -> Audit {
+    let (held, owners) = match tokio::try_join!(link.shard_subscriptions(), link.slot_owners()) {
+        Ok((Some(held), owners)) => (held, owners),
+        Ok((None, _)) => return Audit::Fine,
+        Err(e) => {
+            tracing::debug!(error = %e, "bus: subscription check failed");
+            return Audit::Fine;
+        }
+    };
+    let mut channels: Vec<String> = rec
+        .topics()
+        .map(|t| bus.codec.channel(&bus.cfg.prefix, t))
+        .collect();
+    if let Some(p) = &bus.presence {
+        if p.subscribed_generation.load(Ordering::Acquire) == link.generation() {
+            channels.push(p.channel.clone());
+        }
+    }
+    let short = shards::shortfall(&held, &owners, &channels);
+    if short.is_empty() {
+        return Audit::Fine;
+    }
+    add(&bus.stats.subscription_repairs, 1);
+    if last == Audit::Resubscribed {
+        tracing::warn!(?short, generation = link.generation(), "bus: Redis Cluster masters still hold fewer shard channels than subscribed after a repair; reconnecting");
+        if bus
+            .link()
+            .is_some_and(|l| l.generation() == link.generation())
+        {
+            bus.broken.notify_one();
+        }
+        return Audit::Reconnect;
+    }
+    let again: Vec<String> = channels
+        .into_iter()
+        .filter(|c| shards::owner(&owners, c).is_some_and(|n| short.iter().any(|(s, _, _)| s == n)))
+        .collect();
+    tracing::warn!(?short, channels = again.len(), generation = link.generation(), "bus: Redis Cluster masters hold fewer shard channels than subscribed (node, held, expected); subscribing them again");
+    match link.subscribe(&again, true, bus.cfg.subscribe_batch).await {
+        Ok(n) => add(&bus.stats.subscribe_commands, n),
+        Err(e) => link_failed(bus, link, &e),
+    }
+    Audit::Resubscribed
 }
 
 async fn heartbeat(bus: Arc<Bus>, hub: Arc<Hub>) {

@@ -54,6 +54,11 @@ impl Reconciler {
         self.subscribed.is_empty()
     }
 
+    /// Every topic whose channel is subscribed (lingering ones included).
+    pub fn topics(&self) -> impl Iterator<Item = &str> {
+        self.subscribed.iter().map(|t| &**t)
+    }
+
     pub fn is_subscribed(&self, topic: &str) -> bool {
         self.subscribed.contains(topic)
     }

@@ -89,8 +89,43 @@ test('Redis Cluster: sharded pub/sub across 3 shards, exactly once from any gate
     }
     await sleep(300)
     return ms.every(m => topics.every(tp => m.got[tp].some(x => x.probe === probe)))
-  }, 'delivery on every topic after the failover', 45000)
+  }, 'delivery on every topic after the failover', 45000).catch(async e => {
+    throw new Error(`${e.message}\n${await failoverReport(redis, gws, ms, topics, probe)}`)
+  })
   console.log(`failover: delivery on all ${TOPICS} topics resumed ${Date.now() - killedAt} ms after the SIGKILL`)
+  const repairs = []
+  for (const gw of gws) repairs.push((await gw.metrics()).ringgate_bus_subscription_repairs_total)
+  console.log(`failover: subscription repairs per gateway ${JSON.stringify(repairs)}`)
   await sleep(500)
   await broadcastAll('after')
 })
+
+/** Why a probe did not arrive: who misses it, which live node holds each missing channel for
+ * how many gateways, each connection's shard subscription count, and every gateway's bus
+ * counters. */
+async function failoverReport (redis, gws, ms, topics, probe) {
+  const missing = []
+  for (const [j, m] of ms.entries()) {
+    for (const tp of topics) if (!m.got[tp].some(x => x.probe === probe)) missing.push([j, tp])
+  }
+  const channels = [...new Set(missing.map(([, tp]) => `ringgate:${tp}`))]
+  const live = []
+  for (const r of redis) {
+    if (r.child.exitCode === null && r.child.signalCode === null) live.push(r.port)
+  }
+  const nodes = (await clusterNodes(live[0])).filter(n => !n.failed && live.includes(n.port))
+  const report = { missing: missing.map(([j, tp]) => `gateway ${j}: ${tp}`), numsub: {}, ssub: {}, bus: [] }
+  for (const n of nodes) {
+    if (channels.length) {
+      const out = (await redisCli(n.port, 'PUBSUB', 'SHARDNUMSUB', ...channels)).trim().split('\n')
+      report.numsub[`${n.role} ${n.port}`] = out.filter((_, i) => i % 2 === 1).join(',')
+    }
+    report.ssub[`${n.role} ${n.port}`] = (await redisCli(n.port, 'CLIENT', 'LIST')).trim().split('\n')
+      .map(l => `${l.match(/ addr=(\S+)/)?.[1]} ${l.match(/ssub=\d+/)?.[0]}`)
+  }
+  for (const gw of gws) {
+    const m = await gw.metrics()
+    report.bus.push(Object.fromEntries(Object.entries(m).filter(([k, v]) => k.startsWith('ringgate_bus_') && v !== 0)))
+  }
+  return JSON.stringify(report, null, 1)
+}

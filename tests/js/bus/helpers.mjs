@@ -133,7 +133,7 @@ export async function startGateway (t, { busUrl, name, args = [] }) {
   const port = await freePort()
   const adminPort = await freePort()
   const argv = ['serve', '--listen', `127.0.0.1:${port}`, '--admin-listen', `127.0.0.1:${adminPort}`,
-    '--workers', '2', '--log-level', 'warn', '--max-joins-per-second', '0',
+    '--workers', '2', '--log-level', process.env.RINGGATE_TEST_LOG_LEVEL ?? 'warn', '--max-joins-per-second', '0',
     '--bus-heartbeat-ms', '200', '--bus-node-ttl-ms', '1500', '--bus-linger-ms', '500']
   if (busUrl) argv.push('--bus-url', busUrl)
   if (name) argv.push('--bus-node-name', name)
