@@ -4,6 +4,9 @@
 #
 #   benches/million.sh [USERS] [OUTDIR]
 #
+# SERVER_BIN=path runs another gateway build (an older commit's, for a same-box comparison); the
+# load generator is always this tree's.
+#
 # Records connections held, time to connect, gateway RSS, kernel memory (Slab and the connection
 # caches), and the broadcast's time to the last subscriber, in OUTDIR/million.json. Bounded: every
 # process it starts is stopped by PID when it ends, fails or is interrupted.
@@ -19,6 +22,7 @@ WORKERS=${WORKERS:-$(( (USERS * 12 / 10 + 19999) / 20000 ))}
 PORT=${PORT:-4400}
 ADMIN=${ADMIN:-4401}
 BIN=target/release/ringgate
+SERVER_BIN=${SERVER_BIN:-$BIN}
 mkdir -p "$OUT"
 cargo build --release --quiet
 
@@ -38,7 +42,7 @@ stats_open() { curl -s "http://127.0.0.1:$ADMIN/api/stats" | python3 -c 'import 
 rss() { awk '/^Rss:/ {printf "%.0f\n", $2*1024}' "/proc/$1/smaps_rollup"; }
 
 slab0=$(meminfo Slab); caches0=$(caches); avail0=$(meminfo MemAvailable)
-"$BIN" serve --listen "127.0.0.1:$PORT" --admin-listen "127.0.0.1:$ADMIN" --workers "$WORKERS" \
+"$SERVER_BIN" serve --listen "127.0.0.1:$PORT" --admin-listen "127.0.0.1:$ADMIN" --workers "$WORKERS" \
     --max-connections-per-worker 20000 --idle-timeout-ms 3600000 --listen-backlog 65535 \
     --max-handshakes-per-worker 65535 --log-level warn >"$OUT/gateway.log" 2>&1 &
 GW=$!; PIDS+=("$GW")
