@@ -44,12 +44,13 @@ async fn within<T>(
 ) -> RedisResult<T> {
     tokio::time::timeout(deadline, fut)
         .await
-        .unwrap_or_else(|_| {
-            Err(redis::RedisError::from(std::io::Error::new(
-                std::io::ErrorKind::TimedOut,
-                "bus: Redis command exceeded its deadline",
-            )))
-        })
+        .unwrap_or_else(|_| Err(timed_out("bus: Redis command exceeded its deadline")))
+}
+
+/// The error of a Redis step that missed its deadline (`what` says which), as the client's own
+/// timeouts are reported: an I/O `TimedOut`, which the supervisor treats as a lost link.
+pub(super) fn timed_out(what: &'static str) -> redis::RedisError {
+    redis::RedisError::from(std::io::Error::new(std::io::ErrorKind::TimedOut, what))
 }
 
 impl Link {

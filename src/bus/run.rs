@@ -16,7 +16,7 @@ use redis::cluster::ClusterClientBuilder;
 use redis::{AsyncConnectionConfig, ProtocolVersion, PushKind, Value};
 
 use super::envelope::{BusMessage, BusPayload, CodecError, Envelope, Ignored, Received};
-use super::link::Link;
+use super::link::{timed_out, Link};
 use super::shards;
 use super::subs::{Plan, Reconciler};
 use super::{add, nodes, Bus, LinkState, Outgoing, Target};
@@ -134,9 +134,7 @@ async fn standalone(bus: Arc<Bus>, hub: Arc<Hub>, url: String) {
                 .await?;
             let pubsub = tokio::time::timeout(timeout, client.get_async_pubsub())
                 .await
-                .map_err(|_| {
-                    redis::RedisError::from(std::io::Error::from(std::io::ErrorKind::TimedOut))
-                })??;
+                .map_err(|_| timed_out("bus: Redis subscriber connect exceeded its deadline"))??;
             Ok::<_, redis::RedisError>((conn, pubsub))
         }
         .await;
@@ -224,10 +222,9 @@ async fn cluster(bus: Arc<Bus>, hub: Arc<Hub>, seeds: Vec<String>) {
         )
         .await
         .unwrap_or_else(|_| {
-            Err(redis::RedisError::from(std::io::Error::new(
-                std::io::ErrorKind::TimedOut,
+            Err(timed_out(
                 "bus: Redis Cluster connect exceeded its deadline",
-            )))
+            ))
         });
         match connect {
             Ok(conn) => {
