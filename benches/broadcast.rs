@@ -23,13 +23,18 @@
 #[path = "common/mod.rs"]
 mod common;
 
+#[path = "broadcast/burst.rs"]
+mod burst;
+#[path = "broadcast/sustained.rs"]
+mod sustained;
+
 use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Parser;
 use serde_json::json;
 
-use common::clients::{ClientSet, ClientsSpec};
+use common::clients::{ClientSet, ClientsSpec, Opened};
 use common::clock::mono_ns;
 use common::procfs::{self, CpuWindow};
 use common::report;
@@ -101,6 +106,35 @@ struct Args {
     /// JSON output path (default target/bench-results/broadcast.json).
     #[arg(long)]
     out: Option<PathBuf>,
+    /// Burst mode: each of `--bursts` bursts publishes `--k` broadcasts in ONE admin request (a JSON
+    /// array), back to back; a burst's figures are over all its deliveries (time from the publish to
+    /// the last copy of the last broadcast, deliveries/s, server CPU per delivery).
+    #[arg(long, conflicts_with = "sustained")]
+    burst: bool,
+    /// Bursts per server and subscriber count (burst mode).
+    #[arg(long, default_value_t = 5)]
+    bursts: usize,
+    /// Sustained mode: publish at each rate of `--rates` for `--step-s`, stepping up until a step's
+    /// delivery p99 exceeds `--p99-limit-ms` or copies are lost (see benches/broadcast/sustained.rs).
+    #[arg(long)]
+    sustained: bool,
+    /// Sustained mode: broadcasts per second at each step (each reaches every subscriber once).
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "2,5,10,15,20,30,40,60,80,120"
+    )]
+    rates: Vec<f64>,
+    /// Sustained mode: length of one step.
+    #[arg(long, default_value_t = 4.0)]
+    step_s: f64,
+    /// Sustained mode: a step whose delivery p99 is above this has not sustained its rate.
+    #[arg(long, default_value_t = 100.0)]
+    p99_limit_ms: f64,
+    /// Topics the subscribers spread over (sustained mode): 1 is one topic of N; 1000 is 1,000 topics of
+    /// N/1000, and each tick of the rate publishes once to every topic (one admin request).
+    #[arg(long, default_value_t = 1)]
+    topics: usize,
     /// Passed by `cargo bench`; without it (e.g. under `cargo test --benches`) the bench does nothing.
     #[arg(long, hide = true)]
     bench: bool,
@@ -214,7 +248,8 @@ fn run(args: &Args) -> Result<(), String> {
             imp,
             concurrency: args.concurrency,
             threads: args.client_threads,
-            slots: args.k,
+            slots: slots(args),
+            topics: args.topics,
         };
         let clients = ClientSet::spawn(&label, &spec, procs)?;
         subjects.push(Subject {
@@ -225,13 +260,24 @@ fn run(args: &Args) -> Result<(), String> {
             rounds: Vec::new(),
         });
     }
+    if args.sustained {
+        return sustained::run(args, &mut subjects, &ns, run_mark);
+    }
+    if args.topics > 1 {
+        return Err("--topics is for --sustained".to_owned());
+    }
     let mut next_seq = 1u64;
     for (k, n) in ns.iter().enumerate() {
         for j in 0..subjects.len() {
             let i = (j + k) % subjects.len();
             let pids = all_pids(&subjects);
-            let round = round(args, &mut subjects[i], *n, next_seq, push, &pids)?;
-            next_seq += args.k as u64;
+            let round = if args.burst {
+                burst::round(args, &mut subjects[i], *n, &mut next_seq, &pids)?
+            } else {
+                let r = round(args, &mut subjects[i], *n, next_seq, push, &pids)?;
+                next_seq += args.k as u64;
+                r
+            };
             subjects[i].rounds.push(round);
         }
     }
@@ -241,6 +287,15 @@ fn run(args: &Args) -> Result<(), String> {
         s.server.check_alive()?;
     }
     report_results(args, &subjects, run_cpu, procs, imp)
+}
+
+/// Receipt slots each client child keeps per round: one per broadcast the round times.
+fn slots(args: &Args) -> usize {
+    if args.sustained {
+        sustained::max_step_broadcasts(args)
+    } else {
+        args.k
+    }
 }
 
 fn all_pids(subjects: &[Subject]) -> Vec<u32> {
@@ -257,15 +312,17 @@ fn cpu_us(pids: &[u32]) -> f64 {
         .sum()
 }
 
-/// Grows one server's subscribers to `n`, then times K broadcasts numbered from `base`.
-fn round(
-    args: &Args,
-    s: &mut Subject,
-    n: usize,
-    base: u64,
-    push: bool,
-    pids: &[u32],
-) -> Result<Round, String> {
+/// A server's subscribers, grown to a count and checked live.
+struct Grown {
+    opened: Opened,
+    listen_overflows: u64,
+    /// Live connections per client child (what `wait_got` waits for).
+    live: Vec<usize>,
+    subscribers: usize,
+}
+
+/// Grows one server's subscribers to `n` (and keeps the earlier ones alive), waits the settle time.
+fn grow(args: &Args, s: &mut Subject, n: usize) -> Result<Grown, String> {
     s.server.check_alive()?;
     // ringgate closes a Phoenix socket that sent nothing for 60 s: a heartbeat per round keeps the
     // subscribers of earlier rounds alive while the other servers take their turn.
@@ -284,6 +341,29 @@ fn round(
     common::guard::sleep_checked(Duration::from_millis(args.settle_ms))?;
     let live = s.clients.live_per_child(COMMAND_TIMEOUT)?;
     let subscribers: usize = live.iter().sum();
+    Ok(Grown {
+        opened,
+        listen_overflows,
+        live,
+        subscribers,
+    })
+}
+
+/// Grows one server's subscribers to `n`, then times K broadcasts numbered from `base`.
+fn round(
+    args: &Args,
+    s: &mut Subject,
+    n: usize,
+    base: u64,
+    push: bool,
+    pids: &[u32],
+) -> Result<Round, String> {
+    let Grown {
+        opened,
+        listen_overflows,
+        live,
+        subscribers,
+    } = grow(args, s, n)?;
     s.clients.reset(base, COMMAND_TIMEOUT)?;
     let mut publisher = if push {
         Some(PushPublisher::connect(s.server.addr)?)
@@ -341,6 +421,27 @@ fn round(
             client_cpu_us,
         });
     }
+    Ok(finish_round(
+        &s.label,
+        n,
+        subscribers,
+        &opened,
+        listen_overflows,
+        shots,
+        cpu,
+    ))
+}
+
+/// Prints a round's one-line outcome and packs it.
+fn finish_round(
+    label: &str,
+    n: usize,
+    subscribers: usize,
+    opened: &Opened,
+    listen_overflows: u64,
+    shots: Vec<Shot>,
+    cpu: CpuWindow,
+) -> Round {
     let lost: usize = shots
         .iter()
         .map(|x| x.expected.saturating_sub(x.received))
@@ -350,7 +451,7 @@ fn round(
     eprintln!(
         "  {:>6} {:<9} to last {} ms, {:.2} µs CPU/delivery, lost {lost}{}",
         n,
-        s.label,
+        label,
         report::spread(to_last, 2),
         cpu_per,
         if cpu.other_cores() > OTHER_CPU_WARN_CORES * 2.0 {
@@ -362,7 +463,7 @@ fn round(
             String::new()
         }
     );
-    Ok(Round {
+    Round {
         n,
         subscribers,
         join_failures: opened.failed,
@@ -370,7 +471,7 @@ fn round(
         listen_overflows,
         shots,
         cpu,
-    })
+    }
 }
 
 /// Server CPU over all broadcasts of a round / all deliveries: one figure, less exposed to the
@@ -439,10 +540,17 @@ fn report_results(
                     .map(|r| (s, r, summarize(r)))
             })
             .collect();
-        println!(
-            "\n## Broadcast to N = {n} subscribers (K = {}, via {}, V{} subscribers)\n",
-            args.k, args.publish, args.vsn
-        );
+        if args.burst {
+            println!(
+                "\n## Bursts of K = {} broadcasts to N = {n} subscribers ({} bursts, one admin request each, V{} subscribers)\n",
+                args.k, args.bursts, args.vsn
+            );
+        } else {
+            println!(
+                "\n## Broadcast to N = {n} subscribers (K = {}, via {}, V{} subscribers)\n",
+                args.k, args.publish, args.vsn
+            );
+        }
         let rows: Vec<Vec<String>> = here
             .iter()
             .map(|(s, r, m)| {
@@ -587,6 +695,7 @@ fn report_results(
     }
     let value = json!({
         "bench": "broadcast",
+        "mode": if args.burst { "burst" } else { "single" }, "bursts": args.bursts,
         "k": args.k, "spacing_ms": args.spacing_ms, "publish": args.publish, "vsn": args.vsn,
         "payload_pad_bytes": args.payload_bytes, "deliver_timeout_ms": args.deliver_timeout_ms,
         "workers": args.workers,

@@ -243,6 +243,7 @@ fn clients(server: SocketAddr, label: &str, n: usize, slots: usize) -> Result<Cl
         concurrency: 256,
         threads: 1,
         slots,
+        topics: 1,
     };
     ClientSet::spawn(
         label,

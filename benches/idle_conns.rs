@@ -200,6 +200,7 @@ fn run(args: &Args) -> Result<(), String> {
             concurrency: args.concurrency,
             threads: args.client_threads,
             slots: 0,
+            topics: 1,
         };
         let clients = ClientSet::spawn(&label, &spec, procs)?;
         subjects.push(Subject {

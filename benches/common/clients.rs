@@ -53,6 +53,10 @@ struct ChildArgs {
     conns_max: usize,
     #[arg(long)]
     src_offset: usize,
+    #[arg(long, default_value_t = 1)]
+    topics: usize,
+    #[arg(long, default_value_t = 0)]
+    topic_offset: usize,
 }
 
 /// True when this process was started as a client child.
@@ -81,6 +85,8 @@ fn run_child(args: ChildArgs) -> Result<(), String> {
         join: JoinMode::parse(&args.join)?,
         imp: ClientImpl::parse(&args.client_impl)?,
         src_offset: args.src_offset,
+        topics: args.topics,
+        topic_offset: args.topic_offset,
     };
     let runtime = if args.threads <= 1 {
         tokio::runtime::Builder::new_current_thread()
@@ -196,6 +202,8 @@ pub struct ClientsSpec {
     pub threads: usize,
     /// Broadcast slots per round (0 when no broadcasts are timed).
     pub slots: usize,
+    /// Topics the connections spread over (1: all join `wsclient::TOPIC`).
+    pub topics: usize,
 }
 
 /// Result of growing the connection count.
@@ -249,6 +257,11 @@ impl ClientSet {
                 ])
                 .args(["--conns-max", &CONNS_PER_CLIENT_PROCESS_MAX.to_string()])
                 .args(["--src-offset", &(i * 97).to_string()])
+                .args(["--topics", &spec.topics.to_string()])
+                .args([
+                    "--topic-offset",
+                    &(i * CONNS_PER_CLIENT_PROCESS_MAX).to_string(),
+                ])
                 .stdin(Stdio::piped())
                 .stdout(Stdio::piped())
                 .stderr(Stdio::inherit());

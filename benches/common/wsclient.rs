@@ -103,6 +103,29 @@ pub struct ConnSpec {
     pub imp: ClientImpl,
     /// Added to the connection index to pick its source address, so processes spread differently.
     pub src_offset: usize,
+    /// Topics the connections spread over: 1 joins every connection to `TOPIC`; more joins
+    /// connection `i` to `topic_name(i + topic_offset, topics)`.
+    pub topics: usize,
+    /// Added to the connection index to pick its topic: a process's first connection index in the
+    /// whole run, so the processes together fill every topic evenly.
+    pub topic_offset: usize,
+}
+
+impl ConnSpec {
+    /// The topic connection `idx` of this process joins.
+    pub fn topic(&self, idx: usize) -> String {
+        topic_name(idx + self.topic_offset, self.topics)
+    }
+}
+
+/// Topic `i` of `topics`: `TOPIC` when there is one, else `rooms:t<i mod topics>` (every server under
+/// test routes `rooms:*` to a broadcast channel).
+pub fn topic_name(i: usize, topics: usize) -> String {
+    if topics <= 1 {
+        TOPIC.to_owned()
+    } else {
+        format!("rooms:t{}", i % topics)
+    }
 }
 
 /// Source address of connection `i`: 127.0.0.2 ..= 127.0.0.254, so each address needs at most
@@ -112,11 +135,11 @@ pub fn source_addr(i: usize) -> Ipv4Addr {
 }
 
 /// The V1 join of the seed's Tsung scenario, or its V2 equivalent.
-pub fn join_text(v2: bool) -> String {
+pub fn join_text(v2: bool, topic: &str) -> String {
     if v2 {
-        format!(r#"["1","1","{TOPIC}","phx_join",{{"user":"42"}}]"#)
+        format!(r#"["1","1","{topic}","phx_join",{{"user":"42"}}]"#)
     } else {
-        format!(r#"{{"topic":"{TOPIC}","event":"phx_join","payload":{{"user":"42"}},"ref":"1"}}"#)
+        format!(r#"{{"topic":"{topic}","event":"phx_join","payload":{{"user":"42"}},"ref":"1"}}"#)
     }
 }
 
@@ -332,7 +355,11 @@ impl Shared {
         buf.drain(..head);
         let mask = (idx as u32).to_le_bytes();
         if let Some(v2) = self.spec.join.serializer_v2() {
-            let frame = wsframe::client_frame(OP_TEXT, join_text(v2).as_bytes(), mask);
+            let frame = wsframe::client_frame(
+                OP_TEXT,
+                join_text(v2, &self.spec.topic(idx)).as_bytes(),
+                mask,
+            );
             stream
                 .write_all(&frame)
                 .await
@@ -445,7 +472,7 @@ impl Shared {
             .map_err(|e| format!("upgrade: {e}"))?;
         let v2 = self.spec.join.serializer_v2();
         if let Some(v2) = v2 {
-            ws.send(Message::text(join_text(v2)))
+            ws.send(Message::text(join_text(v2, &self.spec.topic(idx))))
                 .await
                 .map_err(|e| format!("send join: {e}"))?;
             loop {

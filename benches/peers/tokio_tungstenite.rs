@@ -10,7 +10,8 @@
 //! WebSocket `/socket/websocket` speaking minimal Phoenix Channels V1 (no `vsn`) and V2 (`vsn=2.0.0`):
 //! heartbeat reply, join of `rooms:*` (anything else: "unmatched topic"), leave, and any other event on a
 //! joined topic broadcast to every member with `ref` null (the Phoenix chat example's `broadcast!`).
-//! `--admin-listen` serves `POST /api/broadcast` with `{"topic","event","payload"}` → 202, like ringgate.
+//! `--admin-listen` serves `POST /api/broadcast` with `{"topic","event","payload"}`, or an array of them
+//! taken in order, → 202, like ringgate.
 //!
 //! It also accepts `serve`, `--workers`, `--echo-path` and `--log-level` so a harness trial can start it
 //! with ringgate's command line.
@@ -565,9 +566,22 @@ async fn handle_admin(mut stream: TcpStream, state: Arc<State>) {
     let _ = match (req.method, req.path) {
         (Some("POST"), Some("/api/broadcast")) => {
             let body: Value = serde_json::from_slice(&request[head_len..]).unwrap_or(Value::Null);
-            match (body["topic"].as_str(), body["event"].as_str()) {
-                (Some(topic), Some(event)) => {
-                    let queued = state.broadcast(topic, event, &body["payload"]);
+            // One broadcast, or an array of them taken in order (as ringgate takes it); all are
+            // checked before any is sent.
+            let items: Vec<&Value> = match &body {
+                Value::Array(items) => items.iter().collect(),
+                one => vec![one],
+            };
+            let valid: Option<Vec<(&str, &str, &Value)>> = items
+                .iter()
+                .map(|b| Some((b["topic"].as_str()?, b["event"].as_str()?, &b["payload"])))
+                .collect();
+            match valid {
+                Some(valid) if !valid.is_empty() => {
+                    let queued: usize = valid
+                        .iter()
+                        .map(|(topic, event, payload)| state.broadcast(topic, event, payload))
+                        .sum();
                     write_http(
                         &mut stream,
                         202,

@@ -1,0 +1,414 @@
+//! Sustained mode: the highest broadcast rate each server keeps up with, stepped up.
+//!
+//! Subscribers are grown to N as in the other modes, on one topic or spread over `--topics` (1,000
+//! topics of N/1,000 is the second shape: many small rooms). Then, for each rate R of `--rates` in
+//! turn, the bench publishes for `--step-s` seconds at R ticks per second, evenly spaced; a tick is one
+//! broadcast to the topic, or with several topics one admin request that broadcasts to every topic, so
+//! each tick reaches every subscriber once either way. After a step's last tick it waits until every
+//! subscriber has it (or `--deliver-timeout-ms`).
+//!
+//! A step has **sustained** its rate when no copy was lost, the p99 of every copy's latency (from its
+//! tick's publish to its receipt) is at most `--p99-limit-ms`, and the publisher kept the schedule
+//! (≥ 90% of R: a publisher that falls behind measures itself, not the server). The ladder stops at
+//! the first step that did not. Reported per step: the rate asked and published, deliveries offered
+//! (publish rate × subscribers) and achieved (copies / time from the first publish to the last
+//! receipt), p50/p99/max latency, lost copies, server and client CPU per delivery over the step; and
+//! per server the highest sustained deliveries/s, with ratios against every peer of the run.
+
+use std::time::Duration;
+
+use serde_json::json;
+
+use super::common::clock::mono_ns;
+use super::common::procfs::{self, CpuMark, CpuWindow};
+use super::common::report;
+use super::common::server;
+use super::common::stats;
+use super::common::wsclient::topic_name;
+use super::{cpu_us, grow, Args, Grown, Subject, COMMAND_TIMEOUT, OTHER_CPU_WARN_CORES};
+
+/// A publisher slower than this share of the asked rate stops the ladder: the step did not offer R.
+const PUBLISH_RATE_MIN_SHARE: f64 = 0.9;
+/// Quiet time before a step's CPU window, after the keepalives (their replies are not the step's).
+const STEP_SETTLE: Duration = Duration::from_millis(500);
+
+/// Broadcasts one step publishes at rate `rate`.
+fn step_broadcasts(args: &Args, rate: f64) -> usize {
+    ((rate * args.step_s).round() as usize).max(1)
+}
+
+/// Receipt slots a client child needs: the longest step's broadcasts.
+pub fn max_step_broadcasts(args: &Args) -> usize {
+    args.rates
+        .iter()
+        .map(|r| step_broadcasts(args, *r))
+        .max()
+        .unwrap_or(1)
+}
+
+/// One rate step of one server.
+#[derive(Clone, Debug)]
+struct Step {
+    rate_per_s: f64,
+    published: usize,
+    publish_rate_per_s: f64,
+    expected: usize,
+    received: usize,
+    p50_ms: f64,
+    p99_ms: f64,
+    max_ms: f64,
+    achieved_deliveries_per_s: f64,
+    server_cpu_us_per_delivery: f64,
+    client_cpu_us_per_delivery: f64,
+    sustained: bool,
+}
+
+impl Step {
+    fn offered_deliveries_per_s(&self, subscribers: usize) -> f64 {
+        self.publish_rate_per_s * subscribers as f64
+    }
+}
+
+/// One server's ladder at one N.
+struct Ladder {
+    label: String,
+    is_peer: bool,
+    n: usize,
+    subscribers: usize,
+    join_failures: usize,
+    steps: Vec<Step>,
+    cpu: CpuWindow,
+}
+
+impl Ladder {
+    /// The highest sustained step, if any.
+    fn best(&self) -> Option<&Step> {
+        self.steps
+            .iter()
+            .filter(|s| s.sustained)
+            .max_by(|a, b| a.publish_rate_per_s.total_cmp(&b.publish_rate_per_s))
+    }
+
+    fn best_deliveries_per_s(&self) -> f64 {
+        self.best()
+            .map_or(0.0, |s| s.offered_deliveries_per_s(self.subscribers))
+    }
+}
+
+/// Runs every server's ladder at every N (servers interleaved per N), then reports.
+pub fn run(
+    args: &Args,
+    subjects: &mut [Subject],
+    ns: &[usize],
+    run_mark: CpuMark,
+) -> Result<(), String> {
+    if args.rates.iter().any(|r| !(r.is_finite() && *r > 0.0)) {
+        return Err("--rates must all be above 0".to_owned());
+    }
+    let mut next_seq = 1u64;
+    let mut ladders = Vec::new();
+    for (k, n) in ns.iter().enumerate() {
+        for j in 0..subjects.len() {
+            let i = (j + k) % subjects.len();
+            let pids = super::all_pids(subjects);
+            ladders.push(ladder(args, &mut subjects[i], *n, &mut next_seq, &pids)?);
+        }
+    }
+    let pids = super::all_pids(subjects);
+    let run_cpu = procfs::cpu_since(&run_mark, &pids);
+    for s in subjects.iter_mut() {
+        s.server.check_alive()?;
+    }
+    report_ladders(args, ns, &ladders, run_cpu)
+}
+
+fn ladder(
+    args: &Args,
+    s: &mut Subject,
+    n: usize,
+    next_seq: &mut u64,
+    pids: &[u32],
+) -> Result<Ladder, String> {
+    let Grown {
+        opened,
+        live,
+        subscribers,
+        ..
+    } = grow(args, s, n)?;
+    let pad = "x".repeat(args.payload_bytes);
+    let server_pid = [s.server.pid()];
+    let client_pids = s.clients.pids();
+    let mark = procfs::cpu_mark(pids);
+    let mut steps = Vec::new();
+    for rate in &args.rates {
+        // Keepalives first (a step can outlast ringgate's 60 s idle close across the ladder), then
+        // a quiet moment so their replies stay out of the step's CPU window.
+        s.clients.heartbeat(COMMAND_TIMEOUT)?;
+        super::common::guard::sleep_checked(STEP_SETTLE)?;
+        let count = step_broadcasts(args, *rate);
+        let base = *next_seq;
+        *next_seq += count as u64;
+        s.clients.reset(base, COMMAND_TIMEOUT)?;
+        let server0 = cpu_us(&server_pid);
+        let client0 = cpu_us(&client_pids);
+        let period_ns = 1e9 / rate;
+        let t0 = mono_ns();
+        let mut t_pub = Vec::with_capacity(count);
+        for i in 0..count {
+            let due = t0 + (i as f64 * period_ns) as u64;
+            let now = mono_ns();
+            if due > now {
+                super::common::guard::sleep_checked(Duration::from_nanos(due - now))?;
+            }
+            let fields = format!(r#""seq":{},"pad":"{pad}""#, base + i as u64);
+            let t = if args.topics <= 1 {
+                s.server.publish_admin("bench", &fields)?
+            } else {
+                let items: Vec<(String, String)> = (0..args.topics)
+                    .map(|t| (topic_name(t, args.topics), fields.clone()))
+                    .collect();
+                s.server.publish_admin_many("bench", &items)?
+            };
+            t_pub.push(t);
+        }
+        s.clients.wait_got(
+            base + count as u64 - 1,
+            &live,
+            Duration::from_millis(args.deliver_timeout_ms),
+        )?;
+        let server_cpu = cpu_us(&server_pid) - server0;
+        let client_cpu = cpu_us(&client_pids) - client0;
+        let receipts = s.clients.collect(count, COMMAND_TIMEOUT)?;
+        let mut lat_ns = Vec::new();
+        let mut last_receipt = t_pub[0];
+        for (slot, times) in receipts.iter().enumerate().take(count) {
+            for t in times {
+                lat_ns.push(t.saturating_sub(t_pub[slot]));
+                last_receipt = last_receipt.max(*t);
+            }
+        }
+        lat_ns.sort_unstable();
+        let received = lat_ns.len();
+        let expected = subscribers * count;
+        let publish_span_ns = t_pub[count - 1].saturating_sub(t_pub[0]);
+        let publish_rate_per_s = if count > 1 {
+            (count - 1) as f64 / (publish_span_ns.max(1) as f64 / 1e9)
+        } else {
+            *rate
+        };
+        let p99_ms = stats::percentile(&lat_ns, 99.0) as f64 / 1e6;
+        let sustained = received >= expected
+            && p99_ms <= args.p99_limit_ms
+            && publish_rate_per_s >= rate * PUBLISH_RATE_MIN_SHARE;
+        let step = Step {
+            rate_per_s: *rate,
+            published: count,
+            publish_rate_per_s,
+            expected,
+            received,
+            p50_ms: stats::percentile(&lat_ns, 50.0) as f64 / 1e6,
+            p99_ms,
+            max_ms: lat_ns.last().copied().unwrap_or(0) as f64 / 1e6,
+            achieved_deliveries_per_s: received as f64
+                / (last_receipt.saturating_sub(t_pub[0]).max(1) as f64 / 1e9),
+            server_cpu_us_per_delivery: server_cpu / received.max(1) as f64,
+            client_cpu_us_per_delivery: client_cpu / received.max(1) as f64,
+            sustained,
+        };
+        eprintln!(
+            "  {:>6} {:<10} {:>6.1}/s ({:>5.1} published): {:>7.0}k deliveries/s, p50 {:.1} ms p99 {:.1} ms, lost {}, {:.2} µs server CPU/delivery{}",
+            n,
+            s.label,
+            rate,
+            publish_rate_per_s,
+            step.achieved_deliveries_per_s / 1e3,
+            step.p50_ms,
+            step.p99_ms,
+            expected.saturating_sub(received),
+            step.server_cpu_us_per_delivery,
+            if sustained { "" } else { "  ← not sustained" }
+        );
+        steps.push(step);
+        if !sustained {
+            break;
+        }
+    }
+    Ok(Ladder {
+        label: s.label.clone(),
+        is_peer: s.role.is_peer(),
+        n,
+        subscribers,
+        join_failures: opened.failed,
+        steps,
+        cpu: procfs::cpu_since(&mark, pids),
+    })
+}
+
+fn report_ladders(
+    args: &Args,
+    ns: &[usize],
+    ladders: &[Ladder],
+    run_cpu: CpuWindow,
+) -> Result<(), String> {
+    let mut warnings = Vec::new();
+    let mut per_n = Vec::new();
+    for n in ns {
+        let here: Vec<&Ladder> = ladders.iter().filter(|l| l.n == *n).collect();
+        println!(
+            "\n## Sustained broadcast rate, N = {n} subscribers over {} topic(s) ({} s steps, p99 limit {} ms, V{} subscribers)\n",
+            args.topics, args.step_s, args.p99_limit_ms, args.vsn
+        );
+        for l in &here {
+            println!("### {} ({} subscribers)\n", l.label, l.subscribers);
+            let rows: Vec<Vec<String>> = l
+                .steps
+                .iter()
+                .map(|s| {
+                    vec![
+                        format!("{:.0}", s.rate_per_s),
+                        format!("{:.1}", s.publish_rate_per_s),
+                        format!("{:.0}", s.offered_deliveries_per_s(l.subscribers) / 1e3),
+                        format!("{:.0}", s.achieved_deliveries_per_s / 1e3),
+                        format!("{:.2}", s.p50_ms),
+                        format!("{:.2}", s.p99_ms),
+                        format!("{:.2}", s.max_ms),
+                        s.expected.saturating_sub(s.received).to_string(),
+                        format!("{:.2}", s.server_cpu_us_per_delivery),
+                        format!("{:.2}", s.client_cpu_us_per_delivery),
+                        if s.sustained { "yes" } else { "no" }.to_owned(),
+                    ]
+                })
+                .collect();
+            println!(
+                "{}",
+                report::table(
+                    &[
+                        "rate/s",
+                        "published/s",
+                        "k offered/s",
+                        "k achieved/s",
+                        "p50 ms",
+                        "p99 ms",
+                        "max ms",
+                        "lost",
+                        "server CPU µs/delivery",
+                        "client CPU µs/delivery",
+                        "sustained",
+                    ],
+                    &rows
+                )
+            );
+            if l.join_failures > 0 {
+                warnings.push(format!(
+                    "{} at N={n}: {} joins failed",
+                    l.label, l.join_failures
+                ));
+            }
+            if l.cpu.other_cores() > OTHER_CPU_WARN_CORES {
+                warnings.push(format!(
+                    "{} at N={n}: other processes used {:.0}% of a core during the ladder",
+                    l.label,
+                    l.cpu.other_cores() * 100.0
+                ));
+            }
+        }
+        let rows: Vec<Vec<String>> = here
+            .iter()
+            .map(|l| {
+                let best = l.best();
+                vec![
+                    l.label.clone(),
+                    format!("{:.0}", l.best_deliveries_per_s() / 1e3),
+                    best.map_or("-".to_owned(), |s| format!("{:.1}", s.publish_rate_per_s)),
+                    best.map_or("-".to_owned(), |s| format!("{:.2}", s.p99_ms)),
+                    best.map_or("-".to_owned(), |s| {
+                        format!("{:.2}", s.server_cpu_us_per_delivery)
+                    }),
+                ]
+            })
+            .collect();
+        println!("### Highest sustained rate\n");
+        println!(
+            "{}",
+            report::table(
+                &[
+                    "server",
+                    "k deliveries/s sustained",
+                    "at broadcasts/s",
+                    "p99 ms there",
+                    "server CPU µs/delivery there",
+                ],
+                &rows
+            )
+        );
+        let mut ratios = serde_json::Map::new();
+        for p in here.iter().filter(|l| l.is_peer) {
+            let mut per = serde_json::Map::new();
+            let rows: Vec<Vec<String>> = here
+                .iter()
+                .map(|l| {
+                    let r = l.best_deliveries_per_s() / p.best_deliveries_per_s();
+                    per.insert(l.label.clone(), json!(r));
+                    vec![
+                        l.label.clone(),
+                        report::ratio(l.best_deliveries_per_s(), p.best_deliveries_per_s()),
+                    ]
+                })
+                .collect();
+            println!("Sustained deliveries/s against {}:\n", p.label);
+            println!("{}", report::table(&["server", "ratio"], &rows));
+            ratios.insert(p.label.clone(), serde_json::Value::Object(per));
+        }
+        per_n.push(json!({
+            "n": n,
+            "servers": here.iter().map(|l| json!({
+                "label": l.label, "subscribers": l.subscribers, "join_failures": l.join_failures,
+                "best_sustained_deliveries_per_s": l.best_deliveries_per_s(),
+                "cpu": l.cpu.to_json(),
+                "steps": l.steps.iter().map(|s| json!({
+                    "rate_per_s": s.rate_per_s, "published": s.published,
+                    "publish_rate_per_s": s.publish_rate_per_s,
+                    "offered_deliveries_per_s": s.offered_deliveries_per_s(l.subscribers),
+                    "achieved_deliveries_per_s": s.achieved_deliveries_per_s,
+                    "expected": s.expected, "received": s.received,
+                    "p50_ms": s.p50_ms, "p99_ms": s.p99_ms, "max_ms": s.max_ms,
+                    "server_cpu_us_per_delivery": s.server_cpu_us_per_delivery,
+                    "client_cpu_us_per_delivery": s.client_cpu_us_per_delivery,
+                    "sustained": s.sustained,
+                })).collect::<Vec<_>>(),
+            })).collect::<Vec<_>>(),
+            "best_ratios_vs": ratios,
+        }));
+    }
+    if run_cpu.other_cores() > OTHER_CPU_WARN_CORES {
+        warnings.push(format!(
+            "other processes used {:.1}% of a core on average during the run: rerun when the machine is quiet",
+            run_cpu.other_cores() * 100.0
+        ));
+    }
+    println!(
+        "Run: {:.0} s wall, other processes {:.1}% of a core.",
+        run_cpu.wall_us / 1e6,
+        run_cpu.other_cores() * 100.0
+    );
+    for w in &warnings {
+        println!("WARNING: {w}");
+    }
+    let value = json!({
+        "bench": "broadcast", "mode": "sustained",
+        "rates": args.rates, "step_s": args.step_s, "p99_limit_ms": args.p99_limit_ms,
+        "topics": args.topics, "vsn": args.vsn, "payload_pad_bytes": args.payload_bytes,
+        "workers": args.workers,
+        "machine": report::machine_json(),
+        "rounds": per_n,
+        "run_cpu": run_cpu.to_json(),
+        "warnings": warnings,
+    });
+    let out = args
+        .out
+        .clone()
+        .unwrap_or_else(|| server::results_path("broadcast-sustained.json"));
+    let path = report::write_json(&out, &value)?;
+    println!("\nJSON: {}", path.display());
+    Ok(())
+}
