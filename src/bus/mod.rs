@@ -29,6 +29,7 @@ pub mod presence;
 pub mod run;
 pub mod shards;
 pub mod subs;
+mod supervisor;
 
 use std::collections::{HashMap, HashSet};
 use std::fmt::Write;

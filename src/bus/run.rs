@@ -1,7 +1,6 @@
 //! The bus's tasks on the control-plane runtime.
 //!
-//! - supervisor: connects (a new connection generation after every loss, with jittered
-//!   backoff), checks the node name, receives messages and hands them to the hub.
+//! - supervisor (`supervisor.rs`): keeps the link to Redis, and hands what arrives to `receive`.
 //! - publisher: drains the outgoing queue in batches, assigns sequence numbers, publishes.
 //! - reconciler: turns membership hints into batched (un)subscribe commands and count writes.
 //! - heartbeat: writes the node record once per `heartbeat_ms`.
@@ -10,58 +9,13 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ahash::RandomState;
-use futures_util::StreamExt;
-use redis::cluster::ClusterClientBuilder;
-use redis::{AsyncConnectionConfig, ProtocolVersion, PushKind, Value};
-
 use super::envelope::{BusMessage, BusPayload, CodecError, Envelope, Ignored, Received};
-use super::link::{timed_out, Link};
+use super::link::Link;
 use super::shards;
 use super::subs::{Plan, Reconciler};
-use super::{add, nodes, Bus, LinkState, Outgoing, Target};
+use super::{add, nodes, Bus, Outgoing};
 use crate::hub::Hub;
 use crate::phoenix::serializer::Payload;
-
-/// Exponential backoff with ±50% jitter.
-struct Backoff {
-    min: Duration,
-    max: Duration,
-    next: Duration,
-    seed: RandomState,
-    n: u64,
-}
-
-impl Backoff {
-    fn new(min_ms: u64, max_ms: u64) -> Self {
-        let min = Duration::from_millis(min_ms);
-        Self {
-            min,
-            max: Duration::from_millis(max_ms),
-            next: min,
-            seed: RandomState::new(),
-            n: 0,
-        }
-    }
-
-    fn reset(&mut self) {
-        self.next = self.min;
-    }
-
-    fn step(&mut self) -> Duration {
-        self.n += 1;
-        let base = self.next;
-        self.next = (self.next * 2).min(self.max);
-        let jitter = (self.seed.hash_one(self.n) % 1000) as f64 / 1000.0; // 0..1
-        base.mul_f64(0.5 + jitter)
-    }
-}
-
-/// The bound on one command's round trip: the client's response timeout, plus slack for the
-/// client's own retry after a `MOVED` or a reconnect.
-fn command_deadline(bus: &Bus) -> Duration {
-    Duration::from_millis(bus.cfg.response_timeout_ms.saturating_mul(2))
-}
 
 /// Starts every task (call from inside the control-plane runtime).
 pub fn spawn(bus: Arc<Bus>, hub: Arc<Hub>) {
@@ -78,239 +32,20 @@ pub fn spawn(bus: Arc<Bus>, hub: Arc<Hub>) {
     if bus.presence.is_some() {
         tokio::spawn(super::presence::run(bus.clone(), hub.clone()));
     }
-    match bus.target.clone() {
-        Target::Standalone(url) => tokio::spawn(standalone(bus, hub, url)),
-        Target::Cluster(seeds) => tokio::spawn(cluster(bus, hub, seeds)),
-    };
-}
-
-/// Checks the node name on a fresh link; false (and the verdict sent) on a live clash. When
-/// free, the first heartbeat is written before the gateway reports ready, so a second gateway
-/// started with the same name right after sees it.
-async fn name_is_free(bus: &Bus, hub: &Hub, link: &Link) -> bool {
-    match nodes::clash(bus, link).await {
-        Ok(Some(other)) => {
-            let msg = format!(
-                "bus node name {:?} is held by a live node (listen {}, admin {}); set [bus] node_name / --bus-node-name to a unique name",
-                bus.name, other.listen, other.admin
-            );
-            tracing::error!("{msg}");
-            bus.verdict(Err(msg));
-            false
-        }
-        Ok(None) => {
-            let topics = hub.table.topic_count() as u64;
-            if let Err(e) = nodes::heartbeat(bus, link, 0, topics, &[]).await {
-                tracing::warn!(error = %e, "bus: first heartbeat failed");
-            }
-            true
-        }
-        Err(e) => {
-            tracing::warn!(error = %e, "bus: cannot check the node name");
-            true
-        }
-    }
-}
-
-async fn standalone(bus: Arc<Bus>, hub: Arc<Hub>, url: String) {
-    let client = match redis::Client::open(url.as_str()) {
-        Ok(c) => c,
-        Err(e) => {
-            tracing::error!(error = %e, "bus: bad Redis URL");
-            return bus.verdict(Ok(false));
-        }
-    };
-    let timeout = Duration::from_millis(bus.cfg.connect_timeout_ms);
-    let config = AsyncConnectionConfig::new()
-        .set_connection_timeout(Some(timeout))
-        .set_response_timeout(Some(Duration::from_millis(bus.cfg.response_timeout_ms)));
-    let mut backoff = Backoff::new(bus.cfg.backoff_min_ms, bus.cfg.backoff_max_ms);
-    let mut generation = 0u64;
-    let mut was_down_logged = false;
-    loop {
-        let connected = async {
-            let conn = client
-                .get_multiplexed_async_connection_with_config(&config)
-                .await?;
-            let pubsub = tokio::time::timeout(timeout, client.get_async_pubsub())
-                .await
-                .map_err(|_| timed_out("bus: Redis subscriber connect exceeded its deadline"))??;
-            Ok::<_, redis::RedisError>((conn, pubsub))
-        }
-        .await;
-        match connected {
-            Ok((conn, pubsub)) => {
-                let (sink, mut stream) = pubsub.split();
-                generation += 1;
-                let link = Link::Standalone {
-                    generation,
-                    deadline: command_deadline(&bus),
-                    conn,
-                    sink,
-                };
-                if generation == 1 && !name_is_free(&bus, &hub, &link).await {
-                    return;
-                }
-                backoff.reset();
-                was_down_logged = false;
-                if generation > 1 {
-                    add(&bus.stats.reconnects, 1);
-                }
-                tracing::info!(url = %url, node = %bus.name, "bus: connected to Redis");
-                bus.set_state(LinkState::Up);
-                bus.link.send_replace(Some(link));
-                bus.verdict(Ok(true));
-                let mut audience = Vec::new();
-                loop {
-                    tokio::select! {
-                        msg = stream.next() => match msg {
-                            Some(m) => receive(&bus, &hub, m.get_channel_name().as_bytes(), m.get_payload_bytes(), &mut audience),
-                            None => break,
-                        },
-                        () = bus.broken.notified() => break,
-                    }
-                }
-                bus.set_state(LinkState::Down);
-                bus.link.send_replace(None);
-                tracing::warn!(
-                    "bus: lost Redis; local delivery continues, cross-node publishes are dropped and counted until it is back"
-                );
-            }
-            Err(e) => {
-                bus.set_state(LinkState::Down);
-                if !was_down_logged {
-                    tracing::warn!(error = %e, url = %url, "bus: Redis unreachable; serving this node's members only, reconnecting with backoff");
-                    was_down_logged = true;
-                }
-                bus.verdict(Ok(false));
-            }
-        }
-        tokio::time::sleep(backoff.step()).await;
-    }
-}
-
-/// Redis Cluster. Each generation is a fresh client and connection (a fresh slot map) with its
-/// own push channel. A generation ends when a shard connection drops, when a shard unsubscribes
-/// a channel we still hold (its slot moved or its master was demoted), or when a command fails;
-/// the next one subscribes every held channel again on the current owners. Dropping the old
-/// client closes its subscriptions, and its pushes go nowhere, so nothing arrives twice.
-async fn cluster(bus: Arc<Bus>, hub: Arc<Hub>, seeds: Vec<String>) {
-    let mut backoff = Backoff::new(bus.cfg.backoff_min_ms, bus.cfg.backoff_max_ms);
-    let mut generation = 0u64;
-    let mut was_down_logged = false;
-    loop {
-        let (push_tx, mut push_rx) = tokio::sync::mpsc::unbounded_channel();
-        let client = match ClusterClientBuilder::new(seeds.clone())
-            .use_protocol(ProtocolVersion::RESP3)
-            .push_sender(push_tx)
-            .connection_timeout(Duration::from_millis(bus.cfg.connect_timeout_ms))
-            .response_timeout(Duration::from_millis(bus.cfg.response_timeout_ms))
-            .build()
-        {
-            Ok(c) => c,
-            Err(e) => {
-                tracing::error!(error = %e, "bus: bad Redis Cluster URL");
-                return bus.verdict(Ok(false));
-            }
-        };
-        // Bounded: while a failed master is still in the slot map, the client's connect can wait
-        // on its own slot refresh for longer than any test or operator would; a new attempt
-        // after the backoff reads a fresh map.
-        let connect = tokio::time::timeout(
-            Duration::from_millis(bus.cfg.connect_timeout_ms.saturating_mul(2)),
-            client.get_async_connection(),
-        )
-        .await
-        .unwrap_or_else(|_| {
-            Err(timed_out(
-                "bus: Redis Cluster connect exceeded its deadline",
-            ))
-        });
-        match connect {
-            Ok(conn) => {
-                generation += 1;
-                let link = Link::Cluster {
-                    generation,
-                    deadline: command_deadline(&bus),
-                    conn,
-                };
-                if generation == 1 && !name_is_free(&bus, &hub, &link).await {
-                    return;
-                }
-                backoff.reset();
-                was_down_logged = false;
-                if generation > 1 {
-                    add(&bus.stats.reconnects, 1);
-                }
-                tracing::info!(?seeds, node = %bus.name, generation, "bus: connected to Redis Cluster");
-                bus.set_state(LinkState::Up);
-                bus.link.send_replace(Some(link));
-                bus.verdict(Ok(true));
-                let mut audience = Vec::new();
-                loop {
-                    tokio::select! {
-                        push = push_rx.recv() => match push {
-                            Some(push) => match push.kind {
-                                PushKind::SMessage | PushKind::Message => {
-                                    if let (Some(Value::BulkString(channel)), Some(Value::BulkString(body))) = (push.data.first(), push.data.get(1)) {
-                                        receive(&bus, &hub, channel, body, &mut audience);
-                                    }
-                                }
-                                PushKind::Disconnection => {
-                                    tracing::warn!("bus: a Redis Cluster connection dropped; reconnecting");
-                                    break;
-                                }
-                                PushKind::SUnsubscribe if unsubscribed_while_held(&bus, &hub, &push.data) => {
-                                    tracing::warn!("bus: a shard unsubscribed a held channel (slot moved or failover); reconnecting");
-                                    break;
-                                }
-                                kind => tracing::debug!(generation, ?kind, channel = ?push.data.first(), "bus: push"),
-                            },
-                            None => break,
-                        },
-                        () = bus.broken.notified() => break,
-                    }
-                }
-                bus.set_state(LinkState::Down);
-                bus.link.send_replace(None);
-            }
-            Err(e) => {
-                bus.set_state(LinkState::Down);
-                if !was_down_logged {
-                    tracing::warn!(error = %e, ?seeds, "bus: Redis Cluster unreachable; serving this node's members only, reconnecting with backoff");
-                    was_down_logged = true;
-                }
-                bus.verdict(Ok(false));
-            }
-        }
-        tokio::time::sleep(backoff.step()).await;
-    }
-}
-
-/// A `sunsubscribe` push for a channel whose topic still has local members: the server dropped
-/// it (we unsubscribe only topics left without members).
-fn unsubscribed_while_held(bus: &Bus, hub: &Hub, data: &[Value]) -> bool {
-    let Some(Value::BulkString(channel)) = data.first() else {
-        return false;
-    };
-    if bus
-        .presence
-        .as_ref()
-        .is_some_and(|p| p.channel.as_bytes() == channel.as_slice())
-    {
-        return true; // held for as long as the process runs
-    }
-    let topic = std::str::from_utf8(channel)
-        .ok()
-        .and_then(|c| c.strip_prefix(bus.cfg.prefix.as_str()));
-    topic.is_some_and(|t| hub.table.members(t) > 0)
+    tokio::spawn(super::supervisor::supervise(bus, hub));
 }
 
 /// A message from Redis: a presence message goes to the presence task; a broadcast is decoded,
 /// what is not for this node's members (our own echo included) is dropped, and the rest is handed
 /// to the hub as a local broadcast. Every drop is counted by reason and logged at warn level on
 /// its 1st, 2nd, 4th, 8th, ... occurrence (a flood cannot flood the log).
-fn receive(bus: &Bus, hub: &Hub, channel: &[u8], body: &[u8], audience: &mut Vec<(usize, u32)>) {
+pub(super) fn receive(
+    bus: &Bus,
+    hub: &Hub,
+    channel: &[u8],
+    body: &[u8],
+    audience: &mut Vec<(usize, u32)>,
+) {
     if let Some(p) = &bus.presence {
         if p.channel.as_bytes() == channel {
             return p.received(body);
