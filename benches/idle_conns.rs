@@ -46,7 +46,7 @@ const PROC_INODE_CACHE: &str = "proc_inode_cache";
 const OTHER_CPU_WARN_CORES: f64 = 0.05;
 
 #[derive(Parser, Debug)]
-#[command(about = "Idle-connection cost of ringgate and the tokio-tungstenite peers")]
+#[command(about = "Idle-connection cost of ringgate and the baseline peers")]
 struct Args {
     /// Servers to compare, in one run (repeats allowed, e.g. `peer,peer` for a noise check).
     #[arg(long, default_value = "ringgate,peer,peer4k")]
