@@ -552,8 +552,14 @@ where
     while let Some(first) = rx.recv().await {
         let mut next = Some(first);
         while let Some(out) = next {
+            let closing = out.opcode == OpCode::Close;
             let frame = Frame::new(true, out.opcode, None, Payload::Borrowed(&out.payload));
             if writer.write_frame(frame).await.is_err() {
+                return;
+            }
+            if closing {
+                // Nothing may follow the close reply; send what is buffered and stop.
+                let _ = writer.flush().await;
                 return;
             }
             next = rx.try_recv().ok();
