@@ -103,6 +103,9 @@ struct Args {
     /// Peer binary (default target/release/examples/peer_tokio_tungstenite).
     #[arg(long)]
     peer_bin: Option<PathBuf>,
+    /// fastwebsockets peer binary (default target/release/examples/peer_fastwebsockets).
+    #[arg(long)]
+    fastws_bin: Option<PathBuf>,
     /// JSON output path (default target/bench-results/broadcast.json).
     #[arg(long)]
     out: Option<PathBuf>,
@@ -214,6 +217,7 @@ fn run(args: &Args) -> Result<(), String> {
     let opts = ServerOpts::resolve(
         args.ringgate_bin.clone(),
         args.peer_bin.clone(),
+        args.fastws_bin.clone(),
         &roles,
         args.workers,
         true,

@@ -207,6 +207,7 @@ fn opts(args: &Args, workers: usize, extra: &[String]) -> Result<ServerOpts, Str
     let mut o = ServerOpts::resolve(
         args.ringgate_bin.clone(),
         None,
+        None,
         &[Role::Ringgate],
         workers,
         true,

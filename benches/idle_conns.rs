@@ -46,7 +46,7 @@ const PROC_INODE_CACHE: &str = "proc_inode_cache";
 const OTHER_CPU_WARN_CORES: f64 = 0.05;
 
 #[derive(Parser, Debug)]
-#[command(about = "Idle-connection cost of ringgate and the tokio-tungstenite peers")]
+#[command(about = "Idle-connection cost of ringgate and the baseline peers")]
 struct Args {
     /// Servers to compare, in one run (repeats allowed, e.g. `peer,peer` for a noise check).
     #[arg(long, default_value = "ringgate,peer,peer4k")]
@@ -87,6 +87,9 @@ struct Args {
     /// Peer binary (default target/release/examples/peer_tokio_tungstenite).
     #[arg(long)]
     peer_bin: Option<PathBuf>,
+    /// fastwebsockets peer binary (default target/release/examples/peer_fastwebsockets).
+    #[arg(long)]
+    fastws_bin: Option<PathBuf>,
     /// JSON output path (default target/bench-results/idle_conns.json).
     #[arg(long)]
     out: Option<PathBuf>,
@@ -161,6 +164,7 @@ fn run(args: &Args) -> Result<(), String> {
     let opts = ServerOpts::resolve(
         args.ringgate_bin.clone(),
         args.peer_bin.clone(),
+        args.fastws_bin.clone(),
         &roles,
         args.workers,
         false,

@@ -3,7 +3,8 @@
 //! stop it by PID when its `Server` drops.
 //!
 //! Roles: `ringgate` (`target/release/ringgate serve …`), `peer` (tokio-tungstenite with tungstenite's
-//! default buffers) and `peer4k` (the same peer with 4 KiB read/write buffers, the tuned baseline).
+//! default buffers), `peer4k` (the same peer with 4 KiB read/write buffers, the tuned baseline) and
+//! `fastws` (`peer_fastwebsockets`: hyper + fastwebsockets with a buffered writer, the fast baseline).
 //! `--ringgate-bin` may point at the peer binary, which accepts ringgate's command line, to try the
 //! harness before ringgate serves.
 
@@ -28,6 +29,7 @@ pub enum Role {
     Ringgate,
     Peer,
     Peer4k,
+    Fastws,
 }
 
 impl Role {
@@ -38,8 +40,9 @@ impl Role {
                 "ringgate" => Ok(Role::Ringgate),
                 "peer" => Ok(Role::Peer),
                 "peer4k" => Ok(Role::Peer4k),
+                "fastws" => Ok(Role::Fastws),
                 other => Err(format!(
-                    "unknown server {other:?}: expected ringgate, peer or peer4k"
+                    "unknown server {other:?}: expected ringgate, peer, peer4k or fastws"
                 )),
             })
             .collect()
@@ -50,6 +53,7 @@ impl Role {
             Role::Ringgate => "ringgate",
             Role::Peer => "peer",
             Role::Peer4k => "peer4k",
+            Role::Fastws => "fastws",
         }
     }
 
@@ -63,6 +67,7 @@ impl Role {
 pub struct ServerOpts {
     pub ringgate_bin: PathBuf,
     pub peer_bin: PathBuf,
+    pub fastws_bin: PathBuf,
     /// ringgate `--workers` and peer `--threads`.
     pub workers: usize,
     /// Start an admin listener too (the broadcast bench publishes through it).
@@ -76,6 +81,7 @@ impl ServerOpts {
     pub fn resolve(
         ringgate_bin: Option<PathBuf>,
         peer_bin: Option<PathBuf>,
+        fastws_bin: Option<PathBuf>,
         roles: &[Role],
         workers: usize,
         admin: bool,
@@ -84,9 +90,16 @@ impl ServerOpts {
         let ringgate_bin = ringgate_bin.unwrap_or_else(|| release.join("ringgate"));
         let peer_bin =
             peer_bin.unwrap_or_else(|| release.join("examples").join("peer_tokio_tungstenite"));
+        let fastws_bin =
+            fastws_bin.unwrap_or_else(|| release.join("examples").join("peer_fastwebsockets"));
         let need_ringgate = roles.contains(&Role::Ringgate);
-        let need_peer = roles.iter().any(|r| r.is_peer());
-        for (needed, path) in [(need_ringgate, &ringgate_bin), (need_peer, &peer_bin)] {
+        let need_peer = roles.iter().any(|r| matches!(r, Role::Peer | Role::Peer4k));
+        let need_fastws = roles.contains(&Role::Fastws);
+        for (needed, path) in [
+            (need_ringgate, &ringgate_bin),
+            (need_peer, &peer_bin),
+            (need_fastws, &fastws_bin),
+        ] {
             if needed && !path.is_file() {
                 return Err(format!(
                     "{} is missing: build the servers first with `cargo build --release --bins --examples`",
@@ -97,6 +110,7 @@ impl ServerOpts {
         Ok(ServerOpts {
             ringgate_bin,
             peer_bin,
+            fastws_bin,
             workers,
             admin,
             extra_args: Vec::new(),
@@ -143,6 +157,16 @@ impl Server {
                     &opts.workers.to_string(),
                 ])
                 .args(["--read-buffer-bytes", read_buffer_bytes]);
+                cmd
+            }
+            Role::Fastws => {
+                let mut cmd = Command::new(&opts.fastws_bin);
+                cmd.args([
+                    "--listen",
+                    &addr.to_string(),
+                    "--threads",
+                    &opts.workers.to_string(),
+                ]);
                 cmd
             }
         };
