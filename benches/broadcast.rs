@@ -50,7 +50,7 @@ const COMMAND_TIMEOUT: Duration = Duration::from_secs(30);
 const OTHER_CPU_WARN_CORES: f64 = 0.05;
 
 #[derive(Parser, Debug)]
-#[command(about = "Broadcast fan-out of ringgate and the tokio-tungstenite peers")]
+#[command(about = "Broadcast fan-out of ringgate, the peers (tokio-tungstenite, fastwebsockets) and the raw io_uring floor")]
 struct Args {
     /// Servers to compare, in one run (repeats allowed).
     #[arg(long, default_value = "ringgate,peer,peer4k")]
