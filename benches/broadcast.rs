@@ -98,6 +98,9 @@ struct Args {
     /// Peer binary (default target/release/examples/peer_tokio_tungstenite).
     #[arg(long)]
     peer_bin: Option<PathBuf>,
+    /// Floor binary (default target/release/examples/floor_uring).
+    #[arg(long)]
+    floor_bin: Option<PathBuf>,
     /// JSON output path (default target/bench-results/broadcast.json).
     #[arg(long)]
     out: Option<PathBuf>,
@@ -183,7 +186,8 @@ fn run(args: &Args) -> Result<(), String> {
         &roles,
         args.workers,
         true,
-    )?;
+    )?
+    .with_floor_bin(args.floor_bin.clone(), &roles)?;
     let procs = if args.client_procs > 0 {
         args.client_procs
     } else {

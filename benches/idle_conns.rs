@@ -87,6 +87,9 @@ struct Args {
     /// Peer binary (default target/release/examples/peer_tokio_tungstenite).
     #[arg(long)]
     peer_bin: Option<PathBuf>,
+    /// Floor binary (default target/release/examples/floor_uring).
+    #[arg(long)]
+    floor_bin: Option<PathBuf>,
     /// JSON output path (default target/bench-results/idle_conns.json).
     #[arg(long)]
     out: Option<PathBuf>,
@@ -164,7 +167,8 @@ fn run(args: &Args) -> Result<(), String> {
         &roles,
         args.workers,
         false,
-    )?;
+    )?
+    .with_floor_bin(args.floor_bin.clone(), &roles)?;
     let join = if args.join {
         JoinMode::V1
     } else {

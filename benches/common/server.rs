@@ -3,7 +3,11 @@
 //! stop it by PID when its `Server` drops.
 //!
 //! Roles: `ringgate` (`target/release/ringgate serve …`), `peer` (tokio-tungstenite with tungstenite's
-//! default buffers) and `peer4k` (the same peer with 4 KiB read/write buffers, the tuned baseline).
+//! default buffers), `peer4k` (the same peer with 4 KiB read/write buffers, the tuned baseline), and the
+//! raw io_uring fan-out floor (`target/release/examples/floor_uring`, no WebSocket library, no Phoenix
+//! on the send path: the physical limit of the box) as `floor` (one `SEND` per frame), `floor-msg`
+//! (queued frames in one `SENDMSG`) and `floor-copy` (queued frames copied into one `SEND`). The floor
+//! serves only Phoenix joins and broadcasts (no `/echo`).
 //! `--ringgate-bin` may point at the peer binary, which accepts ringgate's command line, to try the
 //! harness before ringgate serves.
 
@@ -28,6 +32,26 @@ pub enum Role {
     Ringgate,
     Peer,
     Peer4k,
+    /// The raw io_uring floor with its `--send` mode.
+    Floor(FloorSend),
+}
+
+/// How the floor sends a connection's queued frames (its `--send`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FloorSend {
+    One,
+    Msg,
+    Copy,
+}
+
+impl FloorSend {
+    fn arg(self) -> &'static str {
+        match self {
+            FloorSend::One => "one",
+            FloorSend::Msg => "msg",
+            FloorSend::Copy => "copy",
+        }
+    }
 }
 
 impl Role {
@@ -38,8 +62,11 @@ impl Role {
                 "ringgate" => Ok(Role::Ringgate),
                 "peer" => Ok(Role::Peer),
                 "peer4k" => Ok(Role::Peer4k),
+                "floor" => Ok(Role::Floor(FloorSend::One)),
+                "floor-msg" => Ok(Role::Floor(FloorSend::Msg)),
+                "floor-copy" => Ok(Role::Floor(FloorSend::Copy)),
                 other => Err(format!(
-                    "unknown server {other:?}: expected ringgate, peer or peer4k"
+                    "unknown server {other:?}: expected ringgate, peer, peer4k, floor, floor-msg or floor-copy"
                 )),
             })
             .collect()
@@ -50,6 +77,9 @@ impl Role {
             Role::Ringgate => "ringgate",
             Role::Peer => "peer",
             Role::Peer4k => "peer4k",
+            Role::Floor(FloorSend::One) => "floor",
+            Role::Floor(FloorSend::Msg) => "floor-msg",
+            Role::Floor(FloorSend::Copy) => "floor-copy",
         }
     }
 
@@ -63,6 +93,8 @@ impl Role {
 pub struct ServerOpts {
     pub ringgate_bin: PathBuf,
     pub peer_bin: PathBuf,
+    /// The floor (`floor_uring` example); set and checked by `with_floor_bin`.
+    pub floor_bin: PathBuf,
     /// ringgate `--workers` and peer `--threads`.
     pub workers: usize,
     /// Start an admin listener too (the broadcast bench publishes through it).
@@ -85,7 +117,7 @@ impl ServerOpts {
         let peer_bin =
             peer_bin.unwrap_or_else(|| release.join("examples").join("peer_tokio_tungstenite"));
         let need_ringgate = roles.contains(&Role::Ringgate);
-        let need_peer = roles.iter().any(|r| r.is_peer());
+        let need_peer = roles.iter().any(|r| matches!(r, Role::Peer | Role::Peer4k));
         for (needed, path) in [(need_ringgate, &ringgate_bin), (need_peer, &peer_bin)] {
             if needed && !path.is_file() {
                 return Err(format!(
@@ -97,10 +129,26 @@ impl ServerOpts {
         Ok(ServerOpts {
             ringgate_bin,
             peer_bin,
+            floor_bin: release.join("examples").join("floor_uring"),
             workers,
             admin,
             extra_args: Vec::new(),
         })
+    }
+
+    /// The floor binary: `path`, or the default under the target directory; checked when a floor role
+    /// is in `roles`.
+    pub fn with_floor_bin(mut self, path: Option<PathBuf>, roles: &[Role]) -> Result<Self, String> {
+        if let Some(path) = path {
+            self.floor_bin = path;
+        }
+        if roles.iter().any(|r| matches!(r, Role::Floor(_))) && !self.floor_bin.is_file() {
+            return Err(format!(
+                "{} is missing: build it first with `cargo build --release --bins --examples`",
+                self.floor_bin.display()
+            ));
+        }
+        Ok(self)
     }
 }
 
@@ -143,6 +191,18 @@ impl Server {
                     &opts.workers.to_string(),
                 ])
                 .args(["--read-buffer-bytes", read_buffer_bytes]);
+                cmd
+            }
+            Role::Floor(send) => {
+                let mut cmd = Command::new(&opts.floor_bin);
+                cmd.args([
+                    "--listen",
+                    &addr.to_string(),
+                    "--threads",
+                    &opts.workers.to_string(),
+                    "--send",
+                    send.arg(),
+                ]);
                 cmd
             }
         };
