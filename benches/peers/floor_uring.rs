@@ -104,6 +104,10 @@ struct Args {
     /// behind would only grow memory). Far above the bench's bursts.
     #[arg(long, default_value_t = 4096)]
     queue_frames_max: usize,
+    /// SO_SNDBUF of every connection (0: the kernel's default). A tiny one forces short sends, to check
+    /// that they resume in the right place.
+    #[arg(long, default_value_t = 0)]
+    send_buffer_bytes: usize,
     /// Accepted for command-line compatibility with ringgate; ignored (the floor serves no echo).
     #[arg(long, default_value = "/echo")]
     echo_path: String,
@@ -193,7 +197,7 @@ fn run(args: &Args) -> io::Result<()> {
     }
     let listener = listen(args.listen, args.backlog)?;
     let admin = args.admin_listen.map(|a| listen(a, 128)).transpose()?;
-    Setup::new(listener, admin, rings)?.run()
+    Setup::new(listener, admin, rings, args.send_buffer_bytes)?.run()
 }
 
 fn listen(addr: SocketAddr, backlog: i32) -> io::Result<TcpListener> {
@@ -243,6 +247,7 @@ struct Setup {
     next_ring: usize,
     pending: slab::Slab<Pending>,
     topics: HashMap<String, u32>,
+    send_buffer_bytes: usize,
 }
 
 impl Setup {
@@ -250,6 +255,7 @@ impl Setup {
         listener: TcpListener,
         admin: Option<TcpListener>,
         rings: Vec<RingHandle>,
+        send_buffer_bytes: usize,
     ) -> io::Result<Self> {
         // SAFETY: epoll_create1 has no memory preconditions; the result is checked below.
         let raw = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
@@ -266,6 +272,7 @@ impl Setup {
             next_ring: 0,
             pending: slab::Slab::new(),
             topics: HashMap::new(),
+            send_buffer_bytes,
         };
         setup.ctl(
             libc::EPOLL_CTL_ADD,
@@ -339,6 +346,10 @@ impl Setup {
                 continue;
             }
             let _ = stream.set_nodelay(true);
+            if self.send_buffer_bytes > 0 && !admin {
+                let _ =
+                    socket2::SockRef::from(&stream).set_send_buffer_size(self.send_buffer_bytes);
+            }
             let fd = stream.as_raw_fd();
             let key = self.pending.insert(Pending {
                 stream,
