@@ -6,8 +6,9 @@
 //! default buffers), `peer4k` (the same peer with 4 KiB read/write buffers, the tuned baseline), and the
 //! raw io_uring fan-out floor (`target/release/examples/floor_uring`, no WebSocket library, no Phoenix
 //! on the send path: the physical limit of the box) as `floor` (one `SEND` per frame), `floor-msg`
-//! (queued frames in one `SENDMSG`) and `floor-copy` (queued frames copied into one `SEND`). The floor
-//! serves only Phoenix joins and broadcasts (no `/echo`).
+//! (queued frames in one `SENDMSG`), `floor-copy` (queued frames copied into one `SEND`) and
+//! `floor-bundle` (queued frames in one send bundle over a per-connection provided-buffer ring). The
+//! floor serves only Phoenix joins and broadcasts (no `/echo`).
 //! `--ringgate-bin` may point at the peer binary, which accepts ringgate's command line, to try the
 //! harness before ringgate serves.
 
@@ -42,6 +43,7 @@ pub enum FloorSend {
     One,
     Msg,
     Copy,
+    Bundle,
 }
 
 impl FloorSend {
@@ -50,6 +52,7 @@ impl FloorSend {
             FloorSend::One => "one",
             FloorSend::Msg => "msg",
             FloorSend::Copy => "copy",
+            FloorSend::Bundle => "bundle",
         }
     }
 }
@@ -65,8 +68,9 @@ impl Role {
                 "floor" => Ok(Role::Floor(FloorSend::One)),
                 "floor-msg" => Ok(Role::Floor(FloorSend::Msg)),
                 "floor-copy" => Ok(Role::Floor(FloorSend::Copy)),
+                "floor-bundle" => Ok(Role::Floor(FloorSend::Bundle)),
                 other => Err(format!(
-                    "unknown server {other:?}: expected ringgate, peer, peer4k, floor, floor-msg or floor-copy"
+                    "unknown server {other:?}: expected ringgate, peer, peer4k, floor, floor-msg, floor-copy or floor-bundle"
                 )),
             })
             .collect()
@@ -80,6 +84,7 @@ impl Role {
             Role::Floor(FloorSend::One) => "floor",
             Role::Floor(FloorSend::Msg) => "floor-msg",
             Role::Floor(FloorSend::Copy) => "floor-copy",
+            Role::Floor(FloorSend::Bundle) => "floor-bundle",
         }
     }
 

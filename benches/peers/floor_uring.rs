@@ -13,9 +13,14 @@
 //! connection. `--send` picks how queued frames leave:
 //! - `one`: one `SEND` per frame (the cost per kernel trip through TCP);
 //! - `msg`: everything queued at submit time in ONE `SENDMSG`, an iovec over the shared frames;
-//! - `copy`: everything queued copied into one contiguous per-connection buffer, one `SEND`.
+//! - `copy`: everything queued copied into one contiguous per-connection buffer, one `SEND`;
+//! - `bundle`: everything queued in one send bundle (`IORING_RECVSEND_BUNDLE`, 6.10) over a
+//!   provided-buffer ring of the connection's own (bgid = its slot, one pinned page, registered at
+//!   the join with `IOU_PBUF_RING_INC` so a short send keeps the order), whose entries point at the
+//!   shared frames.
 //!
-//! (A single queued frame always leaves as a plain `SEND` from the shared frame.)
+//! (In `one`, `msg` and `copy` a single queued frame leaves as a plain `SEND` from the shared frame;
+//! `bundle` always sends a bundle.)
 //!
 //! What it leaves out on purpose, so that it stays a floor: it never reads a connection after the
 //! join (no heartbeat replies, no close handshake, no idle timeout; the kernel keeps what clients
@@ -50,6 +55,13 @@ use tungstenite::handshake::derive_accept_key;
 const SETUP_REQUEST_BYTES_MAX: usize = 1 << 20;
 /// Accepts taken per listener wake-up before serving the other sockets again.
 const ACCEPTS_PER_WAKE_MAX: usize = 256;
+/// Entries of a connection's buffer ring in `bundle` mode: the frames one bundle can carry.
+const BUNDLE_RING_ENTRIES: u16 = 64;
+/// The kernel requires a buffer ring to start on a page: one page per connection.
+const BUNDLE_RING_STRIDE_BYTES: usize = 4096;
+/// `IOU_PBUF_RING_INC` (6.12): a partly sent buffer stays at the ring's head with its address and
+/// length advanced, so a short send keeps the frames in order.
+const IOU_PBUF_RING_INC: u16 = 2;
 /// `user_data` of the eventfd read; connection sends carry their fixed-file slot.
 const EVENTFD_TOKEN: u64 = u64::MAX;
 /// epoll tokens of the two listeners; set-up sockets use their slab key + `SETUP_TOKEN_BASE`.
@@ -65,6 +77,9 @@ enum SendMode {
     Msg,
     /// The frames queued at submit time copied into one buffer, one `SEND`.
     Copy,
+    /// The frames queued at submit time in one send bundle (`IORING_RECVSEND_BUNDLE`, 6.10) over a
+    /// provided-buffer ring of the connection's own (see `BundleRings`).
+    Bundle,
 }
 
 #[derive(Parser, Debug, Clone)]
@@ -681,6 +696,44 @@ struct Conn {
     msg: libc::msghdr,
     /// `copy`: the bytes of the send in flight.
     copy: Vec<u8>,
+    /// `bundle`: how many of `queue`'s first frames are in the connection's buffer ring, and the
+    /// ring's tail as this side last published it.
+    in_ring: usize,
+    ring_tail: u16,
+}
+
+/// `bundle` mode: one provided-buffer ring per connection, bgid = fixed-file slot, each on its own
+/// page of one mapping (the kernel wants a page-aligned ring). Entries point at the shared frames,
+/// so the kernel sends them from where they are; the frames stay queued (alive) until a completion
+/// says they were sent. Never unmapped: the kernel may hold a registered ring until the process ends.
+struct BundleRings {
+    base: *mut u8,
+}
+
+impl BundleRings {
+    fn new(slots: u32) -> io::Result<Self> {
+        let len = slots as usize * BUNDLE_RING_STRIDE_BYTES;
+        // SAFETY: an anonymous private mapping with no address hint has no preconditions.
+        let base = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
+                -1,
+                0,
+            )
+        };
+        if base == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(BundleRings { base: base.cast() })
+    }
+
+    fn ring(&self, slot: u32) -> *mut types::BufRingEntry {
+        // SAFETY: slots are below the `slots` the mapping was made for, so the page is inside it.
+        unsafe { self.base.add(slot as usize * BUNDLE_RING_STRIDE_BYTES) }.cast()
+    }
 }
 
 struct RingWorker {
@@ -701,6 +754,7 @@ struct RingWorker {
     frames_per_send_max: usize,
     bytes_per_send_max: usize,
     queue_frames_max: usize,
+    bundle: Option<BundleRings>,
 }
 
 impl RingWorker {
@@ -730,6 +784,7 @@ impl RingWorker {
             frames_per_send_max: args.frames_per_send_max.clamp(1, 1024),
             bytes_per_send_max: args.bytes_per_send_max.max(1),
             queue_frames_max: args.queue_frames_max.max(1),
+            bundle: None,
         })
     }
 
@@ -737,6 +792,9 @@ impl RingWorker {
         let slots = self.slots;
         self.ring.submitter().register_files_sparse(slots)?;
         self.conns.resize_with(slots as usize, || None);
+        if self.mode == SendMode::Bundle {
+            self.bundle = Some(BundleRings::new(slots)?);
+        }
         self.free_slots = (0..slots).rev().collect();
         self.arm_eventfd();
         loop {
@@ -792,7 +850,11 @@ impl RingWorker {
                     self.drain_commands();
                     self.arm_eventfd();
                 }
-                slot => self.sent(slot as u32, cqe.result()),
+                slot => self.sent(
+                    slot as u32,
+                    cqe.result(),
+                    io_uring::cqueue::more(cqe.flags()),
+                ),
             }
         }
     }
@@ -822,6 +884,28 @@ impl RingWorker {
         }
         // The table holds the socket now; the plain descriptor is not needed.
         drop(fd);
+        if let Some(rings) = &self.bundle {
+            let ring = rings.ring(slot);
+            // SAFETY: the page is this slot's alone and no ring is registered on it (a dropped
+            // connection's ring was unregistered): nothing else reads or writes it now.
+            unsafe { std::ptr::write_bytes(ring.cast::<u8>(), 0, BUNDLE_RING_STRIDE_BYTES) };
+            // SAFETY: the page stays mapped for the process's life (see `BundleRings`) and holds
+            // `BUNDLE_RING_ENTRIES` entries.
+            let registered = unsafe {
+                self.ring.submitter().register_buf_ring_with_flags(
+                    ring as u64,
+                    BUNDLE_RING_ENTRIES,
+                    slot as u16,
+                    IOU_PBUF_RING_INC,
+                )
+            };
+            if let Err(e) = registered {
+                eprintln!("floor: register buffer ring: {e}");
+                let _ = self.ring.submitter().register_files_update(slot, &[-1]);
+                self.free_slots.push(slot);
+                return;
+            }
+        }
         let members = self.topics.entry(topic).or_default();
         members.push(slot);
         self.conns[slot as usize] = Some(Box::new(Conn {
@@ -836,6 +920,8 @@ impl RingWorker {
             // SAFETY: msghdr is plain data for which all-zero is the valid empty header.
             msg: unsafe { std::mem::zeroed() },
             copy: Vec::new(),
+            in_ring: 0,
+            ring_tail: 0,
         }));
     }
 
@@ -884,13 +970,16 @@ impl RingWorker {
             if c.in_flight || c.queue.is_empty() {
                 continue;
             }
-            let e = build_send(
-                c,
-                slot,
-                self.mode,
-                self.frames_per_send_max,
-                self.bytes_per_send_max,
-            );
+            let e = match &self.bundle {
+                Some(rings) => build_bundle(c, slot, rings.ring(slot)),
+                None => build_send(
+                    c,
+                    slot,
+                    self.mode,
+                    self.frames_per_send_max,
+                    self.bytes_per_send_max,
+                ),
+            };
             c.in_flight = true;
             self.push(e);
         }
@@ -903,13 +992,16 @@ impl RingWorker {
     }
 
     /// A send completed: account the bytes against the queue, list the connection again if more
-    /// is queued, drop it on error.
-    fn sent(&mut self, slot: u32, res: i32) {
+    /// is queued, drop it on error. `more`: a bundle send goes on (another completion will come).
+    fn sent(&mut self, slot: u32, res: i32, more: bool) {
         let Some(c) = self.conns[slot as usize].as_mut() else {
             return;
         };
-        c.in_flight = false;
+        c.in_flight = more;
         c.copy.clear();
+        if res <= 0 && more {
+            return;
+        }
         if res <= 0 {
             // EPIPE, ECONNRESET, ...: the client is gone (a 0-byte send of a non-empty buffer too).
             self.drop_conn(slot);
@@ -925,12 +1017,13 @@ impl RingWorker {
                 sent -= left;
                 c.queue.pop_front();
                 c.head_sent_bytes = 0;
+                c.in_ring = c.in_ring.saturating_sub(1);
             } else {
                 c.head_sent_bytes += sent;
                 sent = 0;
             }
         }
-        if !c.queue.is_empty() && !c.listed {
+        if !c.in_flight && !c.queue.is_empty() && !c.listed {
             c.listed = true;
             self.ready.push(slot);
         }
@@ -947,6 +1040,11 @@ impl RingWorker {
                 if let Some(m) = self.conns[moved as usize].as_mut() {
                     m.member_pos = c.member_pos;
                 }
+            }
+        }
+        if self.bundle.is_some() {
+            if let Err(e) = self.ring.submitter().unregister_buf_ring(slot as u16) {
+                eprintln!("floor: unregister buffer ring: {e}");
             }
         }
         // Emptying the slot drops the table's reference: the socket closes.
@@ -1013,4 +1111,39 @@ fn build_send(
             .build()
     };
     entry.user_data(u64::from(slot))
+}
+
+/// `bundle`: publishes the queued frames not yet in the connection's buffer ring (as many as fit)
+/// and returns the bundle send over the ring. The entries point into `c`'s queued frames, which stay
+/// queued until a completion says they were sent.
+fn build_bundle(c: &mut Conn, slot: u32, ring: *mut types::BufRingEntry) -> squeue::Entry {
+    let mask = BUNDLE_RING_ENTRIES - 1;
+    while c.in_ring < c.queue.len() && c.in_ring < usize::from(BUNDLE_RING_ENTRIES) {
+        let frame = &c.queue[c.in_ring];
+        // A partly sent frame is normally still in the ring (advanced by the kernel); only one that
+        // is not is published from where the last send stopped.
+        let part = if c.in_ring == 0 {
+            &frame[c.head_sent_bytes..]
+        } else {
+            &frame[..]
+        };
+        let index = c.ring_tail & mask;
+        // SAFETY: `index` < BUNDLE_RING_ENTRIES, inside this slot's page; the kernel reads an entry
+        // only once the tail below covers it, and this one is not covered yet (at most
+        // BUNDLE_RING_ENTRIES frames are in the ring).
+        let entry = unsafe { &mut *ring.add(usize::from(index)) };
+        entry.set_addr(part.as_ptr() as u64);
+        entry.set_len(part.len() as u32);
+        entry.set_bid(index);
+        c.ring_tail = c.ring_tail.wrapping_add(1);
+        c.in_ring += 1;
+    }
+    // SAFETY: `ring` is the first entry of a registered ring, whose `resv` field is the tail; the
+    // kernel reads it concurrently, so it is written atomically (release: the entries first).
+    let tail = unsafe { &*types::BufRingEntry::tail(ring).cast::<std::sync::atomic::AtomicU16>() };
+    tail.store(c.ring_tail, std::sync::atomic::Ordering::Release);
+    opcode::SendBundle::new(types::Fixed(slot), slot as u16)
+        .flags(libc::MSG_NOSIGNAL)
+        .build()
+        .user_data(u64::from(slot))
 }
