@@ -16,8 +16,9 @@
 //! - `copy`: everything queued copied into one contiguous per-connection buffer, one `SEND`;
 //! - `bundle`: everything queued in one send bundle (`IORING_RECVSEND_BUNDLE`, 6.10) over a
 //!   provided-buffer ring of the connection's own (bgid = its slot, one pinned page, registered at
-//!   the join with `IOU_PBUF_RING_INC` so a short send keeps the order), whose entries point at the
-//!   shared frames.
+//!   the join), whose entries point at the shared frames. The kernel sends a bundle whole: a short
+//!   bundle send is retried inside the kernel like `MSG_WAITALL` (io_uring/net.c, `io_send`), so
+//!   this side never resumes one; all its buffers are consumed by the completion.
 //!
 //! (In `one`, `msg` and `copy` a single queued frame leaves as a plain `SEND` from the shared frame;
 //! `bundle` always sends a bundle.)
@@ -59,9 +60,6 @@ const ACCEPTS_PER_WAKE_MAX: usize = 256;
 const BUNDLE_RING_ENTRIES: u16 = 64;
 /// The kernel requires a buffer ring to start on a page: one page per connection.
 const BUNDLE_RING_STRIDE_BYTES: usize = 4096;
-/// `IOU_PBUF_RING_INC` (6.12): a partly sent buffer stays at the ring's head with its address and
-/// length advanced, so a short send keeps the frames in order.
-const IOU_PBUF_RING_INC: u16 = 2;
 /// `user_data` of the eventfd read; connection sends carry their fixed-file slot.
 const EVENTFD_TOKEN: u64 = u64::MAX;
 /// epoll tokens of the two listeners; set-up sockets use their slab key + `SETUP_TOKEN_BASE`.
@@ -910,7 +908,7 @@ impl RingWorker {
                     ring as u64,
                     BUNDLE_RING_ENTRIES,
                     slot as u16,
-                    IOU_PBUF_RING_INC,
+                    0,
                 )
             };
             if let Err(e) = registered {
@@ -1134,8 +1132,8 @@ fn build_bundle(c: &mut Conn, slot: u32, ring: *mut types::BufRingEntry) -> sque
     let mask = BUNDLE_RING_ENTRIES - 1;
     while c.in_ring < c.queue.len() && c.in_ring < usize::from(BUNDLE_RING_ENTRIES) {
         let frame = &c.queue[c.in_ring];
-        // A partly sent frame is normally still in the ring (advanced by the kernel); only one that
-        // is not is published from where the last send stopped.
+        // Every frame of a completed bundle is sent (see the module doc), so the first frame put
+        // in an empty ring was not sent at all; `head_sent_bytes` is then 0, kept for clarity.
         let part = if c.in_ring == 0 {
             &frame[c.head_sent_bytes..]
         } else {
