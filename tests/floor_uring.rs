@@ -53,6 +53,10 @@ fn floor_bin() -> PathBuf {
 }
 
 fn start(send: &str) -> Floor {
+    start_with(send, &[])
+}
+
+fn start_with(send: &str, extra: &[&str]) -> Floor {
     let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
     let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
     let child = Command::new(floor_bin())
@@ -66,6 +70,7 @@ fn start(send: &str) -> Floor {
             "--send-buffer-bytes",
             "4096",
         ])
+        .args(extra)
         .stdin(Stdio::null())
         .spawn()
         .expect("spawn floor_uring");
@@ -229,4 +234,36 @@ fn send_copy_delivers_every_frame_in_order_through_short_sends() {
 #[test]
 fn send_bundle_delivers_every_frame_in_order_through_short_sends() {
     burst_in_order("bundle");
+}
+
+/// `--queue-frames-max`: a subscriber that stops reading is dropped once that many frames wait for
+/// it (after its send in flight completes), instead of growing the floor's memory; the others get
+/// every frame.
+#[test]
+fn a_subscriber_that_falls_behind_the_queue_bound_is_dropped() {
+    let floor = start_with("msg", &["--queue-frames-max", "10"]);
+    let mut stalled = join(floor.addr, false);
+    let mut reader = join(floor.addr, true);
+    for seq in 0..200 {
+        let body = json!({"topic": "rooms:lobby", "event": "bench", "payload": payload(seq)});
+        assert!(post(floor.admin, &body.to_string()).starts_with("HTTP/1.1 202"));
+        // The reader keeps up (its queue never reaches the bound).
+        let (_, _, text) = reader.read_frame().expect("reader frame");
+        let got: Value = serde_json::from_slice(&text).unwrap();
+        assert_eq!(got[4]["seq"], seq, "reader");
+    }
+    let mut frames = 0u64;
+    while let Some((_, opcode, text)) = stalled.read_frame() {
+        assert_eq!(opcode, 1);
+        let got: Value = serde_json::from_slice(&text).unwrap();
+        assert_eq!(
+            got["payload"]["seq"], frames,
+            "stalled subscriber, in order up to the drop"
+        );
+        frames += 1;
+    }
+    assert!(
+        frames < 200,
+        "the stalled subscriber got all {frames} frames: it was never dropped"
+    );
 }

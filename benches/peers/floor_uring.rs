@@ -703,6 +703,9 @@ struct Conn {
     in_flight: bool,
     /// Listed in `RingWorker::ready`.
     listed: bool,
+    /// Fell `queue_frames_max` behind while a send was in flight: dropped at its completion (not
+    /// before: the kernel may still read the frames), and queued nothing more meanwhile.
+    doomed: bool,
     /// `msg`: the iovec array and header of the send in flight.
     iov: Vec<libc::iovec>,
     msg: libc::msghdr,
@@ -928,6 +931,7 @@ impl RingWorker {
             head_sent_bytes: 0,
             in_flight: false,
             listed: false,
+            doomed: false,
             iov: Vec::new(),
             // SAFETY: msghdr is plain data for which all-zero is the valid empty header.
             msg: unsafe { std::mem::zeroed() },
@@ -949,8 +953,15 @@ impl RingWorker {
             let Some(c) = self.conns[slot as usize].as_mut() else {
                 continue;
             };
+            if c.doomed {
+                continue;
+            }
             if c.queue.len() >= self.queue_frames_max {
-                too_far_behind.push(slot);
+                if c.in_flight {
+                    c.doomed = true;
+                } else {
+                    too_far_behind.push(slot);
+                }
                 continue;
             }
             c.queue
@@ -961,12 +972,7 @@ impl RingWorker {
             }
         }
         for slot in too_far_behind {
-            if !self.conns[slot as usize]
-                .as_ref()
-                .is_some_and(|c| c.in_flight)
-            {
-                self.drop_conn(slot);
-            }
+            self.drop_conn(slot);
         }
     }
 
@@ -1014,8 +1020,9 @@ impl RingWorker {
         if res <= 0 && more {
             return;
         }
-        if res <= 0 {
-            // EPIPE, ECONNRESET, ...: the client is gone (a 0-byte send of a non-empty buffer too).
+        if res <= 0 || (c.doomed && !more) {
+            // EPIPE, ECONNRESET, ...: the client is gone (a 0-byte send of a non-empty buffer too);
+            // or it fell too far behind (see `Conn::doomed`).
             self.drop_conn(slot);
             return;
         }
