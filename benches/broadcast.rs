@@ -50,7 +50,9 @@ const COMMAND_TIMEOUT: Duration = Duration::from_secs(30);
 const OTHER_CPU_WARN_CORES: f64 = 0.05;
 
 #[derive(Parser, Debug)]
-#[command(about = "Broadcast fan-out of ringgate, the peers (tokio-tungstenite, fastwebsockets) and the raw io_uring floor")]
+#[command(
+    about = "Broadcast fan-out of ringgate, the peers (tokio-tungstenite, fastwebsockets) and the raw io_uring floor"
+)]
 struct Args {
     /// Servers to compare, in one run (repeats allowed).
     #[arg(long, default_value = "ringgate,peer,peer4k")]
@@ -106,6 +108,9 @@ struct Args {
     /// fastwebsockets peer binary (default target/release/examples/peer_fastwebsockets).
     #[arg(long)]
     fastws_bin: Option<PathBuf>,
+    /// Floor binary (default target/release/examples/floor_uring).
+    #[arg(long)]
+    floor_bin: Option<PathBuf>,
     /// JSON output path (default target/bench-results/broadcast.json).
     #[arg(long)]
     out: Option<PathBuf>,
@@ -221,7 +226,8 @@ fn run(args: &Args) -> Result<(), String> {
         &roles,
         args.workers,
         true,
-    )?;
+    )?
+    .with_floor_bin(args.floor_bin.clone(), &roles)?;
     let procs = if args.client_procs > 0 {
         args.client_procs
     } else {

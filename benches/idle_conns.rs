@@ -90,6 +90,9 @@ struct Args {
     /// fastwebsockets peer binary (default target/release/examples/peer_fastwebsockets).
     #[arg(long)]
     fastws_bin: Option<PathBuf>,
+    /// Floor binary (default target/release/examples/floor_uring).
+    #[arg(long)]
+    floor_bin: Option<PathBuf>,
     /// JSON output path (default target/bench-results/idle_conns.json).
     #[arg(long)]
     out: Option<PathBuf>,
@@ -168,7 +171,8 @@ fn run(args: &Args) -> Result<(), String> {
         &roles,
         args.workers,
         false,
-    )?;
+    )?
+    .with_floor_bin(args.floor_bin.clone(), &roles)?;
     let join = if args.join {
         JoinMode::V1
     } else {

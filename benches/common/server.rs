@@ -3,8 +3,13 @@
 //! stop it by PID when its `Server` drops.
 //!
 //! Roles: `ringgate` (`target/release/ringgate serve …`), `peer` (tokio-tungstenite with tungstenite's
-//! default buffers), `peer4k` (the same peer with 4 KiB read/write buffers, the tuned baseline) and
-//! `fastws` (`peer_fastwebsockets`: hyper + fastwebsockets with a buffered writer, the fast baseline).
+//! default buffers), `peer4k` (the same peer with 4 KiB read/write buffers, the tuned baseline),
+//! `fastws` (`peer_fastwebsockets`: hyper + fastwebsockets with a buffered writer, the fast baseline),
+//! and the raw io_uring fan-out floor (`target/release/examples/floor_uring`, no WebSocket library, no Phoenix
+//! on the send path: the physical limit of the box) as `floor` (one `SEND` per frame), `floor-msg`
+//! (queued frames in one `SENDMSG`), `floor-copy` (queued frames copied into one `SEND`) and
+//! `floor-bundle` (queued frames in one send bundle over a per-connection provided-buffer ring). The
+//! floor serves only Phoenix joins and broadcasts (no `/echo`).
 //! `--ringgate-bin` may point at the peer binary, which accepts ringgate's command line, to try the
 //! harness before ringgate serves.
 
@@ -30,6 +35,28 @@ pub enum Role {
     Peer,
     Peer4k,
     Fastws,
+    /// The raw io_uring floor with its `--send` mode.
+    Floor(FloorSend),
+}
+
+/// How the floor sends a connection's queued frames (its `--send`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FloorSend {
+    One,
+    Msg,
+    Copy,
+    Bundle,
+}
+
+impl FloorSend {
+    fn arg(self) -> &'static str {
+        match self {
+            FloorSend::One => "one",
+            FloorSend::Msg => "msg",
+            FloorSend::Copy => "copy",
+            FloorSend::Bundle => "bundle",
+        }
+    }
 }
 
 impl Role {
@@ -41,8 +68,12 @@ impl Role {
                 "peer" => Ok(Role::Peer),
                 "peer4k" => Ok(Role::Peer4k),
                 "fastws" => Ok(Role::Fastws),
+                "floor" => Ok(Role::Floor(FloorSend::One)),
+                "floor-msg" => Ok(Role::Floor(FloorSend::Msg)),
+                "floor-copy" => Ok(Role::Floor(FloorSend::Copy)),
+                "floor-bundle" => Ok(Role::Floor(FloorSend::Bundle)),
                 other => Err(format!(
-                    "unknown server {other:?}: expected ringgate, peer, peer4k or fastws"
+                    "unknown server {other:?}: expected ringgate, peer, peer4k, fastws, floor, floor-msg, floor-copy or floor-bundle"
                 )),
             })
             .collect()
@@ -54,6 +85,10 @@ impl Role {
             Role::Peer => "peer",
             Role::Peer4k => "peer4k",
             Role::Fastws => "fastws",
+            Role::Floor(FloorSend::One) => "floor",
+            Role::Floor(FloorSend::Msg) => "floor-msg",
+            Role::Floor(FloorSend::Copy) => "floor-copy",
+            Role::Floor(FloorSend::Bundle) => "floor-bundle",
         }
     }
 
@@ -68,6 +103,8 @@ pub struct ServerOpts {
     pub ringgate_bin: PathBuf,
     pub peer_bin: PathBuf,
     pub fastws_bin: PathBuf,
+    /// The floor (`floor_uring` example); set and checked by `with_floor_bin`.
+    pub floor_bin: PathBuf,
     /// ringgate `--workers` and peer `--threads`.
     pub workers: usize,
     /// Start an admin listener too (the broadcast bench publishes through it).
@@ -111,10 +148,26 @@ impl ServerOpts {
             ringgate_bin,
             peer_bin,
             fastws_bin,
+            floor_bin: release.join("examples").join("floor_uring"),
             workers,
             admin,
             extra_args: Vec::new(),
         })
+    }
+
+    /// The floor binary: `path`, or the default under the target directory; checked when a floor role
+    /// is in `roles`.
+    pub fn with_floor_bin(mut self, path: Option<PathBuf>, roles: &[Role]) -> Result<Self, String> {
+        if let Some(path) = path {
+            self.floor_bin = path;
+        }
+        if roles.iter().any(|r| matches!(r, Role::Floor(_))) && !self.floor_bin.is_file() {
+            return Err(format!(
+                "{} is missing: build it first with `cargo build --release --bins --examples`",
+                self.floor_bin.display()
+            ));
+        }
+        Ok(self)
     }
 }
 
@@ -166,6 +219,18 @@ impl Server {
                     &addr.to_string(),
                     "--threads",
                     &opts.workers.to_string(),
+                ]);
+                cmd
+            }
+            Role::Floor(send) => {
+                let mut cmd = Command::new(&opts.floor_bin);
+                cmd.args([
+                    "--listen",
+                    &addr.to_string(),
+                    "--threads",
+                    &opts.workers.to_string(),
+                    "--send",
+                    send.arg(),
                 ]);
                 cmd
             }
