@@ -15,6 +15,14 @@
 //! size, so a subscriber ten frames behind costs one trip through the kernel instead of ten.
 //! A send covers at most `MAX_FRAMES_PER_SEND` frames and `MAX_BYTES_PER_SEND` bytes; a short send
 //! resumes in the middle of its iovec.
+//!
+//! A large fan-out is sent in slices of `MAX_SENDS_PER_TURN` connections, oldest first, and the
+//! loop turns between slices do not wait: the worker takes new broadcasts while it is still
+//! reaching the members of earlier ones, and a member not reached yet gets them all in its one
+//! send. That is what keeps a sustained rate: when broadcasts come faster than one send per frame
+//! per member can carry, each send covers more frames, at the cost of one send, instead of the
+//! backlog growing. With one broadcast at a time nothing changes but the number of `io_uring_enter`
+//! calls (one per slice).
 
 use bytes::Bytes;
 
@@ -29,6 +37,11 @@ pub const MAX_FRAMES_PER_SEND: usize = 64;
 /// Bytes one vectored send covers at most (past the first frame): a send larger than the socket
 /// buffer would only come back short.
 pub const MAX_BYTES_PER_SEND: usize = 256 << 10;
+/// Connections one loop turn sends to at most (~6 ms of loopback TCP sends): between two slices of
+/// a large fan-out the worker takes its completions and its inbox, so a broadcast that arrives
+/// meanwhile joins the frames still waiting for the members not yet reached — under a sustained
+/// rate above what one send per frame can carry, sends cover more frames instead of falling behind.
+pub const MAX_SENDS_PER_TURN: usize = 1024;
 
 /// What happened to a frame handed to `send_frame`: backpressure as a value.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -83,7 +96,7 @@ impl Worker {
             self.frames[id as usize].refs += 1;
             c.tx_head = id;
             c.tx_off = 0;
-            self.unflushed.push((slot, c.gen));
+            self.unflushed.push_back((slot, c.gen));
             return Sent::Submitted;
         }
         let in_flight = c.life.in_flight(Req::Send);
@@ -145,16 +158,21 @@ impl Worker {
         }
     }
 
-    /// End of the loop turn: every connection given frames in it sends them, coalesced.
+    /// End of the loop turn: connections given frames send them, coalesced, oldest first, at most
+    /// `MAX_SENDS_PER_TURN` of them; the rest go in the next turns (which wait for nothing while
+    /// any are left).
     pub(crate) fn flush_sends(&mut self) {
-        let mut unflushed = std::mem::take(&mut self.unflushed);
-        for (slot, gen) in unflushed.drain(..) {
+        let mut sends = 0;
+        while sends < MAX_SENDS_PER_TURN {
+            let Some((slot, gen)) = self.unflushed.pop_front() else {
+                return;
+            };
             let c = &self.conns[slot as usize];
             if c.gen == gen && c.tx_head != NO_FRAME && !c.life.in_flight(Req::Send) {
                 self.submit_head(slot);
+                sends += 1;
             }
         }
-        self.unflushed = unflushed;
     }
 
     /// Sends the head frame (from `tx_off`) and, if frames wait behind it, those too in one
@@ -278,7 +296,7 @@ impl Worker {
         if c.tx_head != NO_FRAME {
             // More to send (a short send's rest, or frames that queued meanwhile): with whatever
             // else this loop turn brings.
-            self.unflushed.push((slot, c.gen));
+            self.unflushed.push_back((slot, c.gen));
             return;
         }
         if c.phase() == Phase::Closing && self.advance(slot, Phase::HalfClosed) {

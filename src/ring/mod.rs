@@ -162,6 +162,24 @@ impl Ring {
         }
     }
 
+    /// Submits what is queued and runs the completions already due (deferred task work included:
+    /// an enter with `GETEVENTS`), without waiting for any: for a loop turn that has work of its own
+    /// left.
+    pub fn submit_and_poll(&mut self) -> io::Result<usize> {
+        /// `IORING_ENTER_GETEVENTS`: with `DEFER_TASKRUN`, completions from other contexts (an
+        /// eventfd written by another thread, a peer's data) are posted only by such an enter.
+        const ENTER_GETEVENTS: u32 = 1;
+        let queued = self.uring.submission().len() as u32;
+        // SAFETY: no argument is passed (a null pointer and size 0); every queued entry was made by
+        // `sqe`, whose pointer-taking constructors are `unsafe fn`s whose callers keep the memory
+        // valid while the kernel uses it (as for `submit`).
+        unsafe {
+            self.uring
+                .submitter()
+                .enter::<libc::sigset_t>(queued, 0, ENTER_GETEVENTS, None)
+        }
+    }
+
     /// Moves backlogged entries into the submission queue (after completions were reaped).
     pub fn flush_backlog(&mut self) {
         while let Some(entry) = self.backlog.pop_front() {

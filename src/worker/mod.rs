@@ -120,9 +120,9 @@ pub struct Worker {
     start: Instant,
     pub(crate) now_tick: u32,
     pub(crate) ticks: Ticks,
-    /// Connections given frames this loop turn, as (slot, generation): each sends them all in one
-    /// send at the end of the turn (`flush_sends`).
-    pub(crate) unflushed: Vec<(u32, u32)>,
+    /// Connections given frames and not sent to yet, as (slot, generation), oldest first: each
+    /// sends them all in one send at the end of a loop turn (`flush_sends`, a bounded slice per turn).
+    pub(crate) unflushed: VecDeque<(u32, u32)>,
     /// Receives starved of buffers, as (slot, generation), retried after a refill.
     pub(crate) starved: VecDeque<(u32, u32)>,
     /// Last tick a receive found the buffer ring empty (buffers are trimmed after quiet ticks).
@@ -239,7 +239,7 @@ impl Worker {
             now_tick: 0,
             ticks,
             starved: VecDeque::new(),
-            unflushed: Vec::new(),
+            unflushed: VecDeque::new(),
             last_starved_tick: 0,
             accept: Acceptor::default(),
             globals: 0,
@@ -276,7 +276,13 @@ impl Worker {
 
     fn serve(&mut self) -> io::Result<()> {
         loop {
-            match self.ring.uring.submit_and_wait(1) {
+            // With sends still to flush, the turn takes what completed and goes on without waiting.
+            let entered = if self.unflushed.is_empty() {
+                self.ring.uring.submit_and_wait(1)
+            } else {
+                self.ring.submit_and_poll()
+            };
+            match entered {
                 Ok(_) => {}
                 // EINTR: a signal; EBUSY: completions must be reaped before more can be submitted.
                 Err(e) if matches!(e.raw_os_error(), Some(libc::EINTR | libc::EBUSY)) => {}
