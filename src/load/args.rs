@@ -12,9 +12,9 @@ Examples:
   ringgate load --url ws://127.0.0.1:4000/socket/websocket --scenario seed --users 20000 \\
       --arrival-rate 2000 --duration 60 --out /tmp/seed-report
 
-  # 100k users from 2 processes to a remote server, from 16 local addresses (≤ 7058 each):
+  # 100k users from 2 processes to a remote server, from 30 local addresses (≤ 3529 each):
   ringgate load --url ws://10.0.0.5:4000 --scenario phoenix-idle --users 100000 --procs 2 \\
-      --source 10.0.0.101-10.0.0.116 --duration 300
+      --source 10.0.0.101-10.0.0.130 --duration 300
 
   # 2M users to a loopback server: enough source addresses are chosen automatically:
   ringgate load --url ws://127.0.0.1:4000/socket/websocket --scenario phoenix-idle \\
@@ -62,8 +62,8 @@ pub struct LoadArgs {
     #[arg(long)]
     pub workers: Option<u32>,
 
-    /// Source addresses to bind, round-robin; each carries at most half of connect()'s
-    /// first-pass ephemeral ports (7058 with the default range), and a list too small for the
+    /// Source addresses to bind, round-robin; each carries at most a quarter of connect()'s
+    /// first-pass ephemeral ports (3529 with the default range), and a list too small for the
     /// users is refused. Without it a loopback server gets enough addresses chosen from
     /// 127.0.1.1-127.0.255.254. Example: --source 127.0.0.2-127.0.0.60 (or a comma list)
     #[arg(long)]
