@@ -231,7 +231,16 @@ fn run(args: LoadArgs) -> Result<(), String> {
     let child = args.child_index.is_some();
     // Every process computes the same plan (same flags, same box) and binds its own slice.
     let budget = sources::Budget::of_this_box()?;
-    let plan = sources::plan(given, *url.addr.ip(), users, args.procs, workers, budget)?;
+    let hold = scenario.users_hold_to_end();
+    let plan = sources::plan(
+        given,
+        *url.addr.ip(),
+        users,
+        hold,
+        args.procs,
+        workers,
+        budget,
+    )?;
     if !child {
         preflight(&url)?;
     }

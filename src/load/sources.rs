@@ -255,7 +255,8 @@ pub fn ranges(addrs: &[Ipv4Addr], max_runs: usize) -> String {
 /// Chooses or checks the run's source addresses.
 ///
 /// - `--source` given: enough for the users, or an error naming the fix (a run that would stall
-///   must not start).
+///   must not start). When sessions end before the run does (`hold` false) the run's users
+///   overstate the connections open at once, so a warning instead.
 /// - No `--source`, loopback server, more users than one address takes: the first addresses of
 ///   the default pool, and a note saying how many and why.
 /// - Otherwise the kernel picks the source; for a remote server with more users than one address
@@ -264,6 +265,7 @@ pub fn plan(
     given: Option<Vec<Ipv4Addr>>,
     server: Ipv4Addr,
     users: u64,
+    hold: bool,
     procs: u32,
     workers: u32,
     budget: Budget,
@@ -290,11 +292,18 @@ pub fn plan(
             } else {
                 format!("pass --source with at least {need} local addresses")
             };
-            return Err(format!(
+            let what = format!(
                 "--source gives {} address(es) for {users} users over {procs} process(es): up to \
                  {most} connections on one address, but {}. {need} addresses are needed: {fix}",
                 addrs.len(),
                 budget.why()
+            );
+            if hold {
+                return Err(what);
+            }
+            plan.note = Some(format!(
+                "warning: {what} (this scenario's sessions end before the run does, so fewer \
+                 may be open at once; a closed connection's port stays in TIME_WAIT for 60 s)"
             ));
         }
         plan.mode = Mode::Given;
@@ -484,12 +493,12 @@ mod tests {
         let b = Budget::for_range(32768, 60999);
         let server = ip("127.0.0.1");
         // Few users: the kernel picks, nothing bound, nothing said.
-        let p = plan(None, server, 3_500, 2, 1, b).unwrap();
+        let p = plan(None, server, 3_500, true, 2, 1, b).unwrap();
         assert_eq!(
             (p.mode, p.addrs.len(), p.note.is_none()),
             (Mode::Kernel, 0, true)
         );
-        let p = plan(None, server, 2_000_000, 2, 60, b).unwrap();
+        let p = plan(None, server, 2_000_000, true, 2, 60, b).unwrap();
         assert_eq!(p.mode, Mode::Auto);
         assert_eq!(p.addrs.len(), 568);
         assert_eq!(p.most_per_address, 3_522);
@@ -514,7 +523,16 @@ mod tests {
     fn too_few_given_addresses_is_an_error_with_the_fix() {
         let b = Budget::for_range(32768, 60999);
         let given = parse("127.0.0.2-127.0.0.80");
-        let e = plan(Some(given), ip("127.0.0.1"), 2_000_000, 2, 60, b).unwrap_err();
+        let e = plan(
+            Some(given.clone()),
+            ip("127.0.0.1"),
+            2_000_000,
+            true,
+            2,
+            60,
+            b,
+        )
+        .unwrap_err();
         assert_eq!(
             e,
             "--source gives 79 address(es) for 2000000 users over 2 process(es): up to 25001 \
@@ -525,7 +543,16 @@ mod tests {
              to let ringgate load \
              choose"
         );
-        let e = plan(Some(vec![ip("10.0.0.9")]), ip("10.0.0.5"), 8_000, 1, 1, b).unwrap_err();
+        let e = plan(
+            Some(vec![ip("10.0.0.9")]),
+            ip("10.0.0.5"),
+            8_000,
+            true,
+            1,
+            1,
+            b,
+        )
+        .unwrap_err();
         assert!(
             e.ends_with("pass --source with at least 3 local addresses"),
             "{e}"
@@ -534,18 +561,32 @@ mod tests {
             Some(parse("127.0.0.2-127.0.0.3")),
             ip("127.0.0.1"),
             7_000,
+            true,
             1,
             2,
             b,
         )
         .unwrap();
-        assert_eq!((p.mode, p.most_per_address), (Mode::Given, 3_500));
+        assert_eq!(
+            (p.mode, p.most_per_address, p.note),
+            (Mode::Given, 3_500, None)
+        );
+        // Sessions that end before the run (churn): the run's users overstate what is open at
+        // once, so the same finding is a warning and the run starts.
+        let p = plan(Some(given), ip("127.0.0.1"), 2_000_000, false, 2, 60, b).unwrap();
+        assert_eq!((p.mode, p.addrs.len()), (Mode::Given, 79));
+        let note = p.note.unwrap();
+        assert!(
+            note.starts_with("warning: --source gives 79 address(es)"),
+            "{note}"
+        );
+        assert!(note.ends_with("stays in TIME_WAIT for 60 s)"), "{note}");
     }
 
     #[test]
     fn remote_server_without_source_warns() {
         let b = Budget::for_range(32768, 60999);
-        let p = plan(None, ip("10.0.0.5"), 100_000, 1, 2, b).unwrap();
+        let p = plan(None, ip("10.0.0.5"), 100_000, true, 1, 2, b).unwrap();
         assert_eq!(p.mode, Mode::Kernel);
         assert!(p.addrs.is_empty());
         let note = p.note.unwrap();
@@ -565,7 +606,7 @@ mod tests {
             ..Budget::for_range(32768, 60999)
         };
         for (users, procs, workers) in [(40u64, 2u32, 1u32), (103, 3, 2), (60, 1, 4), (23, 4, 1)] {
-            let p = plan(None, ip("127.0.0.1"), users, procs, workers, b).unwrap();
+            let p = plan(None, ip("127.0.0.1"), users, true, procs, workers, b).unwrap();
             let g = u64::from(procs * workers);
             let mut per_addr = std::collections::HashMap::new();
             for id in 0..users {
@@ -580,7 +621,7 @@ mod tests {
             assert_eq!(per_addr.len(), p.addrs.len(), "every address used");
         }
         // Fewer given addresses than processes: shared, by user id.
-        let p = plan(Some(parse("127.0.0.2")), ip("127.0.0.1"), 4, 2, 1, b).unwrap();
+        let p = plan(Some(parse("127.0.0.2")), ip("127.0.0.1"), 4, true, 2, 1, b).unwrap();
         assert_eq!(p.slice(1), &[ip("127.0.0.2")]);
         assert_eq!(p.map_for(1).index(3), Some(0));
     }
