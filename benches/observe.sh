@@ -36,7 +36,7 @@ GW=$!; PIDS+=("$GW")
 for _ in $(seq 1 100); do curl -sf "http://127.0.0.1:$ADMIN/healthz" >/dev/null && break; sleep 0.2; done
 
 "$BIN" load --url "ws://127.0.0.1:$PORT/socket/websocket" --scenario phoenix-idle --users "$USERS" \
-    --arrival-rate "$RATE" --duration "$HOLD_S" --procs "$PROCS" --source 127.0.0.2-127.0.0.20 \
+    --arrival-rate "$RATE" --duration "$HOLD_S" --procs "$PROCS" \
     --connect-timeout-ms 30000 --quiet --out "$OUT/load" >"$OUT/load.log" 2>&1 &
 LOAD=$!; PIDS+=("$LOAD")
 

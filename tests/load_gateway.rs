@@ -287,3 +287,70 @@ fn sigint_closes_users_and_still_writes_the_report() {
         r.stderr
     );
 }
+
+/// Established client sockets towards `port` on 127.0.0.1, by local address (`/proc/net/tcp`:
+/// `ADDR:PORT` in hex, the address as the kernel's native-endian u32).
+fn client_sockets_by_source(port: u16) -> std::collections::BTreeMap<String, u64> {
+    let text = std::fs::read_to_string("/proc/net/tcp").unwrap();
+    let mut by = std::collections::BTreeMap::new();
+    for line in text.lines().skip(1) {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        let (local, remote, state) = (f[1], f[2], f[3]);
+        let (raddr, rport) = remote.split_once(':').unwrap();
+        if state != "01" || u16::from_str_radix(rport, 16).unwrap() != port || raddr != "0100007F" {
+            continue;
+        }
+        let laddr = u32::from_str_radix(local.split_once(':').unwrap().0, 16).unwrap();
+        let ip = std::net::Ipv4Addr::from(laddr.to_ne_bytes());
+        *by.entry(ip.to_string()).or_insert(0) += 1;
+    }
+    by
+}
+
+/// No `--source` against a loopback gateway: `ringgate load` binds enough addresses of its own
+/// pool, each process its own. The per-address budget is shrunk to 5 with the test knob, so 40
+/// users from 2 processes need 8 addresses (4 each) at 5 connections each; the kernel's socket
+/// table shows exactly that while the users are held.
+#[test]
+fn procs_bind_automatically_chosen_sources_to_a_loopback_gateway() {
+    let gw = Gateway::start(&["--workers", "2"]);
+    let url = gw.url("/socket/websocket");
+    let dir = tempfile::tempdir().unwrap();
+    let child = Command::new(env!("CARGO_BIN_EXE_ringgate"))
+        .args(["load", "--url", &url, "--scenario", "phoenix-idle"])
+        .args(["--users", "40", "--arrival-rate", "400", "--duration", "5"])
+        .args(["--procs", "2", "--workers", "1", "--out"])
+        .arg(dir.path())
+        .env("RINGGATE_LOAD_PORTS_PER_SOURCE", "5")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(4);
+    let mut by = client_sockets_by_source(gw.addr.port());
+    while by.values().sum::<u64>() < 40 && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+        by = client_sockets_by_source(gw.addr.port());
+    }
+    let want: std::collections::BTreeMap<String, u64> =
+        (1..=8).map(|i| (format!("127.0.1.{i}"), 5)).collect();
+    assert_eq!(by, want);
+    let r = finish(child, dir.path(), Duration::from_secs(40));
+    r.assert_ok();
+    assert!(
+        r.stderr.contains(
+            "ringgate load: 40 users need 8 source addresses (5 per address, set by \
+             RINGGATE_LOAD_PORTS_PER_SOURCE): binding 127.0.1.1-127.0.1.8"
+        ),
+        "{}",
+        r.stderr
+    );
+    let s = r.summary();
+    assert_eq!(u(&s, "connected"), 40, "{s}");
+    assert_eq!(u(&s, "errors_total"), 0, "{s}\n{}", r.stderr);
+    assert_eq!(s["sources"]["mode"], "auto", "{s}");
+    assert_eq!(s["sources"]["ranges"], "127.0.1.1-127.0.1.8", "{s}");
+    assert_eq!(u(&s, "sources.addresses"), 8, "{s}");
+    assert_eq!(u(&s, "sources.most_users_per_address"), 5, "{s}");
+}

@@ -22,6 +22,9 @@ enum Mode {
     Echo,
     /// After the first message: even connections get Close 1001, odd ones a dropped TCP.
     CloseAfterFirst,
+    /// Read the upgrade request, never answer it: even connections are closed (EOF), odd ones
+    /// reset (SO_LINGER 0) — a gateway's handshake timeout or limit, seen from the client.
+    DropBeforeUpgrade,
 }
 
 #[derive(Default)]
@@ -45,9 +48,28 @@ fn server(mode: Mode) -> (SocketAddr, Arc<Mutex<Seen>>, tokio::runtime::Runtime)
     rt.spawn(async move {
         let mut n = 0usize;
         loop {
-            let (tcp, peer) = listener.accept().await.unwrap();
+            let (mut tcp, peer) = listener.accept().await.unwrap();
             n += 1;
             let seen = s.clone();
+            if let Mode::DropBeforeUpgrade = mode {
+                tokio::spawn(async move {
+                    // Until the request's head is in (the preflight connect sends nothing).
+                    let mut head = Vec::new();
+                    let mut buf = [0u8; 1024];
+                    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match tokio::io::AsyncReadExt::read(&mut tcp, &mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(k) => head.extend_from_slice(&buf[..k]),
+                        }
+                    }
+                    let mut seen = seen.lock().unwrap();
+                    seen.peers.push(peer);
+                    if seen.peers.len() % 2 == 1 {
+                        tcp.set_zero_linger().unwrap();
+                    }
+                });
+                continue;
+            }
             tokio::spawn(async move {
                 #[expect(
                     clippy::result_large_err,
@@ -199,6 +221,147 @@ steps = [
     assert!(r.stderr.contains("closed_by_server: user"), "{}", r.stderr);
     assert!(r.stderr.contains("close 1001 \"bye\""), "{}", r.stderr);
     assert!(r.out.join("report.html").exists());
+}
+
+/// A server that ends connections before answering their upgrade (a gateway's handshake
+/// timeout): failed upgrades, not users that were connected and lost.
+#[test]
+fn handshakes_the_server_ended_count_as_failed_upgrades() {
+    let (addr, seen, _rt) = server(Mode::DropBeforeUpgrade);
+    let url = format!("ws://{addr}/socket/websocket");
+    let (r, _dir) = run(&[
+        "--url",
+        &url,
+        "--scenario",
+        "phoenix-idle",
+        "--users",
+        "20",
+        "--arrival-rate",
+        "40",
+        "--duration",
+        "2",
+    ]);
+    r.assert_ok();
+    let s = r.summary();
+    assert_eq!(seen.lock().unwrap().peers.len(), 20);
+    assert_eq!(u(&s, "arrivals"), 20, "{s}");
+    assert_eq!(u(&s, "connected"), 0, "{s}");
+    assert_eq!(u(&s, "errors.upgrade"), 20, "{s}\n{}", r.stderr);
+    assert_eq!(u(&s, "errors.disconnected"), 0, "{s}");
+    assert_eq!(u(&s, "errors.send"), 0, "{s}");
+    assert_eq!(u(&s, "errors_total"), 20, "{s}");
+    assert_eq!(u(&s, "never_connected"), 0, "{s}");
+    assert!(
+        r.stderr
+            .contains("the server closed the connection before answering the upgrade"),
+        "{}",
+        r.stderr
+    );
+    assert!(
+        r.stderr
+            .contains("Connection reset by peer (os error 104) before the upgrade's answer"),
+        "{}",
+        r.stderr
+    );
+}
+
+/// With the per-address budget shrunk to 4 (the test knob), 10 users to a loopback server need 3
+/// source addresses, chosen from the default pool; with `--source` too small the run does not start.
+#[test]
+fn loopback_server_gets_enough_source_addresses_chosen_for_it() {
+    let (addr, seen, _rt) = server(Mode::Echo);
+    let file = scenario_file(ECHO_SCENARIO);
+    let url = format!("ws://{addr}");
+    let dir = tempfile::tempdir().unwrap();
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_ringgate"))
+        .args(["load", "--url", &url, "--scenario"])
+        .arg(file.path())
+        .args(["--users", "10", "--out"])
+        .arg(dir.path())
+        .env("RINGGATE_LOAD_PORTS_PER_SOURCE", "4")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let r = helpers::finish(child, dir.path(), std::time::Duration::from_secs(50));
+    r.assert_ok();
+    assert!(
+        r.stderr.contains(
+            "ringgate load: 10 users need 3 source addresses (4 per address, set by \
+             RINGGATE_LOAD_PORTS_PER_SOURCE): binding 127.0.1.1-127.0.1.3 (chosen automatically"
+        ),
+        "{}",
+        r.stderr
+    );
+    let s = r.summary();
+    assert_eq!(u(&s, "transactions.echo.count"), 30, "{s}");
+    assert_eq!(s["sources"]["mode"], "auto", "{s}");
+    assert_eq!(u(&s, "sources.addresses"), 3, "{s}");
+    assert_eq!(u(&s, "sources.most_users_per_address"), 4, "{s}");
+    let mut ips: Vec<String> = seen
+        .lock()
+        .unwrap()
+        .peers
+        .iter()
+        .map(|p| p.ip().to_string())
+        .collect();
+    ips.sort();
+    assert_eq!(
+        ips,
+        [
+            "127.0.1.1",
+            "127.0.1.1",
+            "127.0.1.1",
+            "127.0.1.1",
+            "127.0.1.2",
+            "127.0.1.2",
+            "127.0.1.2",
+            "127.0.1.3",
+            "127.0.1.3",
+            "127.0.1.3"
+        ]
+    );
+
+    // Two given addresses, 5 users each, over the budget. With users that hold their connection
+    // to the end (phoenix-idle) the run is refused, with the fix.
+    let dir = tempfile::tempdir().unwrap();
+    let given = |scenario: &std::path::Path, dir: &std::path::Path| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_ringgate"))
+            .args(["load", "--url", &url, "--scenario"])
+            .arg(scenario)
+            .args(["--users", "10", "--source", "127.0.0.2-127.0.0.3", "--out"])
+            .arg(dir)
+            .env("RINGGATE_LOAD_PORTS_PER_SOURCE", "4")
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap()
+    };
+    let out = given(std::path::Path::new("phoenix-idle"), dir.path());
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr).trim(),
+        "ringgate load: --source gives 2 address(es) for 10 users over 1 process(es): up to 5 \
+         connections on one address, but 4 per address, set by RINGGATE_LOAD_PORTS_PER_SOURCE. \
+         3 addresses are needed: pass --source 127.0.1.1-127.0.1.3 or drop --source to let \
+         ringgate load choose"
+    );
+    assert!(!dir.path().join("summary.json").exists());
+    // The echo scenario's sessions close before the run ends: the same finding is a warning and
+    // the run goes on, on the given addresses.
+    let dir = tempfile::tempdir().unwrap();
+    let out = given(file.path(), dir.path());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.starts_with("ringgate load: warning: --source gives 2 address(es) for 10 users"),
+        "{stderr}"
+    );
+    let s: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("summary.json")).unwrap())
+            .unwrap();
+    assert_eq!(s["sources"]["mode"], "given", "{s}");
+    assert_eq!(u(&s, "transactions.echo.count"), 30, "{s}");
 }
 
 #[test]

@@ -333,8 +333,15 @@ fn ports(c: &Ctx) -> Row {
     let Some([lo, hi]) = c.facts.ip_local_port_range else {
         return Row::unreadable(key, key);
     };
-    let per_addr = (hi + 1).saturating_sub(lo);
-    let value = format!("{lo}-{hi} ({} ports)", n(per_addr));
+    let ports = (hi + 1).saturating_sub(lo);
+    let value = format!("{lo}-{hi} ({} ports)", n(ports));
+    // What `ringgate load` puts on one source address before connect()'s port search gets
+    // slow (docs/load-testing.md, "Source addresses"), not the whole range.
+    let budget = crate::load::sources::Budget::for_range(
+        lo.min(u64::from(u16::MAX)) as u16,
+        hi.min(u64::from(u16::MAX)) as u16,
+    );
+    let per_addr = budget.per_address;
     if c.plan.role == Role::Gateway {
         return Row::note(key, key, value, Status::Info).detail(format!(
             "load boxes only: {} connections per source address to one server address",
@@ -345,10 +352,12 @@ fn ports(c: &Ctx) -> Row {
     let k = c.target().div_ceil(per_addr.max(1));
     Row::cap(key, key, value, per_addr.saturating_mul(addrs), c.target())
         .detail(format!(
-        "a client connection takes one ephemeral port per (source address, server address): {} \
-         × {addrs} source address(es)",
-        n(per_addr)
-    ))
+            "a client connection takes one ephemeral port per (source address, server address); \
+         ringgate load keeps {} per address (a quarter of the {} ports connect() tries first, \
+         past which its port search stalls) × {addrs} source address(es)",
+            n(per_addr),
+            n(budget.first_pass_ports)
+        ))
         .fix([
             format!(
                 "bind the load generator to {k} source addresses (127.0.0.2, 127.0.0.3, ... on \

@@ -324,9 +324,9 @@ fn load_box_needs_source_addresses() {
     p.role = Role::Load;
     let r = assess(f.clone(), p.clone());
     let ports = row(&r, "net.ipv4.ip_local_port_range");
-    assert_eq!(ports.allows, Some(28_232));
+    assert_eq!(ports.allows, Some(3_529));
     assert!(
-        ports.fix[0].contains("rerun with --source-addrs 36"),
+        ports.fix[0].contains("rerun with --source-addrs 284"),
         "{:?}",
         ports.fix
     );
@@ -336,11 +336,11 @@ fn load_box_needs_source_addresses() {
     );
     // 2 = loopback only: not enough for a load box on a network.
     assert_eq!(row(&r, "net.ipv4.tcp_tw_reuse").status, Status::Warn);
-    p.source_addrs = 36;
+    p.source_addrs = 284;
     let r = assess(f, p);
     assert_eq!(
         row(&r, "net.ipv4.ip_local_port_range").allows,
-        Some(36 * 28_232)
+        Some(284 * 3_529)
     );
     assert!(r.reachable, "{:?}", binding(&r));
     // The gateway box does not open client ports.

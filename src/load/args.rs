@@ -12,9 +12,13 @@ Examples:
   ringgate load --url ws://127.0.0.1:4000/socket/websocket --scenario seed --users 20000 \\
       --arrival-rate 2000 --duration 60 --out /tmp/seed-report
 
-  # 100k users from 2 processes and 4 source addresses (28k ports each):
+  # 100k users from 2 processes to a remote server, from 30 local addresses (≤ 3529 each):
   ringgate load --url ws://10.0.0.5:4000 --scenario phoenix-idle --users 100000 --procs 2 \\
-      --source 127.0.0.2-127.0.0.5 --duration 300
+      --source 10.0.0.101-10.0.0.130 --duration 300
+
+  # 2M users to a loopback server: enough source addresses are chosen automatically:
+  ringgate load --url ws://127.0.0.1:4000/socket/websocket --scenario phoenix-idle \\
+      --users 2000000 --arrival-rate 12000 --procs 2 --duration 600
 
   # A chat: 50 rooms, every member posts every 2 s; delivery latency from the payload's ts_ns:
   ringgate load --scenario chat --users 5000 --rooms 50 --post-interval-ms 2000 --duration 60
@@ -58,8 +62,10 @@ pub struct LoadArgs {
     #[arg(long)]
     pub workers: Option<u32>,
 
-    /// Source addresses to bind, round-robin: each gives ~28k connections per server address.
-    /// Example: --source 127.0.0.2-127.0.0.60 (or a comma list)
+    /// Source addresses to bind, round-robin; each carries at most a quarter of connect()'s
+    /// first-pass ephemeral ports (3529 with the default range), and a list too small for the
+    /// users is refused. Without it a loopback server gets enough addresses chosen from
+    /// 127.0.1.1-127.0.255.254. Example: --source 127.0.0.2-127.0.0.60 (or a comma list)
     #[arg(long)]
     pub source: Option<String>,
 

@@ -9,6 +9,8 @@ pub struct Collector {
     pub series: Vec<Sample>,
     quiet: bool,
     errors: Vec<u64>,
+    /// Deliveries (messages carrying the timestamp field) so far: a script can wait on it.
+    delivered: u64,
 }
 
 fn ms(us: u64) -> String {
@@ -22,6 +24,7 @@ impl Collector {
             series: Vec::new(),
             quiet,
             errors: vec![0; ERROR_NAMES.len()],
+            delivered: 0,
         }
     }
 
@@ -29,13 +32,15 @@ impl Collector {
         for (a, b) in self.errors.iter_mut().zip(s.errors) {
             *a += b;
         }
+        self.delivered += s.delivery_us.iter().map(|p| p.1).sum::<u64>();
         if !self.quiet {
             say!("{}", self.progress_line(&s));
         }
         self.series.push(s);
     }
 
-    /// One line: users, rates, cumulative errors by kind, this second's p99s.
+    /// One line: users, rates, cumulative errors by kind, deliveries so far (once there are
+    /// any), this second's p99s.
     pub fn progress_line(&self, s: &Sample) -> String {
         let total: u64 = self.errors.iter().sum();
         let mut line = format!(
@@ -57,6 +62,9 @@ impl Collector {
                 .map(|(n, k)| format!("{k} {n}"))
                 .collect();
             line.push_str(&format!(" ({})", kinds.join(", ")));
+        }
+        if self.delivered > 0 {
+            line.push_str(&format!(" | delivered {}", self.delivered));
         }
         let mut p99s = Vec::new();
         if let Some(p) = percentiles(&s.delivery_us, &[0.99]) {
@@ -99,6 +107,16 @@ mod tests {
             c.progress_line(&s),
             "[   5s] users 90 connecting 10 | +20/s arrived 19/s connected | msgs out 0/s in 0/s \
              | errors 2 (closed_by_server 2) | p99 join 9.90 ms"
+        );
+        // Deliveries add up over the seconds.
+        s.delivery_us = vec![(1000, 3), (2000, 1)];
+        c.add(s.clone());
+        c.add(s.clone());
+        assert!(
+            c.progress_line(&s)
+                .contains("| errors 6 (closed_by_server 6) | delivered 8 | p99 delivery 2.00 ms"),
+            "{}",
+            c.progress_line(&s)
         );
     }
 }

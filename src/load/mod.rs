@@ -2,7 +2,9 @@
 //! connection as the gateway it tests.
 //!
 //! # Layout
-//! - `args`: the command line. `target`: the `ws://` URL and `--source` addresses.
+//! - `args`: the command line. `target`: the `ws://` URL and `--source` parsing. `sources`: how
+//!   many connections one source address takes, the automatic choice for loopback servers, and
+//!   each process's disjoint share.
 //! - `scenario`: what users do — arrival phases, weighted sessions of steps (TOML files or the
 //!   built-ins `seed`, `phoenix-idle`, `chat`), compiled into flat step lists.
 //! - `upgrade`: the client side of the HTTP upgrade, sans-IO.
@@ -30,6 +32,7 @@ pub mod engine;
 mod procs;
 pub mod report;
 pub mod scenario;
+pub mod sources;
 pub mod stats;
 pub mod sys;
 pub mod target;
@@ -207,9 +210,9 @@ fn probe(need_bind: bool) -> Result<bool, String> {
 fn run(args: LoadArgs) -> Result<(), String> {
     let url = target::parse_url(&args.url)?;
     let scenario = build_scenario(&args, url.target.clone())?;
-    let sources = match &args.source {
-        Some(spec) => target::parse_sources(spec)?,
-        None => Vec::new(),
+    let given = match &args.source {
+        Some(spec) => Some(target::parse_sources(spec)?),
+        None => None,
     };
     if args.procs == 0 || args.procs > MAX_PROCS {
         return Err(format!("--procs must be 1..={MAX_PROCS}"));
@@ -226,25 +229,35 @@ fn run(args: LoadArgs) -> Result<(), String> {
     }
     let (workers, slots) = sizing(&args, users, args.procs)?;
     let child = args.child_index.is_some();
+    // Every process computes the same plan (same flags, same box) and binds its own slice.
+    let budget = sources::Budget::of_this_box()?;
+    let hold = scenario.users_hold_to_end();
+    let plan = sources::plan(
+        given,
+        *url.addr.ip(),
+        users,
+        hold,
+        args.procs,
+        workers,
+        budget,
+    )?;
     if !child {
         preflight(&url)?;
     }
-    let sockopt = probe(!sources.is_empty())?;
+    let sockopt = probe(!plan.addrs.is_empty()).map_err(|e| match plan.mode {
+        sources::Mode::Auto => format!("{e} ({})", plan.note.as_deref().unwrap_or_default()),
+        _ => e,
+    })?;
     if !child {
         std::fs::create_dir_all(&args.out)
             .map_err(|e| format!("cannot create --out {}: {e}", args.out.display()))?;
-        let ports = 28_000 * sources.len().max(1) as u64;
-        if users > ports {
-            say!(
-                "ringgate load: warning: {users} users to one server address from {} source \
-                 address(es) exceed ~{ports} ephemeral ports; add --source addresses",
-                sources.len().max(1)
-            );
+        if let Some(note) = &plan.note {
+            say!("ringgate load: {note}");
         }
     }
     let stop = Arc::new(AtomicBool::new(false));
     if !child && args.procs > 1 {
-        return procs::run_parent(&args, &scenario, workers, stop);
+        return procs::run_parent(&args, &scenario, workers, plan.meta(), stop);
     }
     sys::handle_stop_signals(stop.clone(), |_| {});
     let start_mono_ns = args.start_mono_ns.unwrap_or_else(mono_ns);
@@ -252,7 +265,7 @@ fn run(args: LoadArgs) -> Result<(), String> {
         dest: target::sockaddr(*url.addr.ip(), url.addr.port()),
         host: url.host_header.clone(),
         default_target: url.target.clone().unwrap_or_else(|| "/".into()),
-        sources: sources.iter().map(|ip| target::sockaddr(*ip, 0)).collect(),
+        sources: plan.map_for(args.child_index.unwrap_or(0)),
         seed: mono_ns() ^ u64::from(std::process::id()) << 40,
         first_user_id: args.first_user_id,
         proc_index: args.child_index.unwrap_or(0),
@@ -283,6 +296,7 @@ fn run(args: LoadArgs) -> Result<(), String> {
         &args,
         &setup.scenario,
         workers,
+        plan.meta(),
         setup.stop.load(std::sync::atomic::Ordering::Relaxed),
     );
     report::write(&args.out, &meta, &collector)?;

@@ -29,6 +29,7 @@ pub(super) fn run_parent(
     args: &LoadArgs,
     scenario: &Scenario,
     workers: u32,
+    sources: super::sources::Meta,
     stop: Arc<AtomicBool>,
 ) -> Result<(), String> {
     let exe = std::env::current_exe().map_err(|e| format!("cannot find our own binary: {e}"))?;
@@ -111,7 +112,7 @@ pub(super) fn run_parent(
         }
     }
     let interrupted = stop.load(std::sync::atomic::Ordering::Relaxed);
-    let meta = report::Meta::new(args, scenario, workers, interrupted);
+    let meta = report::Meta::new(args, scenario, workers, sources, interrupted);
     report::write(&args.out, &meta, &collector)?;
     if failures.is_empty() {
         Ok(())

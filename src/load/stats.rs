@@ -30,11 +30,13 @@ pub enum ErrorKind {
     ConnectError,
     /// Creating, configuring or binding the socket failed (`EMFILE`, `EADDRINUSE`, ...).
     SocketSetup,
-    /// The server refused or botched the upgrade (non-101, bad accept key, ...).
+    /// The server refused or botched the upgrade (non-101, bad accept key, ...), or closed or
+    /// reset the connection before answering it (a handshake timeout, a limit).
     Upgrade,
     /// The server sent a Close frame while the session was still running.
     ClosedByServer,
-    /// The TCP connection ended (EOF or reset) while the session was still running.
+    /// The TCP connection ended (EOF or reset) after the upgrade, while the session was still
+    /// running.
     Disconnected,
     /// An `expect` step saw no matching frame in time.
     ExpectTimeout,

@@ -76,8 +76,8 @@ impl Engine {
     }
 
     /// Starts user `id` in `slot`: one linked chain socket → options → bind → connect.
-    pub(super) fn start_user(&mut self, slot: u32, id: u64, now: u64) {
-        let id = id + self.setup.first_user_id;
+    pub(super) fn start_user(&mut self, slot: u32, run_id: u64, now: u64) {
+        let id = run_id + self.setup.first_user_id;
         let session = self.setup.scenario.session_for(id);
         let u = &mut self.users[slot as usize];
         debug_assert_eq!(u.phase(), Phase::Free);
@@ -105,8 +105,8 @@ impl Engine {
                 &ONE,
             ));
         }
-        if !setup.sources.is_empty() {
-            let src = &setup.sources[(id % setup.sources.len() as u64) as usize];
+        if let Some(i) = setup.sources.index(run_id) {
+            let src = &setup.sources.addrs[i];
             // The port is chosen at connect time, per destination: each source address gives
             // a full ephemeral range towards each server address.
             self.ring.push(sqe::set_int_option(
@@ -254,11 +254,16 @@ impl Engine {
         match -res {
             // EOF. After our Close it is the normal end; before, the server dropped us.
             0 => {
-                if state == Phase::Open || state == Phase::Handshake {
-                    self.disconnected(
+                match state {
+                    Phase::Handshake => self.upgrade_failed(
+                        slot,
+                        "the server closed the connection before answering the upgrade",
+                    ),
+                    Phase::Open => self.disconnected(
                         slot,
                         "connection closed by the server without a Close frame",
-                    );
+                    ),
+                    _ => {}
                 }
                 self.abort(slot);
             }
@@ -282,13 +287,29 @@ impl Engine {
             libc::ECANCELED => self.abort(slot),
             // ECONNRESET and friends.
             e => {
-                if state == Phase::Open || state == Phase::Handshake {
-                    let msg = std::io::Error::from_raw_os_error(e).to_string();
-                    self.disconnected(slot, &msg);
+                let msg = std::io::Error::from_raw_os_error(e).to_string();
+                match state {
+                    Phase::Handshake => {
+                        self.upgrade_failed(slot, &format!("{msg} before the upgrade's answer"))
+                    }
+                    Phase::Open => self.disconnected(slot, &msg),
+                    _ => {}
                 }
                 self.abort(slot);
             }
         }
+    }
+
+    /// Counts an upgrade the server ended before answering it (its handshake timeout, a full
+    /// accept queue, a limit): a failure to connect, not a user that was connected and lost.
+    fn upgrade_failed(&mut self, slot: u32, why: &str) {
+        if self.ending {
+            return;
+        }
+        self.record_error(ErrorKind::Upgrade);
+        let id = self.users[slot as usize].user_id;
+        self.setup
+            .report_error(ErrorKind::Upgrade, format_args!("user {id}: {why}"));
     }
 
     /// Counts a connection lost before its session ended (not during our own close).
@@ -531,10 +552,11 @@ impl Engine {
         let (state, id) = (u.phase(), u.user_id);
         if res < 0 {
             // EPIPE / ECONNRESET: the peer is gone; ECANCELED: our teardown.
-            if res != -libc::ECANCELED
-                && matches!(state, Phase::Open | Phase::Handshake)
-                && !self.ending
-            {
+            if res != -libc::ECANCELED && state == Phase::Handshake {
+                // The request could not go out: the server is gone before the upgrade.
+                let why = std::io::Error::from_raw_os_error(-res);
+                self.upgrade_failed(slot, &format!("sending the upgrade request: {why}"));
+            } else if res != -libc::ECANCELED && state == Phase::Open && !self.ending {
                 self.record_error(ErrorKind::Send);
                 self.setup.report_error(
                     ErrorKind::Send,

@@ -70,8 +70,8 @@ pub struct Setup {
     pub host: String,
     /// Path and query of the URL, for `connect` steps without their own.
     pub default_target: String,
-    /// Source addresses to bind, round-robin by user id; empty: the kernel picks.
-    pub sources: Vec<libc::sockaddr_in>,
+    /// This process's source addresses and which one each user binds; none: the kernel picks.
+    pub sources: crate::load::sources::SourceMap,
     /// Seed of the `Sec-WebSocket-Key`s and masks.
     pub seed: u64,
     /// Added to every user id (`--first-user-id`).

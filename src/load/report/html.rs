@@ -100,6 +100,23 @@ pub fn page(sum: &Summary, names: &[String], series: &[Sample]) -> Result<String
         ),
         ("planned users", m.users_planned.to_string()),
         (
+            "source addresses",
+            match m.sources.mode {
+                crate::load::sources::Mode::Kernel => "chosen by the kernel".to_string(),
+                mode => format!(
+                    "{} ({}, {}), ≤ {} users each",
+                    m.sources.addresses,
+                    if mode == crate::load::sources::Mode::Auto {
+                        "automatic"
+                    } else {
+                        "--source"
+                    },
+                    esc(&m.sources.ranges),
+                    m.sources.most_users_per_address
+                ),
+            },
+        ),
+        (
             "run time (s)",
             format!(
                 "{} of {}{}",

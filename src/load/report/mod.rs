@@ -24,6 +24,8 @@ pub struct Meta {
     pub workers_per_proc: u32,
     pub users_planned: u64,
     pub duration_s: f64,
+    /// Source addresses: given, chosen automatically, or left to the kernel.
+    pub sources: super::sources::Meta,
     /// Ctrl-C (or SIGTERM) ended the run early.
     pub interrupted: bool,
     /// The command line, for reproducing the run.
@@ -31,7 +33,13 @@ pub struct Meta {
 }
 
 impl Meta {
-    pub fn new(args: &LoadArgs, s: &Scenario, workers_per_proc: u32, interrupted: bool) -> Self {
+    pub fn new(
+        args: &LoadArgs,
+        s: &Scenario,
+        workers_per_proc: u32,
+        sources: super::sources::Meta,
+        interrupted: bool,
+    ) -> Self {
         Self {
             scenario: s.name.clone(),
             url: args.url.clone(),
@@ -39,6 +47,7 @@ impl Meta {
             workers_per_proc,
             users_planned: s.users.unwrap_or(0),
             duration_s: s.duration_ms as f64 / 1000.0,
+            sources,
             interrupted,
             command: std::env::args().collect::<Vec<_>>().join(" "),
         }
@@ -327,6 +336,14 @@ mod tests {
             workers_per_proc: 1,
             users_planned: 30,
             duration_s: 3.0,
+            sources: crate::load::sources::Meta {
+                mode: crate::load::sources::Mode::Kernel,
+                addresses: 0,
+                ranges: String::new(),
+                per_address_budget: 7058,
+                most_users_per_address: 30,
+                ephemeral_ports: "32768-60999".into(),
+            },
             interrupted: false,
             command: "ringgate load".into(),
         }

@@ -201,6 +201,20 @@ mod tests {
         }
     }
 
+    /// The built-ins keep every user connected to the end; a session that closes does not.
+    #[test]
+    fn builtins_hold_their_users_to_the_end() {
+        for name in NAMES {
+            assert!(
+                build(name, &params()).unwrap().users_hold_to_end(),
+                "{name}"
+            );
+        }
+        let mut s = build("seed", &params()).unwrap();
+        s.sessions[0].steps.pop();
+        assert!(!s.users_hold_to_end());
+    }
+
     fn sent(s: &Scenario, step: usize, vars: &Vars) -> String {
         match &s.sessions[0].steps[step] {
             Step::Send { data, .. } => data.render_string(vars, 42),

@@ -128,6 +128,21 @@ pub struct Scenario {
 pub const CONNECT_TXN: &str = "connect";
 
 impl Scenario {
+    /// Whether every session keeps its connection to the end of the run (its last step idles
+    /// or loops until the end), so the run's users are all connected at once.
+    pub fn users_hold_to_end(&self) -> bool {
+        self.sessions.iter().all(|s| {
+            matches!(
+                s.steps.last(),
+                Some(Step::Think(Think::UntilEnd))
+                    | Some(Step::LoopEnd {
+                        until: LoopUntil::End,
+                        ..
+                    })
+            )
+        })
+    }
+
     /// The session a user runs: picked by a hash of its id against the cumulative probabilities,
     /// so a run is reproducible and every process agrees on the mix.
     pub fn session_for(&self, user_id: u64) -> u8 {
