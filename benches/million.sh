@@ -12,7 +12,11 @@
 #   HB_WINDOW_S=60      the quiet window in which heartbeats are counted against the gateway's CPU
 #                       (phoenix.js sends one per connection every 30 s: keep it ≥ 60)
 #   BCAST_TIMEOUT_S=120 longest wait for every subscriber to have the broadcast
-#   SCENARIO=phoenix-idle  the load's scenario: V2 join + a heartbeat every 30 s (`seed` has none)
+#   SCENARIO=seed       the load's scenario: `seed` (V1 join, no heartbeats: the talk's Tsung run), or
+#                       `phoenix-idle` (V2 join + phoenix.js's heartbeat every 30 s) for the heartbeat
+#                       window to measure something. On this 2-core box 2M with heartbeats does not
+#                       hold: their cost (~19 µs each on the gateway, as much again in the load
+#                       generator) is ~2.5 cores at 2M.
 #   PROCS=2             load processes
 #   SOURCE=             source addresses for `ringgate load --source`; unset: `ringgate load`
 #                       chooses enough loopback addresses itself (and says how many)
@@ -31,7 +35,7 @@ RATE=${RATE:-8000}
 HOLD_S=${HOLD_S:-30}
 HB_WINDOW_S=${HB_WINDOW_S:-60}
 BCAST_TIMEOUT_S=${BCAST_TIMEOUT_S:-120}
-SCENARIO=${SCENARIO:-phoenix-idle}
+SCENARIO=${SCENARIO:-seed}
 PROCS=${PROCS:-2}
 SOURCE=${SOURCE:-}
 # One ring per worker holds at most the soft RLIMIT_NOFILE (20,000 here); SO_REUSEPORT spreads
