@@ -45,6 +45,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use clap::Parser;
+#[path = "phoenix_min.rs"]
+mod phoenix_min;
 use fastwebsockets::upgrade::{self, UpgradeFut};
 use fastwebsockets::{
     FragmentCollector, FragmentCollectorRead, Frame, OpCode, Payload, WebSocketWrite,
@@ -55,7 +57,8 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
-use serde_json::{json, Value};
+use phoenix_min::{decode, Effect, Inbound};
+use serde_json::Value;
 use tokio::io::AsyncWrite;
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::mpsc;
@@ -112,10 +115,10 @@ struct Out {
 }
 
 impl Out {
-    fn text(value: Value) -> Out {
+    fn text(s: String) -> Out {
         Out {
             opcode: OpCode::Text,
-            payload: Bytes::from(value.to_string()),
+            payload: Bytes::from(s),
         }
     }
 }
@@ -149,13 +152,11 @@ impl State {
         for member in members.values() {
             let text = if member.v2 {
                 v2.get_or_insert_with(|| {
-                    Bytes::from(json!([null, null, topic, event, payload]).to_string())
+                    Bytes::from(phoenix_min::broadcast(true, topic, event, payload))
                 })
             } else {
                 v1.get_or_insert_with(|| {
-                    let v =
-                        json!({"topic": topic, "event": event, "payload": payload, "ref": null});
-                    Bytes::from(v.to_string())
+                    Bytes::from(phoenix_min::broadcast(false, topic, event, payload))
                 })
             };
             let out = Out {
@@ -354,118 +355,32 @@ async fn echo(upgraded: UpgradeFut) {
     }
 }
 
-/// One decoded client frame, V1 or V2.
-struct Inbound {
-    join_ref: Value,
-    msg_ref: Value,
-    topic: String,
-    event: String,
-    payload: Value,
-}
-
-fn decode(text: &[u8], v2: bool) -> Option<Inbound> {
-    let value: Value = serde_json::from_slice(text).ok()?;
-    if v2 {
-        let arr = value.as_array()?;
-        if arr.len() < 5 {
-            return None;
-        }
-        Some(Inbound {
-            join_ref: arr[0].clone(),
-            msg_ref: arr[1].clone(),
-            topic: arr[2].as_str()?.to_owned(),
-            event: arr[3].as_str()?.to_owned(),
-            payload: arr[4].clone(),
-        })
-    } else {
-        let obj = value.as_object()?;
-        Some(Inbound {
-            join_ref: Value::Null,
-            msg_ref: obj.get("ref")?.clone(),
-            topic: obj.get("topic")?.as_str()?.to_owned(),
-            event: obj.get("event")?.as_str()?.to_owned(),
-            payload: obj.get("payload")?.clone(),
-        })
-    }
-}
-
-/// Encodes a server message to one channel (reply or close) in the connection's serializer.
-fn encode(
-    v2: bool,
-    join_ref: &Value,
-    msg_ref: &Value,
-    topic: &str,
-    event: &str,
-    payload: Value,
-) -> Out {
-    if v2 {
-        Out::text(json!([join_ref, msg_ref, topic, event, payload]))
-    } else {
-        Out::text(json!({"topic": topic, "event": event, "payload": payload, "ref": msg_ref}))
-    }
-}
-
-fn reply(v2: bool, join_ref: &Value, msg: &Inbound, status: &str, response: Value) -> Out {
-    let payload = json!({"status": status, "response": response});
-    encode(v2, join_ref, &msg.msg_ref, &msg.topic, "phx_reply", payload)
-}
-
-/// Per-connection Phoenix state, owned by the reader.
+/// Per-connection Phoenix state (the shared rules), owned by the reader.
 struct Channels {
     conn_id: u64,
     v2: bool,
-    joined: HashMap<String, Value>,
+    phx: phoenix_min::Channels,
 }
 
 impl Channels {
     /// Applies one client frame; returns the frames to send back to this connection.
     fn handle(&mut self, msg: Inbound, state: &State, tx: &mpsc::Sender<Out>) -> Vec<Out> {
-        let v2 = self.v2;
-        let null = Value::Null;
-        if msg.topic == "phoenix" && msg.event == "heartbeat" {
-            return vec![reply(v2, &null, &msg, "ok", json!({}))];
-        }
-        match msg.event.as_str() {
-            "phx_join" if msg.topic.starts_with("rooms:") => {
-                let mut out = Vec::new();
-                if let Some(old) = self.joined.remove(&msg.topic) {
-                    out.push(encode(v2, &old, &old, &msg.topic, "phx_close", json!({})));
-                }
-                let member = Member { v2, tx: tx.clone() };
-                state.join(&msg.topic, self.conn_id, member);
-                self.joined.insert(msg.topic.clone(), msg.join_ref.clone());
-                out.push(reply(v2, &msg.join_ref, &msg, "ok", json!({})));
-                out
+        let (texts, effect) = self.phx.handle(msg);
+        match effect {
+            Some(Effect::Join(topic)) => {
+                let member = Member {
+                    v2: self.v2,
+                    tx: tx.clone(),
+                };
+                state.join(&topic, self.conn_id, member);
             }
-            "phx_join" => vec![reply(
-                v2,
-                &null,
-                &msg,
-                "error",
-                json!({"reason": "unmatched topic"}),
-            )],
-            "phx_leave" => match self.joined.remove(&msg.topic) {
-                Some(join_ref) => {
-                    state.leave(&msg.topic, self.conn_id);
-                    vec![
-                        reply(v2, &join_ref, &msg, "ok", json!({})),
-                        encode(v2, &join_ref, &join_ref, &msg.topic, "phx_close", json!({})),
-                    ]
-                }
-                None => vec![reply(v2, &null, &msg, "ok", json!({}))],
-            },
-            _ if self.joined.contains_key(&msg.topic) => {
-                state.broadcast(&msg.topic, &msg.event, &msg.payload);
-                Vec::new()
+            Some(Effect::Leave(topic)) => state.leave(&topic, self.conn_id),
+            Some(Effect::Broadcast(m)) => {
+                state.broadcast(&m.topic, &m.event, &m.payload);
             }
-            _ => vec![reply(
-                v2,
-                &null,
-                &msg,
-                "error",
-                json!({"reason": "unmatched topic"}),
-            )],
+            None => {}
         }
+        texts.into_iter().map(Out::text).collect()
     }
 }
 
@@ -501,7 +416,7 @@ async fn read_loop<S>(
     let mut channels = Channels {
         conn_id,
         v2,
-        joined: HashMap::new(),
+        phx: phoenix_min::Channels::new(v2),
     };
     // Pongs and the close reply that fastwebsockets owes the client join the same queue as everything
     // else, so they go out in order with it.
@@ -539,7 +454,7 @@ async fn read_loop<S>(
             _ => {}
         }
     }
-    for topic in channels.joined.keys() {
+    for topic in channels.phx.topics() {
         state.leave(topic, conn_id);
     }
 }

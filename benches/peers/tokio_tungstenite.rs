@@ -23,8 +23,11 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use clap::Parser;
+#[path = "phoenix_min.rs"]
+mod phoenix_min;
 use futures_util::{SinkExt, StreamExt};
-use serde_json::{json, Value};
+use phoenix_min::{decode, Effect, Inbound};
+use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::mpsc;
@@ -110,11 +113,9 @@ impl State {
         let mut queued = 0;
         for member in members.values() {
             let frame = if member.v2 {
-                v2.get_or_insert_with(|| text(json!([null, null, topic, event, payload])))
+                v2.get_or_insert_with(|| text(phoenix_min::broadcast(true, topic, event, payload)))
             } else {
-                v1.get_or_insert_with(|| {
-                    text(json!({"topic": topic, "event": event, "payload": payload, "ref": null}))
-                })
+                v1.get_or_insert_with(|| text(phoenix_min::broadcast(false, topic, event, payload)))
             };
             match member.tx.try_send(frame.clone()) {
                 Ok(()) => queued += 1,
@@ -147,8 +148,8 @@ impl State {
     }
 }
 
-fn text(value: Value) -> Message {
-    Message::Text(Utf8Bytes::from(value.to_string()))
+fn text(s: String) -> Message {
+    Message::Text(Utf8Bytes::from(s))
 }
 
 fn main() {
@@ -318,68 +319,12 @@ async fn echo(mut ws: WebSocketStream<TcpStream>) {
     }
 }
 
-/// One decoded client frame, V1 or V2.
-struct Inbound {
-    join_ref: Value,
-    msg_ref: Value,
-    topic: String,
-    event: String,
-    payload: Value,
-}
-
-fn decode(text: &str, v2: bool) -> Option<Inbound> {
-    let value: Value = serde_json::from_str(text).ok()?;
-    if v2 {
-        let arr = value.as_array()?;
-        if arr.len() < 5 {
-            return None;
-        }
-        Some(Inbound {
-            join_ref: arr[0].clone(),
-            msg_ref: arr[1].clone(),
-            topic: arr[2].as_str()?.to_owned(),
-            event: arr[3].as_str()?.to_owned(),
-            payload: arr[4].clone(),
-        })
-    } else {
-        let obj = value.as_object()?;
-        Some(Inbound {
-            join_ref: Value::Null,
-            msg_ref: obj.get("ref")?.clone(),
-            topic: obj.get("topic")?.as_str()?.to_owned(),
-            event: obj.get("event")?.as_str()?.to_owned(),
-            payload: obj.get("payload")?.clone(),
-        })
-    }
-}
-
-/// Encodes a server message to one channel (reply or close) in the connection's serializer.
-fn encode(
-    v2: bool,
-    join_ref: &Value,
-    msg_ref: &Value,
-    topic: &str,
-    event: &str,
-    payload: Value,
-) -> Message {
-    if v2 {
-        text(json!([join_ref, msg_ref, topic, event, payload]))
-    } else {
-        text(json!({"topic": topic, "event": event, "payload": payload, "ref": msg_ref}))
-    }
-}
-
-fn reply(v2: bool, join_ref: &Value, msg: &Inbound, status: &str, response: Value) -> Message {
-    let payload = json!({"status": status, "response": response});
-    encode(v2, join_ref, &msg.msg_ref, &msg.topic, "phx_reply", payload)
-}
-
-/// Per-connection Phoenix state. The outbound queue is created on the first join, so a socket that
-/// never joins pays nothing for it.
+/// Per-connection Phoenix state (the shared rules) and the outbound queue, created on the first
+/// join, so a socket that never joins pays nothing for it.
 struct Channels {
     conn_id: u64,
     v2: bool,
-    joined: HashMap<String, Value>,
+    phx: phoenix_min::Channels,
     tx: Option<mpsc::Sender<Message>>,
 }
 
@@ -391,56 +336,27 @@ impl Channels {
         state: &State,
         rx: &mut Option<mpsc::Receiver<Message>>,
     ) -> Vec<Message> {
-        let v2 = self.v2;
-        let null = Value::Null;
-        if msg.topic == "phoenix" && msg.event == "heartbeat" {
-            return vec![reply(v2, &null, &msg, "ok", json!({}))];
-        }
-        match msg.event.as_str() {
-            "phx_join" if msg.topic.starts_with("rooms:") => {
-                let mut out = Vec::new();
-                if let Some(old) = self.joined.remove(&msg.topic) {
-                    out.push(encode(v2, &old, &old, &msg.topic, "phx_close", json!({})));
-                }
+        let (texts, effect) = self.phx.handle(msg);
+        match effect {
+            Some(Effect::Join(topic)) => {
                 let tx = self.tx.get_or_insert_with(|| {
                     let (tx, new_rx) = mpsc::channel(state.queue_messages);
                     *rx = Some(new_rx);
                     tx
                 });
-                state.join(&msg.topic, self.conn_id, Member { v2, tx: tx.clone() });
-                self.joined.insert(msg.topic.clone(), msg.join_ref.clone());
-                out.push(reply(v2, &msg.join_ref, &msg, "ok", json!({})));
-                out
+                let member = Member {
+                    v2: self.v2,
+                    tx: tx.clone(),
+                };
+                state.join(&topic, self.conn_id, member);
             }
-            "phx_join" => vec![reply(
-                v2,
-                &null,
-                &msg,
-                "error",
-                json!({"reason": "unmatched topic"}),
-            )],
-            "phx_leave" => match self.joined.remove(&msg.topic) {
-                Some(join_ref) => {
-                    state.leave(&msg.topic, self.conn_id);
-                    vec![
-                        reply(v2, &join_ref, &msg, "ok", json!({})),
-                        encode(v2, &join_ref, &join_ref, &msg.topic, "phx_close", json!({})),
-                    ]
-                }
-                None => vec![reply(v2, &null, &msg, "ok", json!({}))],
-            },
-            _ if self.joined.contains_key(&msg.topic) => {
-                state.broadcast(&msg.topic, &msg.event, &msg.payload);
-                Vec::new()
+            Some(Effect::Leave(topic)) => state.leave(&topic, self.conn_id),
+            Some(Effect::Broadcast(m)) => {
+                state.broadcast(&m.topic, &m.event, &m.payload);
             }
-            _ => vec![reply(
-                v2,
-                &null,
-                &msg,
-                "error",
-                json!({"reason": "unmatched topic"}),
-            )],
+            None => {}
         }
+        texts.into_iter().map(text).collect()
     }
 }
 
@@ -455,7 +371,7 @@ async fn phoenix(mut ws: WebSocketStream<TcpStream>, v2: bool, state: Arc<State>
     let mut channels = Channels {
         conn_id: state.next_conn_id.fetch_add(1, Ordering::Relaxed),
         v2,
-        joined: HashMap::new(),
+        phx: phoenix_min::Channels::new(v2),
         tx: None,
     };
     let mut rx: Option<mpsc::Receiver<Message>> = None;
@@ -463,7 +379,7 @@ async fn phoenix(mut ws: WebSocketStream<TcpStream>, v2: bool, state: Arc<State>
         tokio::select! {
             incoming = ws.next() => match incoming {
                 Some(Ok(Message::Text(t))) => {
-                    let Some(msg) = decode(&t, v2) else { break };
+                    let Some(msg) = decode(t.as_bytes(), v2) else { break };
                     let mut failed = false;
                     for out in channels.handle(msg, &state, &mut rx) {
                         failed |= ws.send(out).await.is_err();
@@ -482,7 +398,7 @@ async fn phoenix(mut ws: WebSocketStream<TcpStream>, v2: bool, state: Arc<State>
             }
         }
     }
-    for topic in channels.joined.keys() {
+    for topic in channels.phx.topics() {
         state.leave(topic, channels.conn_id);
     }
 }
