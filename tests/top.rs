@@ -97,8 +97,12 @@ fn start_top(tmux: &Tmux, admin: std::net::SocketAddr, exit: &PathBuf) {
 fn wait_exit(tmux: &Tmux, exit: &PathBuf) -> String {
     let deadline = Instant::now() + Duration::from_secs(10);
     while Instant::now() < deadline {
+        // The shell creates the file before it writes the status into it: an empty read is
+        // that moment, not an exit status.
         if let Ok(code) = std::fs::read_to_string(exit) {
-            return code.trim().to_string();
+            if !code.trim().is_empty() {
+                return code.trim().to_string();
+            }
         }
         std::thread::sleep(Duration::from_millis(100));
     }
