@@ -56,38 +56,52 @@ fn start(send: &str) -> Floor {
     start_with(send, &[])
 }
 
+/// Starts the floor on free ports. A port found free can be taken by a parallel test before the
+/// floor binds it ("Address already in use"): a floor that exits while starting is started again
+/// on new ports.
 fn start_with(send: &str, extra: &[&str]) -> Floor {
-    let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-    let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-    let child = Command::new(floor_bin())
-        .args(["serve", "--listen", &addr.to_string()])
-        .args(["--admin-listen", &admin.to_string()])
-        .args([
-            "--workers",
-            "2",
-            "--send",
-            send,
-            "--send-buffer-bytes",
-            "4096",
-        ])
-        .args(extra)
-        .stdin(Stdio::null())
-        .spawn()
-        .expect("spawn floor_uring");
-    let floor = Floor { child, addr, admin };
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while Instant::now() < deadline {
-        let healthz = http_request(
-            addr,
-            "GET /healthz HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
-        );
-        if healthz.is_ok_and(|r| r.starts_with("HTTP/1.1 200")) {
-            return floor;
+    for _ in 0..START_ATTEMPTS {
+        let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let child = Command::new(floor_bin())
+            .args(["serve", "--listen", &addr.to_string()])
+            .args(["--admin-listen", &admin.to_string()])
+            .args([
+                "--workers",
+                "2",
+                "--send",
+                send,
+                "--send-buffer-bytes",
+                "4096",
+            ])
+            .args(extra)
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("spawn floor_uring");
+        let mut floor = Floor { child, addr, admin };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if matches!(floor.child.try_wait(), Ok(Some(_))) {
+                break;
+            }
+            let healthz = http_request(
+                addr,
+                "GET /healthz HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
+            );
+            if healthz.is_ok_and(|r| r.starts_with("HTTP/1.1 200")) {
+                return floor;
+            }
+            std::thread::sleep(Duration::from_millis(50));
         }
-        std::thread::sleep(Duration::from_millis(50));
+        if !matches!(floor.child.try_wait(), Ok(Some(_))) {
+            panic!("floor ({send}) not ready on {addr}");
+        }
     }
-    panic!("floor ({send}) not ready on {addr}");
+    panic!("floor ({send}) exited while starting, {START_ATTEMPTS} times");
 }
+
+/// Starts of the floor tried before a test gives up (each on new ports).
+const START_ATTEMPTS: usize = 5;
 
 fn post(admin: SocketAddr, body: &str) -> String {
     http_request(
