@@ -90,6 +90,9 @@ struct Args {
     /// fastwebsockets peer binary (default target/release/examples/peer_fastwebsockets).
     #[arg(long)]
     fastws_bin: Option<PathBuf>,
+    /// ringgate built at another commit, served as `ringgate-base` (a same-run baseline).
+    #[arg(long)]
+    base_bin: Option<PathBuf>,
     /// Floor binary (default target/release/examples/floor_uring).
     #[arg(long)]
     floor_bin: Option<PathBuf>,
@@ -172,7 +175,8 @@ fn run(args: &Args) -> Result<(), String> {
         args.workers,
         false,
     )?
-    .with_floor_bin(args.floor_bin.clone(), &roles)?;
+    .with_floor_bin(args.floor_bin.clone(), &roles)?
+    .with_base_bin(args.base_bin.clone(), &roles)?;
     let join = if args.join {
         JoinMode::V1
     } else {

@@ -10,7 +10,9 @@
 //! (queued frames in one `SENDMSG`), `floor-copy` (queued frames copied into one `SEND`) and
 //! `floor-bundle` (queued frames in one send bundle over a per-connection provided-buffer ring). The
 //! floor serves only Phoenix joins and broadcasts (no `/echo`).
-//! `--ringgate-bin` may point at the peer binary, which accepts ringgate's command line, to try the
+//! `ringgate-base` is ringgate again from another binary (`--base-bin`: a build of an earlier commit),
+//! so a change is measured against what it replaces in the same run, not against a figure taken on
+//! another day. `--ringgate-bin` may point at the peer binary, which accepts ringgate's command line, to try the
 //! harness before ringgate serves.
 
 use std::io::{Read, Write};
@@ -32,6 +34,8 @@ const PUBLISH_TIMEOUT: Duration = Duration::from_secs(10);
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Role {
     Ringgate,
+    /// ringgate from `--base-bin`: the same-run baseline of a change.
+    RinggateBase,
     Peer,
     Peer4k,
     Fastws,
@@ -65,6 +69,7 @@ impl Role {
         s.split(',')
             .map(|name| match name.trim() {
                 "ringgate" => Ok(Role::Ringgate),
+                "ringgate-base" => Ok(Role::RinggateBase),
                 "peer" => Ok(Role::Peer),
                 "peer4k" => Ok(Role::Peer4k),
                 "fastws" => Ok(Role::Fastws),
@@ -73,7 +78,7 @@ impl Role {
                 "floor-copy" => Ok(Role::Floor(FloorSend::Copy)),
                 "floor-bundle" => Ok(Role::Floor(FloorSend::Bundle)),
                 other => Err(format!(
-                    "unknown server {other:?}: expected ringgate, peer, peer4k, fastws, floor, floor-msg, floor-copy or floor-bundle"
+                    "unknown server {other:?}: expected ringgate, ringgate-base, peer, peer4k, fastws, floor, floor-msg, floor-copy or floor-bundle"
                 )),
             })
             .collect()
@@ -82,6 +87,7 @@ impl Role {
     pub fn name(self) -> &'static str {
         match self {
             Role::Ringgate => "ringgate",
+            Role::RinggateBase => "ringgate-base",
             Role::Peer => "peer",
             Role::Peer4k => "peer4k",
             Role::Fastws => "fastws",
@@ -103,6 +109,8 @@ pub struct ServerOpts {
     pub ringgate_bin: PathBuf,
     pub peer_bin: PathBuf,
     pub fastws_bin: PathBuf,
+    /// The earlier ringgate build of role `ringgate-base`; set and checked by `with_base_bin`.
+    pub base_bin: Option<PathBuf>,
     /// The floor (`floor_uring` example); set and checked by `with_floor_bin`.
     pub floor_bin: PathBuf,
     /// ringgate `--workers` and peer `--threads`.
@@ -148,11 +156,28 @@ impl ServerOpts {
             ringgate_bin,
             peer_bin,
             fastws_bin,
+            base_bin: None,
             floor_bin: release.join("examples").join("floor_uring"),
             workers,
             admin,
             extra_args: Vec::new(),
         })
+    }
+
+    /// The `ringgate-base` binary: required (and checked) when that role is in `roles`.
+    pub fn with_base_bin(mut self, path: Option<PathBuf>, roles: &[Role]) -> Result<Self, String> {
+        if roles.contains(&Role::RinggateBase) {
+            match &path {
+                Some(p) if p.is_file() => {}
+                Some(p) => return Err(format!("--base-bin {} is not a file", p.display())),
+                None => return Err(
+                    "server ringgate-base needs --base-bin (a ringgate built at another commit)"
+                        .to_owned(),
+                ),
+            }
+        }
+        self.base_bin = path;
+        Ok(self)
     }
 
     /// The floor binary: `path`, or the default under the target directory; checked when a floor role
@@ -185,10 +210,21 @@ impl Server {
     /// Starts `role` on free loopback ports and waits for /healthz.
     pub fn start(role: Role, label: &str, opts: &ServerOpts) -> Result<Server, String> {
         let addr = free_port()?;
-        let admin_addr = if opts.admin { Some(free_port()?) } else { None };
+        // ringgate always serves its admin API (on 127.0.0.1:4001 unless told): a free port, so two
+        // ringgates (`ringgate`, `ringgate-base`) can run side by side.
+        let ringgate = matches!(role, Role::Ringgate | Role::RinggateBase);
+        let admin_addr = if opts.admin || ringgate {
+            Some(free_port()?)
+        } else {
+            None
+        };
         let mut cmd = match role {
-            Role::Ringgate => {
-                let mut cmd = Command::new(&opts.ringgate_bin);
+            Role::Ringgate | Role::RinggateBase => {
+                let bin = match (role, &opts.base_bin) {
+                    (Role::RinggateBase, Some(base)) => base,
+                    _ => &opts.ringgate_bin,
+                };
+                let mut cmd = Command::new(bin);
                 cmd.args([
                     "serve",
                     "--listen",

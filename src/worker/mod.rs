@@ -280,6 +280,9 @@ impl Worker {
             let entered = if self.unflushed.is_empty() {
                 self.ring.uring.submit_and_wait(1)
             } else {
+                // A sweep left: first let any other runnable thread on this core have it (see
+                // `yield_core`), then take what completed without waiting.
+                yield_core();
                 self.ring.submit_and_poll()
             };
             match entered {
@@ -551,4 +554,17 @@ pub enum Deadline {
     Handshake,
     Idle,
     Close,
+}
+
+/// Gives this core to another runnable thread, if one is queued on it, before the next slice of a
+/// sweep. The kernel here runs without preemption inside system calls (`Dynamic Preempt: none`),
+/// so a thread woken on this core while the worker is in `io_uring_enter` waits for that call to
+/// return; and a thread woken between two slices would still wait for the scheduler's tick. The
+/// sweep's remaining sends lose nothing by running a little later — their members only gather more
+/// frames per send — while the thread waiting may be the control thread, the bus link, the
+/// kernel's `ksoftirqd`, or (on a shared box) the very clients being sent to. With nothing else
+/// runnable the call returns at once (~1 µs against a slice's ~0.6 ms of sends).
+fn yield_core() {
+    // SAFETY: `sched_yield` takes no arguments and touches no memory of ours.
+    unsafe { libc::sched_yield() };
 }
