@@ -10,10 +10,10 @@
 //! (queued frames in one `SENDMSG`), `floor-copy` (queued frames copied into one `SEND`) and
 //! `floor-bundle` (queued frames in one send bundle over a per-connection provided-buffer ring). The
 //! floor serves only Phoenix joins and broadcasts (no `/echo`).
-//! `ringgate-base` is ringgate again from another binary (`--base-bin`: a build of an earlier commit),
-//! so a change is measured against what it replaces in the same run, not against a figure taken on
-//! another day. `--ringgate-bin` may point at the peer binary, which accepts ringgate's command line, to try the
-//! harness before ringgate serves.
+//! `ringgate-base` is ringgate again from another binary (`--base-bin`: a build of an earlier
+//! commit), so a change is measured against what it replaces in the same run, not against a figure
+//! taken on another day. `--ringgate-bin` may point at the peer binary, which accepts ringgate's
+//! command line, to try the harness before ringgate serves.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};

@@ -180,7 +180,7 @@ const PER_WORKER: &[(&str, &str, &str, Field)] = &[
     (
         "frames_out_total",
         "counter",
-        "Sends submitted to the kernel (a short write's rest counts again).",
+        "WebSocket frames written out whole (each counted once, however many sends it took).",
         |r| r.stats.frames_out,
     ),
     ("joins_total", "counter", "Channel joins.", |r| {

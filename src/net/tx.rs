@@ -192,7 +192,6 @@ impl Worker {
             // connection until `on_send` handles this send's final completion (and is leaked, not
             // freed, if the worker exits with the send still in flight).
             let entry = unsafe { sqe::send(slot, gen, head.as_ptr(), head.len() as u32) };
-            self.stats.frames_out += 1;
             self.stats.sends += 1;
             return self.submit(slot, Req::Send, entry);
         }
@@ -219,13 +218,11 @@ impl Worker {
         q.msg = unsafe { std::mem::zeroed() };
         q.msg.msg_iov = q.iov.as_mut_ptr();
         q.msg.msg_iovlen = q.iov.len();
-        let frames = q.iov.len() as u64;
         // SAFETY: the msghdr and iovec live in this connection's queue box, which is kept (never
         // dropped or modified) while the send is in flight (`drop_waiting`, `on_send`); each iovec
         // points into a frame that holds a reference for this connection until `on_send` handles
         // the send's final completion (leaked, not freed, at an exit with the send in flight).
         let entry = unsafe { sqe::send_msg(slot, gen, &q.msg) };
-        self.stats.frames_out += frames;
         self.stats.sends += 1;
         self.submit(slot, Req::Send, entry);
     }
@@ -268,6 +265,9 @@ impl Worker {
                 break;
             }
             sent -= left;
+            // Counted once its last byte is out: a short send's rest is not a frame again.
+            self.stats.frames_out += 1;
+            let c = &mut self.conns[slot as usize];
             let done = c.tx_head;
             let next = match c.txq.as_mut() {
                 Some(q) => {
