@@ -101,7 +101,8 @@ pub struct Config {
     /// Connections from one source address, across workers; past it new ones are dropped before
     /// their upgrade is answered. Default 0 (off): behind a load balancer or carrier-grade NAT one
     /// address is thousands of users. Set it on a gateway exposed directly. Needs Linux 6.7
-    /// (`getsockopt` through io_uring) and costs ~40 bytes per connection while on.
+    /// (`getsockopt` through io_uring) and costs ~40 bytes per connection while on, plus ~35 per
+    /// distinct address on each worker (the count per worker that a dead worker gives back).
     pub max_connections_per_ip: u32,
     /// Resident memory of the process past which new connections are not accepted (they wait in
     /// the listen backlog; existing ones are served), until it is back under 90%. Default 0

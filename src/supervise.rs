@@ -8,6 +8,8 @@
 //!   counted, so it cannot grow without bound, and `/metrics` does not wait for a reply;
 //! - its member counts leave the shared topic table, so publishers stop addressing it and topic
 //!   counts are true again (its connections went with its ring);
+//! - its presence entries are untracked, and its connections leave the per-address counts of
+//!   `max_connections_per_ip` (a panicked worker never ran its own exit, which releases them);
 //! - it is logged and counted (`ringgate_worker_up`, `ringgate_worker_deaths_total`).
 //!
 //! Then `server::run` applies `on_worker_death`: exit non-zero (the default), or keep serving.
@@ -69,6 +71,12 @@ pub fn contain(worker: usize, listener: Option<&Socket>, hub: &Hub) -> u64 {
     // Its connections' presence entries leave (a diff to every member), or they would stay as
     // zombies: the dead worker never untracks them.
     hub.presence.drop_worker(worker);
+    // Its connections' counts at `max_connections_per_ip`, or their addresses would stay short of
+    // connections for good.
+    let per_ip = hub.peers.drop_worker(worker);
+    if per_ip > 0 {
+        tracing::info!(worker, connections = per_ip, "per-address counts released");
+    }
     hub.table.drop_worker(worker)
 }
 

@@ -4,7 +4,8 @@
 //! - with `--on-worker-death keep-serving` it stays up: `/metrics` counts the dead worker, its
 //!   members leave the topic table (a broadcast reaches exactly the survivors' members), its
 //!   connections are gone, and new connections are all served by the remaining worker (its
-//!   listener no longer takes a share of them).
+//!   listener no longer takes a share of them); and with `max_connections_per_ip`, a panicked
+//!   worker's connections leave their address's count (new ones take their place).
 //!
 //! Every socket read has a timeout; every wait is bounded.
 
@@ -333,4 +334,56 @@ fn a_dead_workers_presence_entries_leave_and_the_survivors_see_it() {
         || presence() == on0,
     );
     let _ = std::fs::remove_file(&config);
+}
+
+/// The upgrade of a new connection from 127.0.0.1 to `/echo`: whether it was answered with 101.
+fn upgraded(addr: SocketAddr) -> Option<TcpStream> {
+    let mut s = TcpStream::connect(addr).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    s.write_all(common::UPGRADE.replace("{path}", "/echo").as_bytes())
+        .ok()?;
+    let mut head = [0u8; 12];
+    s.read_exact(&mut head).ok()?;
+    head.starts_with(b"HTTP/1.1 101").then_some(s)
+}
+
+#[test]
+fn a_dead_workers_connections_leave_the_per_address_count() {
+    const LIMIT: u64 = 30;
+    let gw = Proc::start(&[
+        "--on-worker-death",
+        "keep-serving",
+        "--max-connections-per-ip",
+        &LIMIT.to_string(),
+    ]);
+    let held: Vec<TcpStream> = (0..LIMIT)
+        .map(|i| upgraded(gw.addr).unwrap_or_else(|| panic!("connection {i} within the limit")))
+        .collect();
+    let on1 = gw.metric("ringgate_connections_open{worker=\"1\"}");
+    assert!(on1 > 0, "connections on worker 1");
+    // The address is at its limit.
+    assert!(upgraded(gw.addr).is_none(), "one past the limit");
+
+    // A panic: the worker's own exit (which releases each connection's count) never runs.
+    let (status, body) = http(gw.admin, "POST", "/api/debug/fail-worker/1/panic").unwrap();
+    assert_eq!(status, 202, "{body}");
+    wait_for("worker 1 reported dead", Duration::from_secs(10), || {
+        gw.metric("ringgate_worker_up{worker=\"1\"}") == 0
+    });
+    // Its connections are gone, and so is their share of the count: as many new ones are served
+    // (by the survivor), and the limit still holds past them.
+    let fresh: Vec<TcpStream> = (0..on1)
+        .map(|i| {
+            upgraded(gw.addr)
+                .unwrap_or_else(|| panic!("new connection {i} of {on1} after the death refused"))
+        })
+        .collect();
+    assert!(upgraded(gw.addr).is_none(), "one past the limit again");
+    // The refused one is closed as the survivor reaps its close: wait for the count to settle.
+    wait_for(
+        "the survivor holding the limit",
+        Duration::from_secs(10),
+        || gw.metric("ringgate_connections_open{worker=\"0\"}") == LIMIT,
+    );
+    drop((held, fresh));
 }

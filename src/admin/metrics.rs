@@ -180,7 +180,7 @@ const PER_WORKER: &[(&str, &str, &str, Field)] = &[
     (
         "frames_out_total",
         "counter",
-        "WebSocket frames written out whole (each counted once, however many sends it took).",
+        "WebSocket frames and HTTP responses (the upgrade, an error, /healthz) written out whole, each counted once however many sends it took.",
         |r| r.stats.frames_out,
     ),
     ("joins_total", "counter", "Channel joins.", |r| {

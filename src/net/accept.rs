@@ -143,8 +143,9 @@ impl Acceptor {
         }
         let out = if res >= 0 {
             Accepted::Slot(res as u32)
-        } else if !current {
-            // An older request's end (usually our cancel): the current one is not affected.
+        } else if !current || self.state == AcceptState::Stopped {
+            // An older request's end (usually our cancel): the current one is not affected. Or any
+            // end once stopped: the drain shut the listener down (EINVAL) or cancelled the accept.
             Accepted::Nothing
         } else {
             match -res {
@@ -230,6 +231,14 @@ impl Worker {
     pub(crate) fn stop_accepting(&mut self) {
         self.accept.stop();
         if let Some(fd) = self.listen_fd.take() {
+            // Stop listening at once: what waits in the backlog is reset and a new connection is
+            // refused (or, with other listeners of the port still open, goes to one of them), so a
+            // client or balancer tries elsewhere instead of waiting out the drain in a backlog no
+            // one accepts from. Closing would not do it: the server keeps a duplicate of the
+            // descriptor (to contain a dead worker), and the ring still references it.
+            if let Err(e) = socket2::SockRef::from(&fd).shutdown(std::net::Shutdown::Both) {
+                tracing::warn!(worker = self.id, error = %e, "could not shut the listener down");
+            }
             // Cancel every accept on the listener (all generations); the descriptor is kept until
             // the ring is gone, since a cancelled request may still reference it.
             self.ring.push(sqe::cancel_fd(fd.as_raw_fd()));

@@ -61,7 +61,11 @@ impl Worker {
             self.abort(slot);
             return;
         };
-        if self.hub.peers.admit(ip, self.cfg.max_connections_per_ip) {
+        if self
+            .hub
+            .peers
+            .admit(ip, self.id, self.cfg.max_connections_per_ip)
+        {
             self.peer_ips.insert(slot, ip);
             // Request bytes that arrived before admission were kept: process them now.
             self.on_bytes(slot, &mut []);
@@ -75,7 +79,7 @@ impl Worker {
     /// Releases a freed connection's count.
     pub(crate) fn forget_peer(&mut self, slot: u32) {
         if let Some(ip) = self.peer_ips.remove(&slot) {
-            self.hub.peers.release(ip);
+            self.hub.peers.release(ip, self.id);
         }
     }
 }

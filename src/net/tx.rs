@@ -265,9 +265,6 @@ impl Worker {
                 break;
             }
             sent -= left;
-            // Counted once its last byte is out: a short send's rest is not a frame again.
-            self.stats.frames_out += 1;
-            let c = &mut self.conns[slot as usize];
             let done = c.tx_head;
             let next = match c.txq.as_mut() {
                 Some(q) => {
@@ -286,6 +283,8 @@ impl Worker {
             };
             c.tx_head = next.unwrap_or(NO_FRAME);
             c.tx_off = 0;
+            // Counted once its last byte is out: a short send's rest is not a frame again.
+            self.stats.frames_out += 1;
             self.release_frame(done);
             if next.is_none() || covered == 0 {
                 break;

@@ -69,7 +69,8 @@ pub struct Stats {
     pub recv_enobufs: u64,
     pub accept_table_full: u64,
     pub messages_in: u64,
-    /// Frames whose last byte the kernel took (counted at the send's completion).
+    /// Frames (and HTTP responses, which share the send path) whose last byte the kernel took,
+    /// counted at the send's completion.
     pub frames_out: u64,
     /// Send calls (`SEND` or a coalesced `SENDMSG`) the frames went out in.
     pub sends: u64,
