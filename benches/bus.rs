@@ -259,7 +259,7 @@ fn wait_cluster_subscribers(server: &Server, want: u64) -> Result<(), String> {
     let admin = server.admin_addr.ok_or("no admin listener")?;
     let until = Instant::now() + Duration::from_secs(30);
     loop {
-        let body = http_get(admin, "/api/topics/rooms:lobby")?;
+        let body = common::server::http_get(admin, "/api/topics/rooms:lobby")?;
         let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
         if v["cluster_subscribers"].as_u64() >= Some(want) {
             return Ok(());
@@ -272,21 +272,6 @@ fn wait_cluster_subscribers(server: &Server, want: u64) -> Result<(), String> {
         }
         guard::sleep_checked(Duration::from_millis(100))?;
     }
-}
-
-fn http_get(addr: SocketAddr, path: &str) -> Result<String, String> {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(addr).map_err(|e| e.to_string())?;
-    s.set_read_timeout(Some(Duration::from_secs(5)))
-        .map_err(|e| e.to_string())?;
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n"
-    )
-    .map_err(|e| e.to_string())?;
-    let mut out = String::new();
-    s.read_to_string(&mut out).map_err(|e| e.to_string())?;
-    Ok(out.split_once("\r\n\r\n").map_or("", |(_, b)| b).to_owned())
 }
 
 /// One timed broadcast.
@@ -488,20 +473,6 @@ fn part_latency(args: &Args, redis: &Redis) -> Result<serde_json::Value, String>
     }))
 }
 
-/// The `ringgate_bus_*` counter `name` (summed over labels) from `server`'s /metrics.
-fn metric(server: &Server, name: &str) -> Result<f64, String> {
-    let admin = server.admin_addr.ok_or("no admin listener")?;
-    let body = http_get(admin, "/metrics")?;
-    Ok(body
-        .lines()
-        .filter(|l| {
-            l.strip_prefix(name)
-                .is_some_and(|r| r.starts_with(' ') || r.starts_with('{'))
-        })
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum())
-}
-
 /// Gateways of one spread layout and their clients.
 struct Layout {
     name: &'static str,
@@ -701,13 +672,13 @@ struct Counts {
 impl Counts {
     fn read(a: &Server, b: &Server, redis: &Redis) -> Result<Counts, String> {
         Ok(Counts {
-            joins: metric(a, "ringgate_joins_total")?,
-            leaves: metric(a, "ringgate_leaves_total")?,
-            broadcasts: metric(a, "ringgate_broadcasts_total")?,
-            published: metric(a, "ringgate_bus_published_total")?,
-            received: metric(b, "ringgate_bus_received_total")?,
-            subscribe_commands: metric(a, "ringgate_bus_subscribe_commands_total")?,
-            unsubscribe_commands: metric(a, "ringgate_bus_unsubscribe_commands_total")?,
+            joins: a.metric("ringgate_joins_total")?,
+            leaves: a.metric("ringgate_leaves_total")?,
+            broadcasts: a.metric("ringgate_broadcasts_total")?,
+            published: a.metric("ringgate_bus_published_total")?,
+            received: b.metric("ringgate_bus_received_total")?,
+            subscribe_commands: a.metric("ringgate_bus_subscribe_commands_total")?,
+            unsubscribe_commands: a.metric("ringgate_bus_unsubscribe_commands_total")?,
             redis_publish: redis.calls("publish")?,
             redis_subscribe: redis.calls("subscribe")?,
             redis_unsubscribe: redis.calls("unsubscribe")?,

@@ -106,13 +106,6 @@ pub fn resident_bytes() -> u64 {
     if let Some(bytes) = resident_override() {
         return bytes;
     }
-    let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
-    let pages: u64 = statm
-        .split_whitespace()
-        .nth(1)
-        .and_then(|p| p.parse().ok())
-        .unwrap_or(0);
-    // SAFETY: sysconf only reads a configuration value.
-    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) }.max(4096) as u64;
-    pages * page
+    // The same reading as the load generator's own.
+    crate::load::sys::rss_bytes()
 }

@@ -17,7 +17,8 @@
 //! the fall-behind test decides. The ladder stops after two steps in a row that did not (a server
 //! that coalesces gets cheaper per delivery as the rate rises, so one missed step is not its end). Reported per step: the rate asked and published, deliveries offered
 //! (publish rate × subscribers) and achieved (copies / time from the first publish to the last
-//! receipt), p50/p99/max latency, lost copies, server and client CPU per delivery over the step; and
+//! receipt), p50/p99/max latency, lost copies, server and client CPU per delivery over the step, the
+//! server's kernel share of its CPU and (ringgate, from its /metrics) frames per send call; and
 //! per server the highest sustained deliveries/s, with ratios against every peer of the run.
 
 use std::time::Duration;
@@ -27,7 +28,7 @@ use serde_json::json;
 use super::common::clock::mono_ns;
 use super::common::procfs::{self, CpuMark, CpuWindow};
 use super::common::report;
-use super::common::server;
+use super::common::server::{self, Role};
 use super::common::stats;
 use super::common::wsclient::topic_name;
 use super::{cpu_us, grow, Args, Grown, Subject, COMMAND_TIMEOUT, OTHER_CPU_WARN_CORES};
@@ -69,6 +70,10 @@ struct Step {
     achieved_deliveries_per_s: f64,
     server_cpu_us_per_delivery: f64,
     client_cpu_us_per_delivery: f64,
+    /// Share of the server's CPU over the step spent in the kernel (stime against utime + stime).
+    server_kernel_share: f64,
+    /// ringgate only (from its /metrics): frames per send call over the step, the coalescing.
+    frames_per_send: Option<f64>,
     sustained: bool,
 }
 
@@ -160,6 +165,8 @@ fn ladder(
         s.clients.reset(base, COMMAND_TIMEOUT)?;
         let server0 = cpu_us(&server_pid);
         let client0 = cpu_us(&client_pids);
+        let split0 = procfs::proc_cpu(server_pid[0]).unwrap_or_default();
+        let sends0 = send_counts(&s.server);
         let period_ns = 1e9 / rate;
         let t0 = mono_ns();
         let mut t_pub = Vec::with_capacity(count);
@@ -187,6 +194,14 @@ fn ladder(
         )?;
         let server_cpu = cpu_us(&server_pid) - server0;
         let client_cpu = cpu_us(&client_pids) - client0;
+        let split = procfs::proc_cpu(server_pid[0]).unwrap_or_default();
+        let stat_us = split.stat_us.saturating_sub(split0.stat_us);
+        let server_kernel_share =
+            1.0 - split.user_us.saturating_sub(split0.user_us) as f64 / stat_us.max(1) as f64;
+        let frames_per_send = match (sends0, send_counts(&s.server)) {
+            (Some((f0, s0)), Some((f1, s1))) if s1 > s0 => Some((f1 - f0) / (s1 - s0)),
+            _ => None,
+        };
         let receipts = s.clients.collect(count, COMMAND_TIMEOUT)?;
         let mut lat_ns = Vec::new();
         let mut last_receipt = t_pub[0];
@@ -225,6 +240,8 @@ fn ladder(
             achieved_deliveries_per_s,
             server_cpu_us_per_delivery: server_cpu / received.max(1) as f64,
             client_cpu_us_per_delivery: client_cpu / received.max(1) as f64,
+            server_kernel_share,
+            frames_per_send,
             sustained,
         };
         eprintln!(
@@ -259,6 +276,17 @@ fn ladder(
     })
 }
 
+/// ringgate's frames out and send calls so far (its /metrics), for the coalescing of a step; `None`
+/// for a server without them.
+fn send_counts(server: &server::Server) -> Option<(f64, f64)> {
+    if !matches!(server.role, Role::Ringgate | Role::RinggateBase) {
+        return None;
+    }
+    let frames = server.metric("ringgate_frames_out_total").ok()?;
+    let sends = server.metric("ringgate_sends_total").ok()?;
+    Some((frames, sends))
+}
+
 fn report_ladders(
     args: &Args,
     ns: &[usize],
@@ -290,6 +318,9 @@ fn report_ladders(
                         s.expected.saturating_sub(s.received).to_string(),
                         format!("{:.2}", s.server_cpu_us_per_delivery),
                         format!("{:.2}", s.client_cpu_us_per_delivery),
+                        format!("{:.0}%", s.server_kernel_share * 100.0),
+                        s.frames_per_send
+                            .map_or("-".to_owned(), |f| format!("{f:.1}")),
                         if s.sustained { "yes" } else { "no" }.to_owned(),
                     ]
                 })
@@ -308,6 +339,8 @@ fn report_ladders(
                         "lost",
                         "server CPU µs/delivery",
                         "client CPU µs/delivery",
+                        "server kernel share",
+                        "frames/send",
                         "sustained",
                     ],
                     &rows
@@ -389,6 +422,8 @@ fn report_ladders(
                     "p50_ms": s.p50_ms, "p99_ms": s.p99_ms, "max_ms": s.max_ms,
                     "server_cpu_us_per_delivery": s.server_cpu_us_per_delivery,
                     "client_cpu_us_per_delivery": s.client_cpu_us_per_delivery,
+                    "server_kernel_share": s.server_kernel_share,
+                    "frames_per_send": s.frames_per_send,
                     "sustained": s.sustained,
                 })).collect::<Vec<_>>(),
             })).collect::<Vec<_>>(),

@@ -40,6 +40,8 @@ fn kib_field(line: &str, key: &str) -> Option<u64> {
 pub struct ProcCpu {
     /// utime + stime from `/proc/PID/stat`, converted from clock ticks (10 ms resolution here).
     pub stat_us: u64,
+    /// utime alone (user mode), in µs at the same resolution: `stat_us - user_us` is kernel time.
+    pub user_us: u64,
     /// Sum of the run time of the live threads (`/proc/PID/task/*/schedstat`), in ns. Exited threads
     /// are missing from it, so it is only used for processes whose threads live as long as they do.
     pub sched_ns: u64,
@@ -81,6 +83,7 @@ pub fn proc_cpu(pid: u32) -> io::Result<ProcCpu> {
             .unwrap_or(0)
     };
     let stat_us = (ticks(11) + ticks(12)) * 1_000_000 / clk_tck();
+    let user_us = ticks(11) * 1_000_000 / clk_tck();
     let mut sched_ns = 0;
     if let Ok(tasks) = fs::read_dir(format!("/proc/{pid}/task")) {
         for task in tasks.flatten() {
@@ -94,7 +97,11 @@ pub fn proc_cpu(pid: u32) -> io::Result<ProcCpu> {
             }
         }
     }
-    Ok(ProcCpu { stat_us, sched_ns })
+    Ok(ProcCpu {
+        stat_us,
+        user_us,
+        sched_ns,
+    })
 }
 
 /// Whole-machine CPU time from the first line of `/proc/stat`, in µs, split the way the benches need it:

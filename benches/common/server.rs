@@ -378,6 +378,38 @@ impl Server {
     }
 }
 
+impl Server {
+    /// The counter or gauge `name` from the server's /metrics (ringgate's admin API), summed over
+    /// its labels.
+    pub fn metric(&self, name: &str) -> Result<f64, String> {
+        let admin = self.admin_addr.ok_or("no admin listener")?;
+        let body = http_get(admin, "/metrics")?;
+        Ok(body
+            .lines()
+            .filter(|l| {
+                l.strip_prefix(name)
+                    .is_some_and(|r| r.starts_with(' ') || r.starts_with('{'))
+            })
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum())
+    }
+}
+
+/// The body of `GET path` on `addr` (HTTP/1.1, the connection closed by the server).
+pub fn http_get(addr: SocketAddr, path: &str) -> Result<String, String> {
+    let mut s = TcpStream::connect(addr).map_err(|e| e.to_string())?;
+    s.set_read_timeout(Some(Duration::from_secs(5)))
+        .map_err(|e| e.to_string())?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n"
+    )
+    .map_err(|e| e.to_string())?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).map_err(|e| e.to_string())?;
+    Ok(out.split_once("\r\n\r\n").map_or("", |(_, b)| b).to_owned())
+}
+
 /// One broadcast as the admin API takes it; `t_ns` goes into the payload.
 fn broadcast_json(topic: &str, event: &str, payload_fields: &str, t_ns: u64) -> String {
     format!(
