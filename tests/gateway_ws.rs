@@ -457,15 +457,7 @@ fn connections_per_source_address_are_limited() {
         let stream: std::net::TcpStream = s.into();
         stream
     };
-    let upgrade = |mut s: std::net::TcpStream| -> Option<std::net::TcpStream> {
-        use std::io::{Read, Write};
-        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-        s.write_all(common::UPGRADE.replace("{path}", "/echo").as_bytes())
-            .ok()?;
-        let mut buf = [0u8; 12];
-        s.read_exact(&mut buf).ok()?;
-        buf.starts_with(b"HTTP/1.1 101").then_some(s)
-    };
+    let upgrade = common::upgrade_echo;
     let kept: Vec<_> = (0..3)
         .map(|_| upgrade(from(2)).expect("within the limit"))
         .collect();

@@ -336,15 +336,9 @@ fn a_dead_workers_presence_entries_leave_and_the_survivors_see_it() {
     let _ = std::fs::remove_file(&config);
 }
 
-/// The upgrade of a new connection from 127.0.0.1 to `/echo`: whether it was answered with 101.
+/// The upgrade of a new connection from 127.0.0.1 to `/echo`: the stream if answered with 101.
 fn upgraded(addr: SocketAddr) -> Option<TcpStream> {
-    let mut s = TcpStream::connect(addr).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    s.write_all(common::UPGRADE.replace("{path}", "/echo").as_bytes())
-        .ok()?;
-    let mut head = [0u8; 12];
-    s.read_exact(&mut head).ok()?;
-    head.starts_with(b"HTTP/1.1 101").then_some(s)
+    common::upgrade_echo(TcpStream::connect(addr).ok()?)
 }
 
 #[test]

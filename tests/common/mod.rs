@@ -109,6 +109,17 @@ pub fn http_request(addr: SocketAddr, request: &str) -> std::io::Result<String> 
 
 pub const UPGRADE: &str = "GET {path} HTTP/1.1\r\nHost: test\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n";
 
+/// Sends the upgrade for `/echo` on `s`; the stream back if the answer starts with 101 (refused,
+/// dropped or closed: `None`).
+pub fn upgrade_echo(mut s: TcpStream) -> Option<TcpStream> {
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    s.write_all(UPGRADE.replace("{path}", "/echo").as_bytes())
+        .ok()?;
+    let mut head = [0u8; 12];
+    s.read_exact(&mut head).ok()?;
+    head.starts_with(b"HTTP/1.1 101").then_some(s)
+}
+
 /// A raw client: upgraded TCP stream with the 101 response consumed.
 pub struct RawClient {
     pub stream: TcpStream,
