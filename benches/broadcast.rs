@@ -142,6 +142,11 @@ struct Args {
     /// Sustained mode: a step whose delivery p99 is above this has not sustained its rate.
     #[arg(long, default_value_t = 100.0)]
     p99_limit_ms: f64,
+    /// Sustained mode: ladders per server, interleaved (each a full climb of `--rates`); the
+    /// highest sustained rate is reported per ladder and as the median over them, since one ladder
+    /// moves by a step between runs on a shared box.
+    #[arg(long, default_value_t = 1)]
+    ladders: usize,
     /// Topics the subscribers spread over (sustained mode): 1 is one topic of N; 1000 is 1,000 topics of
     /// N/1000, and each tick of the rate publishes once to every topic (one admin request).
     #[arg(long, default_value_t = 1)]

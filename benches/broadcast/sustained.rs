@@ -19,7 +19,9 @@
 //! (publish rate × subscribers) and achieved (copies / time from the first publish to the last
 //! receipt), p50/p99/max latency, lost copies, server and client CPU per delivery over the step, the
 //! server's kernel share of its CPU and (ringgate, from its /metrics) frames per send call; and
-//! per server the highest sustained deliveries/s, with ratios against every peer of the run.
+//! per ladder the highest sustained deliveries/s. With `--ladders L` every server climbs L times,
+//! interleaved with the others, and each server's figure is the median of its L highest sustained
+//! rates (one ladder moves by a step between runs here), with ratios of medians against every peer.
 
 use std::time::Duration;
 
@@ -119,13 +121,19 @@ pub fn run(
     if args.rates.iter().any(|r| !(r.is_finite() && *r > 0.0)) {
         return Err("--rates must all be above 0".to_owned());
     }
+    if args.ladders == 0 {
+        return Err("--ladders must be at least 1".to_owned());
+    }
     let mut next_seq = 1u64;
     let mut ladders = Vec::new();
     for (k, n) in ns.iter().enumerate() {
-        for j in 0..subjects.len() {
-            let i = (j + k) % subjects.len();
-            let pids = super::all_pids(subjects);
-            ladders.push(ladder(args, &mut subjects[i], *n, &mut next_seq, &pids)?);
+        for round in 0..args.ladders {
+            for j in 0..subjects.len() {
+                // Interleaved, and each round starts with another server.
+                let i = (j + k + round) % subjects.len();
+                let pids = super::all_pids(subjects);
+                ladders.push(ladder(args, subjects, i, *n, &mut next_seq, &pids)?);
+            }
         }
     }
     let pids = super::all_pids(subjects);
@@ -136,9 +144,11 @@ pub fn run(
     report_ladders(args, ns, &ladders, run_cpu)
 }
 
+/// Climbs the rates with `subjects[i]`; the others' clients only send their keepalives.
 fn ladder(
     args: &Args,
-    s: &mut Subject,
+    subjects: &mut [Subject],
+    i: usize,
     n: usize,
     next_seq: &mut u64,
     pids: &[u32],
@@ -148,17 +158,27 @@ fn ladder(
         live,
         subscribers,
         ..
-    } = grow(args, s, n)?;
+    } = grow(args, &mut subjects[i], n)?;
+    if subscribers == 0 {
+        return Err(format!(
+            "{}: no live subscribers to climb with",
+            subjects[i].label
+        ));
+    }
     let pad = "x".repeat(args.payload_bytes);
-    let server_pid = [s.server.pid()];
-    let client_pids = s.clients.pids();
+    let server_pid = [subjects[i].server.pid()];
+    let client_pids = subjects[i].clients.pids();
     let mark = procfs::cpu_mark(pids);
     let mut steps = Vec::new();
     for rate in &args.rates {
-        // Keepalives first (a step can outlast ringgate's 60 s idle close across the ladder), then
-        // a quiet moment so their replies stay out of the step's CPU window.
-        s.clients.heartbeat(COMMAND_TIMEOUT)?;
+        // Keepalives first, from every server's clients (a ladder outlasts ringgate's 60 s idle
+        // close: the servers waiting for their next ladder must keep their subscribers), then a
+        // quiet moment so the replies stay out of the step's CPU window.
+        for other in subjects.iter_mut() {
+            other.clients.heartbeat(COMMAND_TIMEOUT)?;
+        }
         super::common::guard::sleep_checked(STEP_SETTLE)?;
+        let s = &mut subjects[i];
         let count = step_broadcasts(args, *rate);
         let base = *next_seq;
         *next_seq += count as u64;
@@ -266,8 +286,8 @@ fn ladder(
         }
     }
     Ok(Ladder {
-        label: s.label.clone(),
-        is_peer: s.role.is_peer(),
+        label: subjects[i].label.clone(),
+        is_peer: subjects[i].role.is_peer(),
         n,
         subscribers,
         join_failures: opened.failed,
@@ -375,7 +395,16 @@ fn report_ladders(
                 ]
             })
             .collect();
-        println!("### Highest sustained rate\n");
+        // One row per server: the median of its ladders' highest sustained rates.
+        let mut servers: Vec<(String, bool, Vec<f64>)> = Vec::new();
+        for l in &here {
+            match servers.iter_mut().find(|(label, _, _)| *label == l.label) {
+                Some((_, _, bests)) => bests.push(l.best_deliveries_per_s()),
+                None => servers.push((l.label.clone(), l.is_peer, vec![l.best_deliveries_per_s()])),
+            }
+        }
+        let median = |bests: &[f64]| stats::spread(bests).map_or(0.0, |s| s.median);
+        println!("### Highest sustained rate, per ladder\n");
         println!(
             "{}",
             report::table(
@@ -389,29 +418,57 @@ fn report_ladders(
                 &rows
             )
         );
+        let rows: Vec<Vec<String>> = servers
+            .iter()
+            .map(|(label, _, bests)| {
+                let per_ladder: Vec<String> =
+                    bests.iter().map(|b| format!("{:.0}", b / 1e3)).collect();
+                vec![
+                    label.clone(),
+                    format!("{:.0}", median(bests) / 1e3),
+                    per_ladder.join(", "),
+                ]
+            })
+            .collect();
+        println!(
+            "### Highest sustained rate, median over {} ladder(s)\n",
+            args.ladders
+        );
+        println!(
+            "{}",
+            report::table(
+                &[
+                    "server",
+                    "k deliveries/s (median)",
+                    "k deliveries/s per ladder"
+                ],
+                &rows
+            )
+        );
         let mut ratios = serde_json::Map::new();
-        for p in here.iter().filter(|l| l.is_peer) {
+        for (peer, _, peer_bests) in servers.iter().filter(|(_, is_peer, _)| *is_peer) {
             let mut per = serde_json::Map::new();
-            let rows: Vec<Vec<String>> = here
+            let rows: Vec<Vec<String>> = servers
                 .iter()
-                .map(|l| {
-                    let r = l.best_deliveries_per_s() / p.best_deliveries_per_s();
-                    per.insert(l.label.clone(), json!(r));
+                .map(|(label, _, bests)| {
+                    let r = median(bests) / median(peer_bests);
+                    per.insert(label.clone(), json!(r));
                     vec![
-                        l.label.clone(),
-                        report::ratio(l.best_deliveries_per_s(), p.best_deliveries_per_s()),
+                        label.clone(),
+                        report::ratio(median(bests), median(peer_bests)),
                     ]
                 })
                 .collect();
-            println!("Sustained deliveries/s against {}:\n", p.label);
+            println!("Sustained deliveries/s (medians) against {peer}:\n");
             println!("{}", report::table(&["server", "ratio"], &rows));
-            ratios.insert(p.label.clone(), serde_json::Value::Object(per));
+            ratios.insert(peer.clone(), serde_json::Value::Object(per));
         }
         per_n.push(json!({
             "n": n,
             "servers": here.iter().map(|l| json!({
                 "label": l.label, "subscribers": l.subscribers, "join_failures": l.join_failures,
                 "best_sustained_deliveries_per_s": l.best_deliveries_per_s(),
+                "median_best_over_ladders": servers.iter().find(|(label, _, _)| *label == l.label).map(|(_, _, b)| median(b)),
                 "cpu": l.cpu.to_json(),
                 "steps": l.steps.iter().map(|s| json!({
                     "rate_per_s": s.rate_per_s, "published": s.published,
@@ -447,6 +504,7 @@ fn report_ladders(
     let value = json!({
         "bench": "broadcast", "mode": "sustained",
         "rates": args.rates, "step_s": args.step_s, "p99_limit_ms": args.p99_limit_ms,
+        "ladders": args.ladders,
         "topics": args.topics, "vsn": args.vsn, "payload_pad_bytes": args.payload_bytes,
         "workers": args.workers,
         "machine": report::machine_json(),
