@@ -30,7 +30,7 @@ use serde_json::json;
 use super::common::clock::mono_ns;
 use super::common::procfs::{self, CpuMark, CpuWindow};
 use super::common::report;
-use super::common::server::{self, Role};
+use super::common::server;
 use super::common::stats;
 use super::common::wsclient::topic_name;
 use super::{cpu_us, grow, Args, Grown, Subject, COMMAND_TIMEOUT, OTHER_CPU_WARN_CORES};
@@ -166,7 +166,7 @@ fn ladder(
         ));
     }
     let pad = "x".repeat(args.payload_bytes);
-    let server_pid = [subjects[i].server.pid()];
+    let server_pid = subjects[i].server.pid();
     let client_pids = subjects[i].clients.pids();
     let mark = procfs::cpu_mark(pids);
     let mut steps = Vec::new();
@@ -183,9 +183,9 @@ fn ladder(
         let base = *next_seq;
         *next_seq += count as u64;
         s.clients.reset(base, COMMAND_TIMEOUT)?;
-        let server0 = cpu_us(&server_pid);
+        // One reading of the server's /proc stat per end: its total and its user/kernel split.
+        let server0 = procfs::proc_cpu(server_pid).unwrap_or_default();
         let client0 = cpu_us(&client_pids);
-        let split0 = procfs::proc_cpu(server_pid[0]).unwrap_or_default();
         let sends0 = send_counts(&s.server);
         let period_ns = 1e9 / rate;
         let t0 = mono_ns();
@@ -212,12 +212,12 @@ fn ladder(
             &live,
             Duration::from_millis(args.deliver_timeout_ms),
         )?;
-        let server_cpu = cpu_us(&server_pid) - server0;
+        let server1 = procfs::proc_cpu(server_pid).unwrap_or_default();
+        let server_cpu = server1.best_us() - server0.best_us();
         let client_cpu = cpu_us(&client_pids) - client0;
-        let split = procfs::proc_cpu(server_pid[0]).unwrap_or_default();
-        let stat_us = split.stat_us.saturating_sub(split0.stat_us);
+        let stat_us = server1.stat_us.saturating_sub(server0.stat_us);
         let server_kernel_share =
-            1.0 - split.user_us.saturating_sub(split0.user_us) as f64 / stat_us.max(1) as f64;
+            1.0 - server1.user_us.saturating_sub(server0.user_us) as f64 / stat_us.max(1) as f64;
         let frames_per_send = match (sends0, send_counts(&s.server)) {
             (Some((f0, s0)), Some((f1, s1))) if s1 > s0 => Some((f1 - f0) / (s1 - s0)),
             _ => None,
@@ -299,7 +299,7 @@ fn ladder(
 /// ringgate's frames out and send calls so far (its /metrics), for the coalescing of a step; `None`
 /// for a server without them.
 fn send_counts(server: &server::Server) -> Option<(f64, f64)> {
-    if !matches!(server.role, Role::Ringgate | Role::RinggateBase) {
+    if !server.role.is_ringgate() {
         return None;
     }
     let frames = server.metric("ringgate_frames_out_total").ok()?;

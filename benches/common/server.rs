@@ -101,6 +101,12 @@ impl Role {
     pub fn is_peer(self) -> bool {
         self != Role::Ringgate
     }
+
+    /// ringgate itself, from either binary (`ringgate` or `ringgate-base`): it has the admin API
+    /// and its /metrics.
+    pub fn is_ringgate(self) -> bool {
+        matches!(self, Role::Ringgate | Role::RinggateBase)
+    }
 }
 
 /// Binaries and settings shared by every server of a run.
@@ -212,8 +218,7 @@ impl Server {
         let addr = free_port()?;
         // ringgate always serves its admin API (on 127.0.0.1:4001 unless told): a free port, so two
         // ringgates (`ringgate`, `ringgate-base`) can run side by side.
-        let ringgate = matches!(role, Role::Ringgate | Role::RinggateBase);
-        let admin_addr = if opts.admin || ringgate {
+        let admin_addr = if opts.admin || role.is_ringgate() {
             Some(free_port()?)
         } else {
             None
@@ -376,9 +381,7 @@ impl Server {
         }
         Ok(t_ns)
     }
-}
 
-impl Server {
     /// The counter or gauge `name` from the server's /metrics (ringgate's admin API), summed over
     /// its labels.
     pub fn metric(&self, name: &str) -> Result<f64, String> {
