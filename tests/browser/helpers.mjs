@@ -3,34 +3,21 @@
 // virtual time budget: it would fake phoenix.js's heartbeat timeouts), bounded waits, and where
 // screenshots go (target/browser/, kept as CI artifacts).
 
-import { spawn } from 'node:child_process'
 import { mkdirSync } from 'node:fs'
-import { createServer } from 'node:net'
 import { fileURLToPath } from 'node:url'
 
 import { chromium } from 'playwright-core'
 
-export const BIN = process.env.RINGGATE_BIN_PATH ??
-  fileURLToPath(new URL('../../target/release/ringgate', import.meta.url))
+import { BIN, sleep, spawnGateway } from '../support/gateway.mjs'
+
+export { BIN, sleep }
+
 export const CHROMIUM = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium'
 export const SHOTS = fileURLToPath(new URL('../../target/browser/', import.meta.url))
 mkdirSync(SHOTS, { recursive: true })
 
 export const LAPTOP = { width: 1366, height: 900 }
 export const PHONE = { width: 390, height: 844 }
-
-export function freePort () {
-  return new Promise((resolve, reject) => {
-    const s = createServer()
-    s.once('error', reject)
-    s.listen(0, '127.0.0.1', () => {
-      const { port } = s.address()
-      s.close(() => resolve(port))
-    })
-  })
-}
-
-export const sleep = ms => new Promise(resolve => setTimeout(resolve, ms))
 
 /** Polls `check` (async, truthy = done) every 100 ms; rejects naming `what` after `ms`. */
 export async function waitFor (what, check, ms = 15000) {
@@ -45,33 +32,8 @@ export async function waitFor (what, check, ms = 15000) {
 }
 
 /** `ringgate serve` on free ports with `args`; resolves once /healthz answers. */
-export async function startGateway (args = []) {
-  const port = await freePort()
-  const adminPort = await freePort()
-  const child = spawn(BIN, ['serve', '--listen', `127.0.0.1:${port}`, '--admin-listen', `127.0.0.1:${adminPort}`,
-    '--log-level', 'warn', ...args], { stdio: ['ignore', 'ignore', 'inherit'] })
-  const exited = new Promise(resolve => child.once('exit', code => resolve(code)))
-  const admin = `http://127.0.0.1:${adminPort}`
-  for (let i = 0; i < 200; i++) {
-    try {
-      const r = await fetch(`${admin}/healthz`)
-      if (r.ok) {
-        return {
-          port,
-          admin,
-          async stop () {
-            child.kill('SIGTERM')
-            const t = setTimeout(() => child.kill('SIGKILL'), 10000)
-            await exited
-            clearTimeout(t)
-          }
-        }
-      }
-    } catch {}
-    await sleep(100)
-  }
-  child.kill('SIGKILL')
-  throw new Error(`gateway on ${port} did not become ready`)
+export function startGateway (args = []) {
+  return spawnGateway({ args: ['--log-level', 'warn', ...args] })
 }
 
 export function launch () {

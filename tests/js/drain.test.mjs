@@ -4,44 +4,20 @@
 // broadcast published through B. A exits by itself with status 0.
 
 import assert from 'node:assert/strict'
-import { spawn } from 'node:child_process'
-import { createServer } from 'node:net'
-import { fileURLToPath } from 'node:url'
 import { test } from 'node:test'
 
 import { Socket } from 'phoenix'
 import WebSocket from 'ws'
 
+import { freePort, spawnGateway } from '../support/gateway.mjs'
 import { withTimeout } from './helpers.mjs'
 
-const BIN = process.env.RINGGATE_BIN_PATH ??
-  fileURLToPath(new URL('../../target/release/ringgate', import.meta.url))
-
-function freePort () {
-  return new Promise((resolve, reject) => {
-    const s = createServer()
-    s.once('error', reject)
-    s.listen(0, '127.0.0.1', () => {
-      const { port } = s.address()
-      s.close(() => resolve(port))
-    })
+function startGateway (port, adminPort) {
+  return spawnGateway({
+    port,
+    adminPort,
+    args: ['--workers', '1', '--drain-ms', '1000', '--timer-tick-ms', '100', '--log-level', 'warn']
   })
-}
-
-async function startGateway (port, adminPort) {
-  const child = spawn(BIN, ['serve', '--listen', `127.0.0.1:${port}`, '--admin-listen', `127.0.0.1:${adminPort}`,
-    '--workers', '1', '--drain-ms', '1000', '--timer-tick-ms', '100', '--log-level', 'warn'],
-  { stdio: ['ignore', 'ignore', 'inherit'] })
-  const exited = new Promise(resolve => child.once('exit', code => resolve(code)))
-  for (let i = 0; i < 100; i++) {
-    try {
-      const r = await fetch(`http://127.0.0.1:${adminPort}/healthz`)
-      if (r.ok) return { child, exited, admin: `http://127.0.0.1:${adminPort}` }
-    } catch {}
-    await new Promise(resolve => setTimeout(resolve, 100))
-  }
-  child.kill('SIGKILL')
-  throw new Error(`gateway on ${port} did not become ready`)
 }
 
 test('SIGTERM drain: close 1012, phoenix.js reconnects to the second instance', async () => {
@@ -68,7 +44,7 @@ test('SIGTERM drain: close 1012, phoenix.js reconnects to the second instance', 
     const rejoined = new Promise(resolve => {
       const timer = setInterval(() => { if (joins >= 2 || channel.state === 'joined' && closes.length) { clearInterval(timer); resolve() } }, 50)
     })
-    a.child.kill('SIGTERM')
+    a.kill('SIGTERM')
     assert.equal(await withTimeout(a.exited, 'instance A to exit after draining', 10000), 0)
     assert.ok(closes.includes(1012), `close codes seen: ${closes}`)
     await withTimeout(rejoined, 'the channel to rejoin on instance B', 10000)
@@ -91,7 +67,7 @@ test('SIGTERM drain: close 1012, phoenix.js reconnects to the second instance', 
     assert.deepEqual(await withTimeout(got, 'the broadcast from instance B'), { from: 'B' })
   } finally {
     socket.disconnect()
-    a.child.kill('SIGKILL')
-    b?.child.kill('SIGKILL')
+    a.kill('SIGKILL')
+    b?.kill('SIGKILL')
   }
 })

@@ -2,33 +2,19 @@
 // ringgate gateways on the bus, and the official phoenix.js client. Every service gets free
 // loopback ports, no persistence, and is stopped by PID when the test ends.
 //
-// Environment: RINGGATE_BIN_PATH (the gateway binary; scripts/test.sh sets it).
+// Environment: RINGGATE_BIN_PATH (the gateway binary, read by ../../support/gateway.mjs).
 
 import { execFile, spawn } from 'node:child_process'
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs'
-import { createServer } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { fileURLToPath } from 'node:url'
 
 import { Socket } from 'phoenix'
 import WebSocket from 'ws'
 
-export const BIN = process.env.RINGGATE_BIN_PATH ??
-  fileURLToPath(new URL('../../../target/release/ringgate', import.meta.url))
+import { freePort, sleep, spawnGateway } from '../../support/gateway.mjs'
 
-export const sleep = ms => new Promise(resolve => setTimeout(resolve, ms))
-
-export function freePort () {
-  return new Promise((resolve, reject) => {
-    const s = createServer()
-    s.once('error', reject)
-    s.listen(0, '127.0.0.1', () => {
-      const { port } = s.address()
-      s.close(() => resolve(port))
-    })
-  })
-}
+export { freePort, sleep }
 
 export function withTimeout (promise, what, ms = 5000) {
   let timer
@@ -130,33 +116,21 @@ export async function clusterNodes (port) {
  * A gateway on the bus. Extra flags in `args`. Killed (SIGKILL) when `t` ends if still running.
  */
 export async function startGateway (t, { busUrl, name, args = [] }) {
-  const port = await freePort()
-  const adminPort = await freePort()
-  const argv = ['serve', '--listen', `127.0.0.1:${port}`, '--admin-listen', `127.0.0.1:${adminPort}`,
-    '--workers', '2', '--log-level', process.env.RINGGATE_TEST_LOG_LEVEL ?? 'warn', '--max-joins-per-second', '0',
+  const argv = ['--workers', '2', '--log-level', process.env.RINGGATE_TEST_LOG_LEVEL ?? 'warn', '--max-joins-per-second', '0',
     '--bus-heartbeat-ms', '200', '--bus-node-ttl-ms', '1500', '--bus-linger-ms', '500']
   if (busUrl) argv.push('--bus-url', busUrl)
   if (name) argv.push('--bus-node-name', name)
-  const child = spawn(BIN, [...argv, ...args], { stdio: ['ignore', 'ignore', 'inherit'] })
-  const exited = new Promise(resolve => child.once('exit', (code, signal) => resolve(code ?? signal)))
-  const admin = `http://127.0.0.1:${adminPort}`
-  const gw = {
+  const base = await spawnGateway({ args: [...argv, ...args], what: `gateway ${name}` })
+  const { admin, exited } = base
+  t.after(async () => { base.kill('SIGKILL'); await withTimeout(exited, `gateway ${name} to exit`, 10000) })
+  return {
+    ...base,
     name,
-    port,
-    admin,
-    child,
-    exited,
-    url: `ws://127.0.0.1:${port}/socket`,
+    url: `ws://127.0.0.1:${base.port}/socket`,
     get: path => getJson(admin + path),
     post: (path, body) => postJson(admin + path, body),
-    metrics: () => metrics(admin),
-    kill: signal => { if (child.exitCode === null && child.signalCode === null) child.kill(signal) }
+    metrics: () => metrics(admin)
   }
-  t.after(async () => { gw.kill('SIGKILL'); await withTimeout(exited, `gateway ${name} to exit`, 10000) })
-  const died = exited.then(code => { throw new Error(`gateway ${name} exited (${code}) before it was healthy`) })
-  await Promise.race([until(async () => (await fetch(`${admin}/healthz`)).ok, `gateway ${name} healthy`, 20000), died])
-  died.catch(() => {})
-  return gw
 }
 
 export async function getJson (url) {
