@@ -5,22 +5,17 @@
 // and a storm of 5,000 joins whose diffs are merged by the batching.
 
 import assert from 'node:assert/strict'
-import { spawn } from 'node:child_process'
 import { createHmac } from 'node:crypto'
 import { mkdtempSync, writeFileSync } from 'node:fs'
-import { createServer } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join as pathJoin } from 'node:path'
-import { fileURLToPath } from 'node:url'
 import { after, before, test } from 'node:test'
 
 import { Presence, Socket } from 'phoenix'
 import WebSocket from 'ws'
 
+import { spawnGateway } from '../support/gateway.mjs'
 import { replyOf, withTimeout } from './helpers.mjs'
-
-const BIN = process.env.RINGGATE_BIN_PATH ??
-  fileURLToPath(new URL('../../target/release/ringgate', import.meta.url))
 
 /** Batch period of the gateway under test: long enough that a storm is clearly merged. */
 const BATCH_MS = 100
@@ -67,17 +62,6 @@ presence_key = "claim:sub"
 presence_meta = ["claim:name"]
 `
 
-function freePort () {
-  return new Promise((resolve, reject) => {
-    const s = createServer()
-    s.once('error', reject)
-    s.listen(0, '127.0.0.1', () => {
-      const { port } = s.address()
-      s.close(() => resolve(port))
-    })
-  })
-}
-
 /** An HS256 JWT, signed here as the application's auth service would. */
 function token (claims) {
   const b64 = obj => Buffer.from(JSON.stringify(obj)).toString('base64url')
@@ -93,21 +77,12 @@ before(async () => {
   const dir = mkdtempSync(pathJoin(tmpdir(), 'ringgate-presence-'))
   const config = pathJoin(dir, 'ringgate.toml')
   writeFileSync(config, CONFIG)
-  const port = await freePort()
-  const adminPort = await freePort()
-  gw = spawn(BIN, ['serve', '--config', config, '--listen', `127.0.0.1:${port}`,
-    '--admin-listen', `127.0.0.1:${adminPort}`, '--workers', '2', '--log-level', 'warn',
-    '--max-messages-per-second', '1000', '--max-send-queue-bytes', String(SEND_QUEUE_BYTES)],
-  { stdio: ['ignore', 'ignore', 'inherit'] })
-  socketUrl = `ws://127.0.0.1:${port}/socket`
-  admin = `http://127.0.0.1:${adminPort}`
-  for (let i = 0; i < 100; i++) {
-    try {
-      if ((await fetch(`${admin}/healthz`)).ok) return
-    } catch {}
-    await new Promise(resolve => setTimeout(resolve, 100))
-  }
-  throw new Error('gateway did not become ready')
+  gw = await spawnGateway({
+    args: ['--config', config, '--workers', '2', '--log-level', 'warn',
+      '--max-messages-per-second', '1000', '--max-send-queue-bytes', String(SEND_QUEUE_BYTES)]
+  })
+  socketUrl = `ws://127.0.0.1:${gw.port}/socket`
+  admin = gw.admin
 })
 
 after(() => { gw?.kill('SIGKILL') })
