@@ -193,16 +193,7 @@ impl PresenceTable {
         if !t.leave_owner(owner) {
             return false;
         }
-        let pending = t.has_pending();
-        if t.is_empty() {
-            stripe.topics.remove(topic);
-        } else if pending {
-            Self::mark(stripe, topic);
-        }
-        drop(s);
-        if pending {
-            self.kick();
-        }
+        self.settle(s, topic);
         true
     }
 
@@ -247,6 +238,17 @@ impl PresenceTable {
         for (key, phx_ref) in leaves {
             t.leave_ref(key, phx_ref);
         }
+        self.settle(s, topic);
+    }
+
+    /// After entries of `topic` left or changed: a topic holding nothing (no entry, no pending
+    /// diff) is dropped, one with a pending diff is marked for the flusher, which is woken after
+    /// the stripe is released.
+    fn settle(&self, mut s: MutexGuard<'_, Stripe>, topic: &str) {
+        let stripe = &mut *s;
+        let Some(t) = stripe.topics.get(topic) else {
+            return;
+        };
         let pending = t.has_pending();
         if t.is_empty() {
             stripe.topics.remove(topic);
