@@ -44,7 +44,7 @@ pub struct Published {
     pub members: u64,
     /// The broadcast, when the publishing worker itself has members (it delivers locally,
     /// without a message).
-    pub local: Option<Broadcast>,
+    pub local: Option<Arc<Broadcast>>,
 }
 
 impl Hub {
@@ -122,8 +122,7 @@ impl Hub {
         if audience.is_empty() {
             return Published::default();
         }
-        // Each worker gets its own copy: a clone shares the encoded bytes and allocates nothing.
-        let b = broadcast::encode(topic, event, payload);
+        let b = Arc::new(broadcast::encode(topic, event, payload));
         let mut local = None;
         for &(worker, _) in audience.iter() {
             if Some(worker) == from {

@@ -9,7 +9,7 @@ use crate::phoenix::broadcast::{encoding, ws_frame};
 use crate::phoenix::channels::{Channels, Host, Outcome, TopicId};
 use crate::phoenix::serializer::{self, FrameKind, Payload};
 use crate::phoenix::Vsn;
-use crate::topics::{Broadcast, ENCODINGS};
+use crate::topics::Broadcast;
 use crate::worker::Worker;
 use crate::ws::frame::opcode;
 
@@ -190,23 +190,25 @@ impl Worker {
     }
 
     /// Sends a broadcast to every local member: the same frame bytes for all members of one
-    /// serializer version, one frame-table entry, no per-member allocation. An encoding's frame
-    /// enters the table only when a member speaks it.
+    /// serializer version, one frame-table entry, no per-member allocation.
     pub(crate) fn deliver(&mut self, b: &Broadcast) {
         let mut members = std::mem::take(&mut self.members_scratch);
         members.clear();
-        self.topics.members_of(b.topic(), &mut members);
-        // Per encoding: not looked at yet, or its frame-table id (`None`: no frame for it).
-        let mut ids: [Option<Option<u32>>; ENCODINGS] = [None; ENCODINGS];
+        self.topics.members_of(&b.topic, &mut members);
+        let v1 = b
+            .frame(encoding(Vsn::V1))
+            .cloned()
+            .map(|f| self.frame_id(f));
+        let v2 = b
+            .frame(encoding(Vsn::V2))
+            .cloned()
+            .map(|f| self.frame_id(f));
         for &slot in &members {
-            let vsn = match self.conns[slot as usize].app {
-                App::Phoenix(vsn) => Some(vsn),
+            let frame = match self.conns[slot as usize].app {
+                App::Phoenix(Vsn::V1) => v1,
+                App::Phoenix(Vsn::V2) => v2,
                 App::None | App::Echo => None,
             };
-            let frame = vsn.and_then(|vsn| {
-                let e = encoding(vsn);
-                *ids[e].get_or_insert_with(|| b.frame(e).cloned().map(|f| self.frame_id(f)))
-            });
             let sent = match frame {
                 Some(id) => self.send_id(slot, id),
                 None => Sent::Dropped,
@@ -221,7 +223,7 @@ impl Worker {
             // One clock read per broadcast and worker: the fan-out loop itself stays untimed.
             self.stats.delivery_latency.observe(b.published.elapsed());
         }
-        for id in ids.into_iter().flatten().flatten() {
+        for id in [v1, v2].into_iter().flatten() {
             if self.frames[id as usize].refs == 0 {
                 self.frames.remove(id as usize);
             }

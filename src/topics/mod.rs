@@ -28,15 +28,9 @@ pub const ENCODINGS: usize = 2;
 
 /// One broadcast, ready to send: the topic it is for and its frames, one per encoding, encoded
 /// once by the publisher.
-///
-/// Cloning it allocates nothing (its parts are shared `Bytes`), so a publisher hands each worker
-/// its own copy. A publisher that builds the topic and the frames in one buffer
-/// ([`Broadcast::from_shared`]) makes a broadcast one allocation, freed by whichever thread
-/// drops the last reference.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Broadcast {
-    /// UTF-8, checked when the broadcast is built.
-    topic: Bytes,
+    pub topic: Box<str>,
     /// Frame per encoding index; `None` when the message cannot be expressed in that encoding
     /// (members speaking it are skipped and counted as dropped).
     frames: [Option<Bytes>; ENCODINGS],
@@ -46,24 +40,11 @@ pub struct Broadcast {
 
 impl Broadcast {
     pub fn new(topic: &str, frames: [Option<Bytes>; ENCODINGS]) -> Self {
-        Self::from_shared(Bytes::copy_from_slice(topic.as_bytes()), frames)
-            .expect("a &str is UTF-8")
-    }
-
-    /// A broadcast whose topic is already in shared bytes (typically a slice of the buffer its
-    /// frames are in); `None` if the topic is not UTF-8.
-    pub fn from_shared(topic: Bytes, frames: [Option<Bytes>; ENCODINGS]) -> Option<Self> {
-        std::str::from_utf8(&topic).ok()?;
-        Some(Self {
-            topic,
+        Self {
+            topic: topic.into(),
             frames,
             published: Instant::now(),
-        })
-    }
-
-    pub fn topic(&self) -> &str {
-        // Checked in `from_shared`, and `Bytes` are immutable: this cannot fail.
-        std::str::from_utf8(&self.topic).unwrap_or_default()
+        }
     }
 
     /// The frame for members speaking encoding `index` (`None` past `ENCODINGS`).
@@ -82,11 +63,5 @@ mod tests {
         assert!(b.frame(0).is_none());
         assert_eq!(b.frame(1).unwrap().as_ref(), b"x");
         assert!(b.frame(ENCODINGS).is_none());
-        assert_eq!(b.topic(), "t");
-    }
-
-    #[test]
-    fn a_topic_that_is_not_utf8_makes_no_broadcast() {
-        assert!(Broadcast::from_shared(Bytes::from_static(b"\xff"), [None, None]).is_none());
     }
 }

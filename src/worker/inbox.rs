@@ -10,7 +10,7 @@
 
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use crate::topics::Broadcast;
 
@@ -20,7 +20,7 @@ pub enum Msg {
     /// Stop accepting; close every connection with 1012 spread over `drain_ms`; exit when empty.
     Drain { drain_ms: u64 },
     /// Deliver this broadcast to the worker's members of its topic.
-    Broadcast(Broadcast),
+    Broadcast(Arc<Broadcast>),
     /// Send back the worker's counters and memory accounting.
     Report(std::sync::mpsc::SyncSender<super::report::Report>),
 }
