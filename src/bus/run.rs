@@ -2,8 +2,9 @@
 //!
 //! - supervisor (`supervisor.rs`): keeps the link to Redis, and hands what arrives to `receive`.
 //! - publisher: drains the outgoing queue in batches, assigns sequence numbers, publishes.
-//! - reconciler: turns membership hints into batched (un)subscribe commands and count writes.
-//! - heartbeat: writes the node record once per `heartbeat_ms`.
+//! - reconciler: turns membership hints into batched (un)subscribe commands, and keeps the counts
+//!   that changed for the heartbeat.
+//! - heartbeat: writes the node record and those counts once per `heartbeat_ms`.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;

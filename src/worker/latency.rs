@@ -1,7 +1,7 @@
 //! The delivery-latency histogram: how long after its publish a broadcast had been queued to the
 //! last of a worker's local members. One observation per broadcast and worker (not per member), in
-//! plain per-worker integers: no lock and no shared atomic on the fan-out path. `/metrics` sums
-//! the workers' buckets when scraped.
+//! plain per-worker integers: no lock and no shared atomic on the fan-out path. `/metrics` shows
+//! each worker's buckets (a `worker` label) when scraped.
 
 use std::time::Duration;
 
