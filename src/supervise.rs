@@ -4,12 +4,14 @@
 //! - its listener is shut down (`shutdown(2)` on the server's own descriptor of it), so the kernel
 //!   takes it out of the `SO_REUSEPORT` group and stops routing new connections into a backlog
 //!   nobody accepts from — whether or not the dead thread's own descriptors were released;
-//! - its inbox is closed: queued and later messages (broadcasts, report requests) are dropped and
-//!   counted, so it cannot grow without bound, and `/metrics` does not wait for a reply;
 //! - its member counts leave the shared topic table, so publishers stop addressing it and topic
 //!   counts are true again (its connections went with its ring);
 //! - its presence entries are untracked, and its connections leave the per-address counts of
 //!   `max_connections_per_ip` (a panicked worker never ran its own exit, which releases them);
+//! - last, its inbox is closed: queued and later messages (broadcasts, report requests) are dropped
+//!   and counted, so it cannot grow without bound, and `/metrics` does not wait for a reply. The
+//!   closed inbox is what `ringgate_worker_up` reads, so it is closed only once the rest is done:
+//!   whoever sees the worker down also sees its counts and entries gone.
 //! - it is logged and counted (`ringgate_worker_up`, `ringgate_worker_deaths_total`).
 //!
 //! Then `server::run` applies `on_worker_death`: exit non-zero (the default), or keep serving.
@@ -65,9 +67,6 @@ pub fn contain(worker: usize, listener: Option<&Socket>, hub: &Hub) -> u64 {
             tracing::warn!(worker, error = %e, "could not shut down the dead worker's listener");
         }
     }
-    if let Some(inbox) = hub.inboxes.get(worker) {
-        inbox.close();
-    }
     // Its connections' presence entries leave (a diff to every member), or they would stay as
     // zombies: the dead worker never untracks them.
     hub.presence.drop_worker(worker);
@@ -77,7 +76,12 @@ pub fn contain(worker: usize, listener: Option<&Socket>, hub: &Hub) -> u64 {
     if per_ip > 0 {
         tracing::info!(worker, connections = per_ip, "per-address counts released");
     }
-    hub.table.drop_worker(worker)
+    let memberships = hub.table.drop_worker(worker);
+    // Last: the closed inbox is the worker's "down" to every reader (see the module doc).
+    if let Some(inbox) = hub.inboxes.get(worker) {
+        inbox.close();
+    }
+    memberships
 }
 
 /// Workers whose inbox is closed: they died (a drained worker's inbox stays open).
