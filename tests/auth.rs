@@ -282,7 +282,8 @@ async fn expiry_closes_with_1008_unless_refreshed_body() {
         "--timer-tick-ms",
         "100",
     ]);
-    let short = hs(json!({"exp": now() + 2}));
+    // Seconds, truncated: 3–4 s of validity, room for two connects and a refresh on a slow box.
+    let short = hs(json!({"exp": now() + 4}));
     let mut expiring = connect(&gw, Some(&short)).await.unwrap();
     let mut refreshed = connect(&gw, Some(&short)).await.unwrap();
     let fresh = hs(json!({"exp": now() + 600}));

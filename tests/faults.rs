@@ -145,7 +145,16 @@ async fn sigkilled_load_mid_broadcast_loses_nothing_for_survivors_and_memory_ret
     // The kernel hands out fixed-file slots round the table, so a table larger than the victims
     // would touch new `Conn` pages each cycle (a bounded high-water mark, not a leak): size the
     // table so the first cycle already touches all of it.
-    let gw = Gateway::start(&["--workers", "2", "--max-connections-per-worker", "6000"]);
+    // The survivors send nothing for the whole run, which on a slow box may outlast the default
+    // 60 s idle timeout: they must not be closed as idle midway.
+    let gw = Gateway::start(&[
+        "--workers",
+        "2",
+        "--max-connections-per-worker",
+        "6000",
+        "--idle-timeout-ms",
+        "600000",
+    ]);
     let mut survivors = Vec::new();
     for _ in 0..SURVIVORS {
         let url = format!("{}?vsn=2.0.0", gw.url("/socket/websocket"));

@@ -786,8 +786,9 @@ async fn subscriber_that_never_reads_is_closed_with_1008_body() {
     let (mut sloth, _) = tokio_tungstenite::client_async(gw.url(PHOENIX_V2), stream)
         .await
         .unwrap();
+    // Its join reply says it is a member; the topic's count is not checked here, because at 16 KiB
+    // ticks it may already have been dropped by the time an admin request is answered.
     join(&mut sloth, LOBBY).await;
-    assert_eq!(subscribers(gw.admin, LOBBY).await, SPECTATORS as u64 + 1);
     // It reads nothing now; the gateway must drop it from the topic on its own.
     let t = Instant::now();
     while subscribers(gw.admin, LOBBY).await != SPECTATORS as u64 {

@@ -11,7 +11,9 @@ import { after, before, test } from 'node:test'
 import { BIN, LAPTOP, PHONE, SHOTS, launch, numberIn, openPage, sleep, startGateway, waitFor } from './helpers.mjs'
 
 const USERS = 400
-const LOAD_SECONDS = 10
+// Long enough that no check below runs after the users left on a slow box; the test ends the run
+// itself (SIGINT: the load closes its users and exits 0) once it has seen what it needs.
+const LOAD_SECONDS = 120
 const BROADCASTS = 5
 
 let browser
@@ -23,13 +25,15 @@ function runLoad (port) {
     '--users', String(USERS), '--arrival-rate', '200', '--duration', String(LOAD_SECONDS), '--workers', '1',
     '--quiet', '--out', `${SHOTS}load-report`], { stdio: ['ignore', 'ignore', 'inherit'] })
   const done = new Promise(resolve => child.once('exit', code => resolve(code)))
-  // Bounded: the load stops itself after LOAD_SECONDS; this is only a backstop.
+  // Bounded: the test interrupts the load, and it would stop itself after LOAD_SECONDS; this is
+  // only a backstop.
   const backstop = setTimeout(() => child.kill('SIGKILL'), (LOAD_SECONDS + 30) * 1000)
-  return done.finally(() => clearTimeout(backstop))
+  return { child, done: done.finally(() => clearTimeout(backstop)) }
 }
 
 test('the dashboard follows a load run up and down', async () => {
   const gw = await startGateway(['--workers', '2'])
+  let load
   try {
     const page = await openPage(browser, `${gw.admin}/`, LAPTOP)
     const phone = await openPage(browser, `${gw.admin}/`, PHONE)
@@ -37,7 +41,7 @@ test('the dashboard follows a load run up and down', async () => {
     assert.equal(await numberIn(page, '#v-connections'), 0)
     assert.equal(await page.$$eval('#c-connections canvas', c => c.length), 1, 'a chart is drawn')
 
-    const load = runLoad(gw.port)
+    load = runLoad(gw.port)
     const seen = []
     let sawConnectRate = false
     await waitFor(`${USERS} connections and memberships on the page`, async () => {
@@ -75,7 +79,8 @@ test('the dashboard follows a load run up and down', async () => {
     const widest = await phone.$$eval('.card', cards => Math.max(...cards.map(c => c.getBoundingClientRect().right)))
     assert.ok(widest <= PHONE.width, `a card overflows the phone screen (right edge ${widest})`)
 
-    assert.equal(await load, 0, 'ringgate load exited with status 0')
+    load.child.kill('SIGINT')
+    assert.equal(await load.done, 0, 'ringgate load exited with status 0')
     await waitFor('connections back to 0 on the page', async () => (await numberIn(page, '#v-connections')) === 0, 20000)
     // The phone page polls on its own clock: it follows within a poll or two.
     await waitFor('connections back to 0 on the phone', async () => (await numberIn(phone, '#v-connections')) === 0, 10000)
@@ -84,6 +89,8 @@ test('the dashboard follows a load run up and down', async () => {
     assert.deepEqual(page.errors, [])
     assert.deepEqual(phone.errors, [])
   } finally {
+    // A failed check above leaves the load running: end it (the process this test started).
+    if (load && load.child.exitCode === null && load.child.signalCode === null) load.child.kill('SIGKILL')
     await gw.stop()
   }
 })
