@@ -8,7 +8,7 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
-use common::{http_request, Gateway};
+use common::{admin_stats, http_request, Gateway};
 use serde_json::Value;
 
 const PATIENCE: Duration = Duration::from_secs(60);
@@ -68,17 +68,8 @@ fn subscriber(addr: SocketAddr) -> TcpStream {
     s
 }
 
-fn stats(admin: SocketAddr) -> Value {
-    let resp = http_request(
-        admin,
-        "GET /api/stats HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
-    )
-    .unwrap();
-    serde_json::from_str(resp.split("\r\n\r\n").nth(1).unwrap()).unwrap()
-}
-
 fn sum(admin: SocketAddr, counter: &str) -> u64 {
-    stats(admin)["workers"]
+    admin_stats(admin)["workers"]
         .as_array()
         .unwrap()
         .iter()

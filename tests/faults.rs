@@ -5,9 +5,9 @@
 mod common;
 
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use common::Gateway;
+use common::{wait_for, Gateway};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite::Message;
@@ -29,14 +29,6 @@ fn open_connections(gw: &Gateway) -> u64 {
         .iter()
         .map(|w| w["open"].as_u64().unwrap())
         .sum()
-}
-
-fn wait_for(what: &str, timeout: Duration, mut ok: impl FnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    while !ok() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
 }
 
 /// Starts `ringgate load` with VICTIMS seed users on `rooms:lobby` and waits until they are in.

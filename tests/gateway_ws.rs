@@ -5,7 +5,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{http_request, Gateway, RawClient};
+use common::{http_request, wait_for, Gateway, RawClient};
 use futures_util::{SinkExt, StreamExt};
 use tokio_tungstenite::tungstenite::Message;
 
@@ -433,14 +433,11 @@ fn handshakes_in_flight_are_bounded() {
     drop(stalled);
     // Their slots are freed as the worker reads each end: retry the upgrade until one is served,
     // within a bound, then talk on a fresh connection.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while common::upgrade_echo(std::net::TcpStream::connect(gw.addr).unwrap()).is_none() {
-        assert!(
-            Instant::now() < deadline,
-            "the stalled handshakes' slots were never freed"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_for(
+        "a stalled handshake's slot freed",
+        Duration::from_secs(10),
+        || common::upgrade_echo(std::net::TcpStream::connect(gw.addr).unwrap()).is_some(),
+    );
     let mut ok = RawClient::connect(gw.addr, "/echo");
     ok.send_frame(true, 1, b"fine");
     assert_eq!(ok.read_frame().unwrap(), (true, 1, b"fine".to_vec()));
@@ -482,11 +479,9 @@ fn connections_per_source_address_are_limited() {
     drop(kept);
     // A count is released when the worker reaps the close, not when the client sees it: retry
     // (a refused attempt is not counted) until room shows, within a bound.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while upgrade(from(2)).is_none() {
-        assert!(Instant::now() < deadline, "closing frees room");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_for("closing frees room", Duration::from_secs(10), || {
+        upgrade(from(2)).is_some()
+    });
 }
 
 /// A full connection table stops accepting (ENFILE ends the multishot accept); new connections
@@ -569,13 +564,6 @@ fn memory_limit_pauses_accepting_and_resumes_under_90_percent() {
         .unwrap();
         assert!(resp.starts_with("HTTP/1.1 202"), "{resp}");
     };
-    let wait_for = |what: &str, ok: &dyn Fn() -> bool| {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while !ok() {
-            assert!(Instant::now() < deadline, "{what}: not within 10 s");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    };
     // Under the limit (the reading is pinned low): accepting.
     resident(LIMIT / 2);
     // Gateway::start's readiness probes were accepted too.
@@ -584,7 +572,7 @@ fn memory_limit_pauses_accepting_and_resumes_under_90_percent() {
     assert_eq!(metric("ringgate_accepted_total{worker=\"0\"}"), base + 1);
     // Over it: the next tick pauses accepting, once.
     resident(LIMIT + 1);
-    wait_for("the pause", &|| {
+    wait_for("the pause", Duration::from_secs(10), || {
         metric("ringgate_memory_pauses_total{worker=\"0\"}") == 1
     });
     // The pause is counted when the worker queues the accept's cancel, which the kernel sees at

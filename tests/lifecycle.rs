@@ -9,25 +9,16 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{http_request, Gateway};
+use common::{admin_stats, http_request, wait_for, Gateway};
 use serde_json::Value;
 
 /// Generous bound for anything that should happen promptly (a loaded 2-core CI box).
 const PATIENCE: Duration = Duration::from_secs(30);
 
-fn stats(admin: SocketAddr) -> Value {
-    let resp = http_request(
-        admin,
-        "GET /api/stats HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
-    )
-    .expect("GET /api/stats");
-    serde_json::from_str(resp.split("\r\n\r\n").nth(1).expect("a body")).expect("JSON stats")
-}
-
 /// Connections in any state (handshake, open, closing, tearing down) over all workers: a slot
 /// that is never freed stays counted here.
 fn slots_in_use(admin: SocketAddr) -> u64 {
-    stats(admin)["workers"]
+    admin_stats(admin)["workers"]
         .as_array()
         .unwrap()
         .iter()
@@ -36,7 +27,7 @@ fn slots_in_use(admin: SocketAddr) -> u64 {
 }
 
 fn counter(admin: SocketAddr, name: &str) -> u64 {
-    stats(admin)["workers"]
+    admin_stats(admin)["workers"]
         .as_array()
         .unwrap()
         .iter()
@@ -129,14 +120,6 @@ fn flood(admin: SocketAddr, stop: Arc<AtomicBool>, sent: Arc<AtomicU64>) {
     }
 }
 
-fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
-    let t = Instant::now();
-    while !done() {
-        assert!(t.elapsed() < PATIENCE, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
 /// Defect: after a reset that fails a send and the receive in one completion batch, the slot was
 /// never closed in multishot receive mode — its `Conn`, its fixed-file slot and the `live` count
 /// stayed forever, so the table filled and accepting paused for good. Five rounds of 500 joined
@@ -169,13 +152,17 @@ fn reset_storm(recv_mode: &str) {
             std::thread::spawn(move || flood(admin, stop, sent))
         };
         // Let the flood fill the clients' sockets so sends are queued and in flight.
-        wait_for("the flood to start", || sent.load(Ordering::Relaxed) >= 20);
+        wait_for("the flood to start", PATIENCE, || {
+            sent.load(Ordering::Relaxed) >= 20
+        });
         for c in clients {
             reset(c);
         }
-        wait_for(&format!("every slot back after round {round}"), || {
-            slots_in_use(gw.admin) == 0
-        });
+        wait_for(
+            &format!("every slot back after round {round}"),
+            PATIENCE,
+            || slots_in_use(gw.admin) == 0,
+        );
         stop.store(true, Ordering::Relaxed);
         flooder.join().expect("flooder");
     }
@@ -241,6 +228,6 @@ fn accepting_survives_fill_and_free_cycles() {
         for c in clients {
             reset(c);
         }
-        wait_for("every slot back", || slots_in_use(gw.admin) == 0);
+        wait_for("every slot back", PATIENCE, || slots_in_use(gw.admin) == 0);
     }
 }

@@ -272,26 +272,9 @@ fn sigint_closes_users_and_still_writes_the_report() {
     let pid = child.id();
     // Interrupt once every user has joined (the gateway's count, bounded), not after a fixed
     // sleep a slow box may outlast.
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    loop {
-        let resp = common::http_request(
-            gw.admin,
-            "GET /api/stats HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
-        )
-        .unwrap_or_default();
-        let body = resp.find('{').map_or("", |i| &resp[i..]);
-        let joined = serde_json::from_str::<serde_json::Value>(body)
-            .ok()
-            .and_then(|v| v["summary"]["memberships"].as_u64());
-        if joined == Some(300) {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "300 users never joined: {joined:?}"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    common::wait_for("300 users joined", Duration::from_secs(20), || {
+        common::admin_stats(gw.admin)["summary"]["memberships"] == 300
+    });
     // SAFETY: kill on the PID of the child this test started and has not reaped.
     unsafe { libc::kill(pid as libc::pid_t, libc::SIGINT) };
     let r = finish(child, dir.path(), Duration::from_secs(15));

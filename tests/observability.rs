@@ -9,7 +9,7 @@ mod common;
 use std::io::Write;
 use std::net::SocketAddr;
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::{http_request, Gateway, RawClient};
 
@@ -106,15 +106,8 @@ fn expect_broadcasts(c: &mut RawClient, event: &str, n: usize) {
     }
 }
 
-fn wait_until(what: &str, mut check: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while Instant::now() < deadline {
-        if check() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    panic!("timed out waiting for {what}");
+fn wait_until(what: &str, check: impl FnMut() -> bool) {
+    common::wait_for(what, Duration::from_secs(15), check);
 }
 
 #[test]

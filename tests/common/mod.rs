@@ -97,6 +97,27 @@ impl Drop for Gateway {
     }
 }
 
+/// Polls `ok` every 50 ms until it holds; fails the test, naming `what`, if it does not within
+/// `limit`. For anything the server applies on its own schedule (another thread, a worker's next
+/// loop turn, a close it has yet to reap): a test waits for the state, never a fixed time.
+pub fn wait_for(what: &str, limit: Duration, mut ok: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !ok() {
+        assert!(Instant::now() < deadline, "{what}: not within {limit:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// `GET /api/stats` on the admin port, parsed.
+pub fn admin_stats(admin: SocketAddr) -> serde_json::Value {
+    let resp = http_request(
+        admin,
+        "GET /api/stats HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
+    )
+    .expect("GET /api/stats");
+    serde_json::from_str(resp.split("\r\n\r\n").nth(1).expect("a body")).expect("JSON stats")
+}
+
 /// Sends a raw HTTP request and returns everything the server sends until it closes.
 pub fn http_request(addr: SocketAddr, request: &str) -> std::io::Result<String> {
     let mut s = TcpStream::connect(addr)?;
