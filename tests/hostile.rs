@@ -12,7 +12,7 @@ mod common;
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -527,7 +527,8 @@ async fn slowloris_handshake_is_dropped_at_the_handshake_timeout_body() {
 }
 
 /// 1,000 connections each send part of a request and stall: every one is dropped at the
-/// handshake deadline, and meanwhile a new client still upgrades and gets its echo at once.
+/// handshake deadline, and meanwhile (before the first of them is dropped) a new client still
+/// upgrades and gets its echo.
 #[test]
 fn a_thousand_half_open_handshakes_are_dropped_at_the_deadline() {
     common::bounded(
@@ -538,7 +539,15 @@ fn a_thousand_half_open_handshakes_are_dropped_at_the_deadline() {
 
 async fn a_thousand_half_open_handshakes_are_dropped_at_the_deadline_body() {
     const HALF_OPEN: usize = 1000;
-    let gw = gateway(&["--handshake-timeout-ms", "2000", "--timer-tick-ms", "100"]);
+    /// The deadline is the clock of the "meanwhile" below: long enough for 1,000 connects and
+    /// one upgrade on a busy box, short enough for the test.
+    const DEADLINE: Duration = Duration::from_millis(4000);
+    let gw = gateway(&[
+        "--handshake-timeout-ms",
+        &DEADLINE.as_millis().to_string(),
+        "--timer-tick-ms",
+        "100",
+    ]);
     let watch = Watch::start(&gw, Duration::from_millis(20), 0).await;
     let mut stalled = Vec::with_capacity(HALF_OPEN);
     for i in 0..HALF_OPEN {
@@ -554,7 +563,8 @@ async fn a_thousand_half_open_handshakes_are_dropped_at_the_deadline_body() {
             started.elapsed()
         }));
     }
-    // A well-behaved client is served meanwhile, promptly.
+    // A well-behaved client is served meanwhile: its echo is back while every stalled handshake
+    // is still held.
     let t = Instant::now();
     let (mut ws, _) = tokio_tungstenite::connect_async(gw.url("/echo"))
         .await
@@ -566,10 +576,11 @@ async fn a_thousand_half_open_handshakes_are_dropped_at_the_deadline_body() {
         .unwrap()
         .unwrap();
     assert_eq!(echo, Message::text("still here"));
-    assert!(
-        t.elapsed() < Duration::from_secs(1),
-        "echo took {:?}",
-        t.elapsed()
+    let echo_took = t.elapsed();
+    let dropped = stalled.iter().filter(|h| h.is_finished()).count();
+    assert_eq!(
+        dropped, 0,
+        "{dropped} stalled handshakes were dropped before the echo (after {echo_took:?}) came back"
     );
     let mut slowest = Duration::ZERO;
     let mut fastest = Duration::MAX;
@@ -578,13 +589,15 @@ async fn a_thousand_half_open_handshakes_are_dropped_at_the_deadline_body() {
         slowest = slowest.max(elapsed);
         fastest = fastest.min(elapsed);
     }
-    eprintln!("half-open: dropped after {fastest:?}..{slowest:?}");
+    eprintln!("half-open: echo after {echo_took:?}; dropped after {fastest:?}..{slowest:?}");
+    // At the deadline: not before it (less a timer tick and the client's own clock start), and
+    // not at some later sweep (a generous 2 s past it for a busy box).
     assert!(
-        fastest >= Duration::from_millis(1800),
+        fastest >= DEADLINE - Duration::from_millis(200),
         "a handshake dropped after {fastest:?}"
     );
     assert!(
-        slowest <= Duration::from_millis(4000),
+        slowest <= DEADLINE + Duration::from_secs(2),
         "a handshake dropped after {slowest:?}"
     );
     // The echo client, past the handshake, is not subject to that deadline.
@@ -598,14 +611,18 @@ async fn a_thousand_half_open_handshakes_are_dropped_at_the_deadline_body() {
     watch.finish().await;
 }
 
-/// Round trips of a heartbeat from a fresh client every 100 ms until `stop`; returns them.
-async fn probe(gw: &Gateway, stop: Arc<AtomicBool>) -> JoinHandle<Vec<Duration>> {
+/// Heartbeat round trips from a fresh client, one every 50 ms, until `done(round_trips)` says
+/// enough; returns each round trip's time (reported, not asserted: a test never asserts a
+/// timing). Every reply must be the `ok` reply to that heartbeat.
+async fn probe(
+    gw: &Gateway,
+    done: impl Fn(usize) -> bool + Send + 'static,
+) -> JoinHandle<Vec<Duration>> {
     let mut ws = connect_v2(gw).await;
     tokio::spawn(async move {
         let mut rtts = Vec::new();
-        let mut n = 0;
-        while !stop.load(Ordering::Relaxed) {
-            n += 1;
+        while !done(rtts.len()) {
+            let n = rtts.len() + 1;
             let hb = json!([null, n.to_string(), "phoenix", "heartbeat", {}]).to_string();
             let t = Instant::now();
             ws.send(Message::text(hb)).await.unwrap();
@@ -613,28 +630,37 @@ async fn probe(gw: &Gateway, stop: Arc<AtomicBool>) -> JoinHandle<Vec<Duration>>
             assert_eq!(reply[1], n.to_string(), "{reply}");
             assert_eq!(reply[4]["status"], "ok", "{reply}");
             rtts.push(t.elapsed());
-            tokio::time::sleep(Duration::from_millis(100)).await;
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
         rtts
     })
 }
 
-/// How a flood ended for the flooder: messages sent, frames read, and the close code the
-/// gateway sent (an echo of the flooder's own 1000 if the gateway never closed it).
+/// How a flood ended for the flooder: messages sent, frames read, the close code the gateway
+/// sent (an echo of the flooder's own 1000 if the gateway never closed it), and whether it was
+/// still sending when it was told to stop.
 struct Flood {
     sent: u64,
     read: u64,
     close: Option<u16>,
+    stopped: bool,
 }
 
-/// A V2 client joined to `rooms:flood` pushes as fast as it can for `duration` or `max`
-/// messages, in batches of 64 frames per write, on its own threads (so it competes with the
-/// gateway for CPU, not with the test's runtime), while a second thread reads what comes back.
+/// Tells a running flood to stop and shows how far it got.
+#[derive(Clone, Default)]
+struct FloodControl {
+    stop: Arc<AtomicBool>,
+    sent: Arc<AtomicU64>,
+}
+
+/// A V2 client joined to `rooms:flood` pushes as fast as it can until `control.stop`, `cap` or
+/// `max` messages, in batches of 64 frames per write, on its own threads (so it competes with
+/// the gateway for CPU, not with the test's runtime), while a second thread reads what comes back.
 /// The pushes carry a stale join_ref, which the channel rules drop without a word, so the flood
 /// is all input: the gateway must decode and judge every message, and the flooder never
 /// becomes a slow consumer of its own replies. Every 1,000th message is a heartbeat, whose
 /// reply shows the flooder itself is still served.
-fn flood(addr: SocketAddr, duration: Duration, max: u64) -> Flood {
+fn flood(addr: SocketAddr, control: FloodControl, cap: Duration, max: u64) -> Flood {
     let mut c = RawClient::connect(addr, PHOENIX_V2);
     c.send_frame(true, 1, br#"["1","1","rooms:flood","phx_join",{}]"#);
     let (_, _, reply) = c.read_frame().expect("join reply");
@@ -655,8 +681,13 @@ fn flood(addr: SocketAddr, duration: Duration, max: u64) -> Flood {
     });
     let started = Instant::now();
     let mut sent = 0u64;
+    let mut stopped = false;
     let mut batch = Vec::new();
-    while sent < max && started.elapsed() < duration {
+    while sent < max && started.elapsed() < cap {
+        if control.stop.load(Ordering::Relaxed) {
+            stopped = true;
+            break;
+        }
         batch.clear();
         for _ in 0..64.min(max - sent) {
             let push = if sent % 1000 == 999 {
@@ -677,15 +708,23 @@ fn flood(addr: SocketAddr, duration: Duration, max: u64) -> Flood {
         if writer.write_all(&batch).is_err() {
             break;
         }
+        control.sent.store(sent, Ordering::Relaxed);
     }
     let _ = writer.write_all(&masked(0x88, &close_payload(1000, b"")));
     let (read, close) = reader.join().unwrap();
-    Flood { sent, read, close }
+    Flood {
+        sent,
+        read,
+        close,
+        stopped,
+    }
 }
 
-/// One client pushing as fast as it can does not slow anyone else down: the spectators get
-/// every broadcast, and a probe's heartbeats come back promptly. There is no per-connection
-/// message rate limit yet, so the flooder is either served (it is reading) or closed with 1008.
+/// One client pushing as fast as it can does not starve anyone else: the spectators get every
+/// broadcast, and a probe's heartbeats are answered while the flood goes on, with the flooder
+/// still being read meanwhile (neither side waits for the other to finish). There is no
+/// per-connection message rate limit in this run, so the flooder is either served (it is
+/// reading) or closed with 1008.
 #[test]
 fn message_flood_leaves_other_clients_responsive() {
     common::bounded(
@@ -695,21 +734,45 @@ fn message_flood_leaves_other_clients_responsive() {
 }
 
 async fn message_flood_leaves_other_clients_responsive_body() {
+    /// Round trips the probe must complete while the flood is on.
+    const ROUNDS: usize = 10;
+    /// Messages the flooder has pushed before the probe starts.
+    const FLOODING: u64 = 20_000;
+    /// Only a bound on a broken run: a gateway that served the flood first would reach it.
+    const FLOOD_CAP: Duration = Duration::from_secs(60);
     // The rate limit off: the worst case, a flood the gateway has to read in full.
     let gw = gateway(&["--max-messages-per-second", "0"]);
     let watch = Watch::start(&gw, Duration::from_millis(10), 0).await;
-    let stop = Arc::new(AtomicBool::new(false));
-    let probe = probe(&gw, stop.clone()).await;
+    let control = FloodControl::default();
     let addr = gw.addr;
-    let f = tokio::task::spawn_blocking(move || flood(addr, Duration::from_secs(2), 50_000_000))
+    let flooding = {
+        let control = control.clone();
+        tokio::task::spawn_blocking(move || flood(addr, control, FLOOD_CAP, u64::MAX))
+    };
+    common::wait_for_async("the flood to be under way", PATIENCE, || {
+        control.sent.load(Ordering::Relaxed) >= FLOODING || flooding.is_finished()
+    })
+    .await;
+    assert!(!flooding.is_finished(), "the flood ended before it began");
+    let sent_before = control.sent.load(Ordering::Relaxed);
+    let rtts = probe(&gw, |round_trips| round_trips >= ROUNDS)
+        .await
         .await
         .unwrap();
-    stop.store(true, Ordering::Relaxed);
-    let rtts = probe.await.unwrap();
+    let sent_during = control.sent.load(Ordering::Relaxed) - sent_before;
+    control.stop.store(true, Ordering::Relaxed);
+    let f = flooding.await.unwrap();
+    eprintln!(
+        "flood: sent {} ({sent_during} during the probe) read {} close {:?}; probe rtts {rtts:?}",
+        f.sent, f.read, f.close
+    );
     assert!(
-        f.sent >= 20_000,
-        "the flooder only sent {} messages",
-        f.sent
+        f.stopped,
+        "the flood ended (cap, error or close) before the probe's {ROUNDS} round trips were done"
+    );
+    assert!(
+        sent_during > 0,
+        "the flooder was not read while the probe was served"
     );
     // Its heartbeats were answered: one reply per 1,000 messages, unless the gateway closed it
     // (1008, once a rate limit has a default); else its own close is echoed.
@@ -718,20 +781,6 @@ async fn message_flood_leaves_other_clients_responsive_body() {
         Some(1008) => {}
         other => panic!("flooder closed with {other:?}"),
     }
-    let worst = rtts.iter().max().copied().unwrap_or_default();
-    eprintln!(
-        "flood: sent {} read {} close {:?}; rtts {:?}",
-        f.sent, f.read, f.close, rtts
-    );
-    assert!(
-        rtts.len() >= 10,
-        "only {} heartbeats during the flood",
-        rtts.len()
-    );
-    assert!(
-        worst < Duration::from_secs(2),
-        "a heartbeat took {worst:?} during the flood"
-    );
     watch.finish().await;
 }
 
@@ -748,15 +797,25 @@ async fn flood_past_max_messages_per_second_is_closed_with_1008_body() {
     let gw = gateway(&["--max-messages-per-second", "100"]);
     let watch = Watch::start(&gw, Duration::from_millis(10), 0).await;
     let stop = Arc::new(AtomicBool::new(false));
-    let probe = probe(&gw, stop.clone()).await;
-    let addr = gw.addr;
-    let f = tokio::task::spawn_blocking(move || flood(addr, Duration::from_secs(5), 1000))
+    // The probe runs through the flood and its close (at least one round trip): every
+    // heartbeat of it is answered.
+    let probe = {
+        let stop = stop.clone();
+        probe(&gw, move |round_trips| {
+            round_trips >= 1 && stop.load(Ordering::Relaxed)
+        })
         .await
-        .unwrap();
+    };
+    let addr = gw.addr;
+    let f = tokio::task::spawn_blocking(move || {
+        flood(addr, FloodControl::default(), Duration::from_secs(5), 1000)
+    })
+    .await
+    .unwrap();
     stop.store(true, Ordering::Relaxed);
     let rtts = probe.await.unwrap();
+    eprintln!("limited flood: sent {}; probe rtts {rtts:?}", f.sent);
     assert_eq!(f.close, Some(1008), "after {} messages sent", f.sent);
-    assert!(rtts.iter().all(|d| *d < Duration::from_secs(2)), "{rtts:?}");
     watch.finish().await;
 }
 

@@ -128,11 +128,20 @@ fn half_frames_from_many_clients_stay_under_the_worker_bound() {
     );
 
     // Which clients were closed (a 1009 close frame is waiting) and which are held (nothing).
-    std::thread::sleep(Duration::from_secs(1));
+    // The worker counted a close before its frame reached the client: wait until as many
+    // clients have bytes waiting as were counted closed.
+    for c in &clients {
+        c.stream.set_nonblocking(true).unwrap();
+    }
+    let has_bytes = |c: &RawClient| c.stream.peek(&mut [0u8; 1]).is_ok_and(|n| n > 0);
+    common::wait_for(
+        "the close frames reach the closed clients",
+        Duration::from_secs(30),
+        || clients.iter().filter(|c| has_bytes(c)).count() >= closed,
+    );
     let mut held_clients = Vec::new();
     let mut closed_codes = Vec::new();
     for (i, c) in clients.iter_mut().enumerate() {
-        c.stream.set_nonblocking(true).unwrap();
         let mut byte = [0u8; 1];
         match c.stream.peek(&mut byte) {
             Err(e) if e.kind() == ErrorKind::WouldBlock => held_clients.push(i),

@@ -108,6 +108,16 @@ pub fn wait_for(what: &str, limit: Duration, mut ok: impl FnMut() -> bool) {
     }
 }
 
+/// [`wait_for`] inside an async test: the same 50 ms polls and bound, without blocking the
+/// runtime's thread between them.
+pub async fn wait_for_async(what: &str, limit: Duration, mut ok: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !ok() {
+        assert!(Instant::now() < deadline, "{what}: not within {limit:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// `GET /api/stats` on the admin port, parsed.
 pub fn admin_stats(admin: SocketAddr) -> serde_json::Value {
     let resp = http_request(

@@ -8,7 +8,6 @@ server's framing. Exact wire behaviour on bad input is in test_ws_raw.py.
 from __future__ import annotations
 
 import asyncio
-import time
 
 import pytest
 from websockets.asyncio.client import connect
@@ -118,12 +117,14 @@ def test_clean_close_1000(ws_url):
         async with client(ws_url) as ws:
             await ws.send("bye")
             assert await asyncio.wait_for(ws.recv(), STEP_TIMEOUT_S) == "bye"
-            t0 = time.monotonic()
             await ws.close(1000, "done")
-            elapsed = time.monotonic() - t0
+            # close_rcvd is the server's own close frame; without it the
+            # client gives up after its close_timeout and reports 1006.
+            # That the server then closes TCP is test_ws_raw's
+            # test_client_close_1000_is_echoed_then_tcp_closed.
+            assert ws.protocol.close_rcvd is not None, "no close frame from the server"
+            assert ws.protocol.close_rcvd.code == 1000, ws.protocol.close_rcvd
             assert ws.close_code == 1000, ws.close_code
-            # the client's close_timeout (5 s) would show as a slow close
-            assert elapsed < 2, f"close handshake took {elapsed:.2f}s"
     run(go())
 
 
