@@ -16,6 +16,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use common::aio::{admin_get, admin_post, next_json};
 use common::{Gateway, RawClient, UPGRADE};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
@@ -49,22 +50,6 @@ async fn connect_v2(gw: &Gateway) -> Client {
         .0
 }
 
-async fn next_json<S>(ws: &mut Ws<S>) -> Value
-where
-    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
-{
-    loop {
-        let m = tokio::time::timeout(PATIENCE, ws.next())
-            .await
-            .expect("a message in time")
-            .expect("stream open")
-            .expect("no error");
-        if let Message::Text(t) = m {
-            return serde_json::from_str(&t).unwrap();
-        }
-    }
-}
-
 /// Joins `topic` (V2) and waits for the ok reply.
 async fn join<S>(ws: &mut Ws<S>, topic: &str)
 where
@@ -72,33 +57,13 @@ where
 {
     let msg = json!(["1", "1", topic, "phx_join", {}]).to_string();
     ws.send(Message::text(msg)).await.unwrap();
-    let reply = next_json(ws).await;
+    let reply = next_json(ws, PATIENCE).await;
     assert_eq!(reply[3], "phx_reply", "{reply}");
     assert_eq!(reply[4]["status"], "ok", "{reply}");
 }
 
-/// A raw HTTP POST to the admin API; returns (status, body).
-async fn admin_post(admin: SocketAddr, path: &str, body: &str) -> (u16, String) {
-    let mut s = tokio::net::TcpStream::connect(admin).await.unwrap();
-    let req = format!(
-        "POST {path} HTTP/1.1\r\nHost: a\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    );
-    s.write_all(req.as_bytes()).await.unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).await.unwrap();
-    let status = out[9..12].parse().unwrap();
-    let body = out.split("\r\n\r\n").nth(1).unwrap_or("").to_string();
-    (status, body)
-}
-
 async fn subscribers(admin: SocketAddr, topic: &str) -> u64 {
-    let mut s = tokio::net::TcpStream::connect(admin).await.unwrap();
-    let req = format!("GET /api/topics/{topic} HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n");
-    s.write_all(req.as_bytes()).await.unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).await.unwrap();
-    let v: Value = serde_json::from_str(out.split("\r\n\r\n").nth(1).unwrap()).unwrap();
+    let v = admin_get(admin, &format!("/api/topics/{topic}")).await;
     v["subscribers"].as_u64().unwrap()
 }
 
@@ -626,7 +591,7 @@ async fn probe(
             let hb = json!([null, n.to_string(), "phoenix", "heartbeat", {}]).to_string();
             let t = Instant::now();
             ws.send(Message::text(hb)).await.unwrap();
-            let reply = next_json(&mut ws).await;
+            let reply = next_json(&mut ws, PATIENCE).await;
             assert_eq!(reply[1], n.to_string(), "{reply}");
             assert_eq!(reply[4]["status"], "ok", "{reply}");
             rtts.push(t.elapsed());

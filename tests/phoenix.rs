@@ -7,6 +7,7 @@ mod common;
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use common::aio::{admin_get, admin_post, admin_request, next_json};
 use common::Gateway;
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
@@ -24,60 +25,8 @@ async fn connect(gw: &Gateway, query: &str) -> Ws {
         .0
 }
 
-async fn next_json(ws: &mut Ws) -> Value {
-    loop {
-        let m = tokio::time::timeout(Duration::from_secs(20), ws.next())
-            .await
-            .expect("a message in time")
-            .expect("stream open")
-            .expect("no error");
-        if let Message::Text(t) = m {
-            return serde_json::from_str(&t).unwrap();
-        }
-    }
-}
-
-/// A raw HTTP POST to the admin API; returns (status, body). Bounded by a timeout.
-async fn admin_post(admin: SocketAddr, path: &str, body: &str) -> (u16, String) {
-    tokio::time::timeout(ADMIN_TIMEOUT, admin_post_once(admin, path, body))
-        .await
-        .unwrap_or_else(|_| panic!("POST {path}: no answer in {ADMIN_TIMEOUT:?}"))
-}
-
-/// How long an admin API request may take in these tests.
-const ADMIN_TIMEOUT: Duration = Duration::from_secs(10);
-
-async fn admin_post_once(admin: SocketAddr, path: &str, body: &str) -> (u16, String) {
-    let mut s = tokio::net::TcpStream::connect(admin)
-        .await
-        .unwrap_or_else(|e| panic!("connect to the admin API {admin}: {e}"));
-    let req = format!(
-        "POST {path} HTTP/1.1\r\nHost: a\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    );
-    s.write_all(req.as_bytes()).await.unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).await.unwrap();
-    let status = out[9..12].parse().unwrap();
-    let body = out.split("\r\n\r\n").nth(1).unwrap_or("").to_string();
-    (status, body)
-}
-
-/// A GET of the admin API, its JSON body. Bounded by a timeout.
-async fn admin_get(admin: SocketAddr, path: &str) -> Value {
-    tokio::time::timeout(ADMIN_TIMEOUT, admin_get_once(admin, path))
-        .await
-        .unwrap_or_else(|_| panic!("GET {path}: no answer in {ADMIN_TIMEOUT:?}"))
-}
-
-async fn admin_get_once(admin: SocketAddr, path: &str) -> Value {
-    let mut s = tokio::net::TcpStream::connect(admin).await.unwrap();
-    let req = format!("GET {path} HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n");
-    s.write_all(req.as_bytes()).await.unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).await.unwrap();
-    serde_json::from_str(out.split("\r\n\r\n").nth(1).unwrap()).unwrap()
-}
+/// How long a client may wait for a message it is owed.
+const PATIENCE: Duration = Duration::from_secs(20);
 
 #[test]
 fn seed_scenario_verbatim() {
@@ -149,7 +98,7 @@ fn fan_out_across_workers_reaches_every_subscriber() {
                     .to_string()
             };
             ws.send(Message::text(join)).await.unwrap();
-            let reply = next_json(&mut ws).await;
+            let reply = next_json(&mut ws, PATIENCE).await;
             let status = if i % 2 == 0 {
                 &reply[4]["status"]
             } else {
@@ -187,7 +136,7 @@ fn fan_out_across_workers_reaches_every_subscriber() {
             tasks.push(tokio::spawn(async move {
                 let mut seen = Vec::new();
                 while seen.len() < BROADCASTS + 1 {
-                    let m = next_json(&mut ws).await;
+                    let m = next_json(&mut ws, PATIENCE).await;
                     let (event, payload) = if i % 2 == 0 {
                         (m[3].clone(), m[4].clone())
                     } else {
@@ -236,19 +185,9 @@ fn per_worker(text: &str, name: &str) -> Vec<u64> {
         .collect()
 }
 
-/// The Prometheus text of `/metrics`, read with a timeout.
+/// The Prometheus text of `/metrics`.
 async fn metrics_text(admin: SocketAddr) -> String {
-    tokio::time::timeout(Duration::from_secs(10), async {
-        let mut s = tokio::net::TcpStream::connect(admin).await.unwrap();
-        s.write_all(b"GET /metrics HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
-            .await
-            .unwrap();
-        let mut text = String::new();
-        s.read_to_string(&mut text).await.unwrap();
-        text
-    })
-    .await
-    .expect("/metrics in time")
+    admin_request(admin, "GET", "/metrics", None).await.1
 }
 
 /// Joins, leaves and abrupt closes racing with a stream of broadcasts: the survivors get every
@@ -320,7 +259,7 @@ fn joins_leaves_and_closes_race_with_broadcasts() {
                 continue;
             }
             loop {
-                let m = next_json(&mut ws).await;
+                let m = next_json(&mut ws, PATIENCE).await;
                 if m[3] == "final" {
                     break;
                 }
@@ -392,7 +331,7 @@ fn stats_and_metrics_account_connections_and_memberships() {
             ))
             .await
             .unwrap();
-            assert_eq!(next_json(&mut ws).await[4]["status"], "ok");
+            assert_eq!(next_json(&mut ws, PATIENCE).await[4]["status"], "ok");
             conns.push(ws);
         }
         // Wait (bounded) until the superseded handshake entries have come due and been dropped.
@@ -469,7 +408,7 @@ fn join_rate_is_limited_with_an_error_reply() {
             ))
             .await
             .unwrap();
-            let reply = next_json(&mut ws).await;
+            let reply = next_json(&mut ws, PATIENCE).await;
             statuses.push((
                 reply[4]["status"].clone(),
                 reply[4]["response"]["reason"].clone(),
@@ -486,7 +425,7 @@ fn join_rate_is_limited_with_an_error_reply() {
         ))
         .await
         .unwrap();
-        assert_eq!(next_json(&mut ws).await[4]["status"], "ok");
+        assert_eq!(next_json(&mut ws, PATIENCE).await[4]["status"], "ok");
     });
 }
 
@@ -512,7 +451,7 @@ async fn join_bucket_refills_with_the_message_limit_off() {
         ))
         .await
         .unwrap();
-        let reply = next_json(&mut ws).await;
+        let reply = next_json(&mut ws, PATIENCE).await;
         assert_eq!(reply[1], json!(r), "{reply}");
         statuses.push(reply[4]["status"].clone());
         tokio::time::sleep(Duration::from_millis(300)).await;
@@ -571,15 +510,15 @@ async fn duplicate_join_replies_then_closes_the_old_join() {
     }
     let ok = json!({"status": "ok", "response": {}});
     assert_eq!(
-        next_json(&mut ws).await,
+        next_json(&mut ws, PATIENCE).await,
         json!(["1", "1", topic, "phx_reply", ok])
     );
     assert_eq!(
-        next_json(&mut ws).await,
+        next_json(&mut ws, PATIENCE).await,
         json!(["2", "2", topic, "phx_reply", ok])
     );
     assert_eq!(
-        next_json(&mut ws).await,
+        next_json(&mut ws, PATIENCE).await,
         json!(["1", "1", topic, "phx_close", {}])
     );
 }
@@ -600,7 +539,7 @@ async fn null_join_ref_of_a_join_is_not_a_wildcard() {
     .unwrap();
     let ok = json!({"status": "ok", "response": {}});
     assert_eq!(
-        next_json(&mut ws).await,
+        next_json(&mut ws, PATIENCE).await,
         json!([null, "5", topic, "phx_reply", ok])
     );
     ws.send(Message::text(
@@ -660,7 +599,7 @@ async fn binary_empty_join_ref_is_kept_as_the_empty_string() {
     .unwrap();
     let ok = json!({"status": "ok", "response": {}});
     assert_eq!(
-        next_json(&mut ws).await,
+        next_json(&mut ws, PATIENCE).await,
         json!(["6", "6", topic, "phx_reply", ok])
     );
     ws.send(binary_push("", "7", topic, "blob", b"\x01\x02"))

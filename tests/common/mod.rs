@@ -1,6 +1,8 @@
 //! Shared test helpers: a ringgate process on a free port, raw-socket WebSocket helpers.
 #![allow(dead_code)]
 
+pub mod aio;
+
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::process::{Child, Command, Stdio};
