@@ -219,6 +219,85 @@ fn chat_every_post_reaches_every_member_of_its_room() {
     check_html(&r.out.join("report.html"), &["connect", "join", "post"]);
 }
 
+/// A session that joins one room, meets every other user at a rendezvous, posts once and idles.
+/// Users arrive over 2 s: without the rendezvous the first posts would leave before the last
+/// users joined, and they would miss them.
+fn rendezvous_scenario(users: u64, rendezvous: &str, sessions: &str) -> String {
+    format!(
+        r#"duration_s = 10
+users = {users}
+[[phases]]
+duration_s = 2
+arrival_rate = {rate}
+[[sessions]]
+{sessions}
+steps = [
+  {{ connect = {{ path = "/socket/websocket?vsn=2.0.0" }} }},
+  {{ send = {{ text = '["{{ref}}","{{ref}}","rooms:rv","phx_join",{{}}]' }} }},
+  {{ expect = {{ contains = '"phx_reply",{{"status":"ok"', name = "join" }} }},
+  {{ rendezvous = {rendezvous} }},
+  {{ send = {{ text = '["1","{{ref}}","rooms:rv","new_msg",{{"ts_ns":{{ts_ns}}}}]' }} }},
+  {{ expect = {{ contains = '"{{ref}}","rooms:rv","phx_reply",{{"status":"ok"', name = "post" }} }},
+  {{ think = {{ until = "end" }} }},
+]
+"#,
+        rate = users / 2,
+    )
+}
+
+/// Runs scenario `text` with `args` against a fresh gateway; the run must exit 0.
+fn run_scenario(text: &str, args: &[&str]) -> (helpers::Run, serde_json::Value) {
+    let gw = Gateway::start(&["--workers", "2"]);
+    let url = gw.url("/socket/websocket");
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("scenario.toml");
+    std::fs::write(&path, text).unwrap();
+    let mut all = vec!["--url", &url, "--scenario", path.to_str().unwrap()];
+    all.extend_from_slice(args);
+    let (r, _out) = run(&all);
+    r.assert_ok();
+    let s = r.summary();
+    (r, s)
+}
+
+#[test]
+fn rendezvous_across_procs_holds_every_post_until_the_last_user_joined() {
+    const USERS: u64 = 40;
+    let text = rendezvous_scenario(USERS, "{ timeout_ms = 30000 }", "");
+    let (r, s) = run_scenario(&text, &["--procs", "2", "--workers", "1"]);
+    assert_eq!(u(&s, "errors_total"), 0, "{s}\n{}", r.stderr);
+    assert_eq!(u(&s, "rendezvous_users"), USERS, "{s}");
+    assert_eq!(u(&s, "rendezvous_reached"), USERS, "{s}");
+    assert_eq!(u(&s, "transactions.post.count"), USERS, "{s}");
+    // Every post reached every user: all had joined before the first one left.
+    assert_eq!(u(&s, "delivery.count"), USERS * USERS, "{s}");
+    assert_eq!(u(&s, "messages_received"), 2 * USERS + USERS * USERS, "{s}");
+}
+
+#[test]
+fn rendezvous_that_never_completes_times_out_and_the_session_goes_on() {
+    const USERS: u64 = 10;
+    // Half the users run a session without the rendezvous, so the ten it waits for never come.
+    let mut text = rendezvous_scenario(
+        USERS,
+        "{ users = 10, timeout_ms = 500 }",
+        "probability = 50",
+    );
+    text.push_str("[[sessions]]\nprobability = 50\nsteps = [ { connect = { path = \"/socket/websocket?vsn=2.0.0\" } }, { think = { until = \"end\" } } ]\n");
+    let (r, s) = run_scenario(&text, &[]);
+    let reached = u(&s, "rendezvous_reached");
+    assert!((1..USERS).contains(&reached), "{s}");
+    assert_eq!(u(&s, "errors.rendezvous_timeout"), reached, "{s}");
+    assert_eq!(u(&s, "errors_total"), reached, "{s}\n{}", r.stderr);
+    // Each went on after its timeout and posted.
+    assert_eq!(u(&s, "transactions.post.count"), reached, "{s}");
+    assert!(
+        r.stderr.contains("rendezvous was not complete"),
+        "{}",
+        r.stderr
+    );
+}
+
 #[test]
 fn procs_merge_into_one_report() {
     let gw = Gateway::start(&["--workers", "2"]);

@@ -47,6 +47,7 @@ use std::time::Duration;
 
 pub use args::LoadArgs;
 use collector::Collector;
+use engine::rendezvous::{self, Rendezvous};
 use engine::{mono_ns, Engine, Report, Setup, WorkerPlan};
 use scenario::{builtin, file, Scenario};
 use stats::{Merger, Sample};
@@ -261,6 +262,7 @@ fn run(args: LoadArgs) -> Result<(), String> {
     }
     sys::handle_stop_signals(stop.clone(), |_| {});
     let start_mono_ns = args.start_mono_ns.unwrap_or_else(mono_ns);
+    let rendezvous = Rendezvous::new(scenario.rendezvous_users(), child);
     let setup = Arc::new(Setup {
         dest: target::sockaddr(*url.addr.ip(), url.addr.port()),
         host: url.host_header.clone(),
@@ -279,9 +281,12 @@ fn run(args: LoadArgs) -> Result<(), String> {
         recv_buffer_bytes: args.recv_buffer_bytes,
         sockopt_supported: sockopt,
         printed: std::array::from_fn(|_| AtomicU32::new(0)),
+        rendezvous,
         scenario,
     });
     if child {
+        rendezvous::listen_to_parent(&setup)
+            .map_err(|e| format!("cannot start the rendezvous listener: {e}"))?;
         let mut out = std::io::stdout().lock();
         return run_process(&setup, workers, slots, &mut |s| {
             let line = serde_json::to_string(&s).expect("samples serialize");

@@ -5,14 +5,18 @@
 //! their second `t` is the same second, and their user ids interleave (`arrivals`) without any
 //! other coordination. Ctrl-C reaches the whole process group from a terminal; a signal sent to
 //! this process alone is forwarded, and each child closes its users and reports its last seconds.
+//! The one thing decided here for all of them is a scenario's rendezvous: this process adds up the
+//! children's counts of users that reached it and, once they make the whole, tells each child on
+//! its stdin.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::atomic::AtomicBool;
 use std::sync::{mpsc, Arc, Mutex};
 
 use super::collector::Collector;
 use super::engine::mono_ns;
+use super::engine::rendezvous::GO_LINE;
 use super::scenario::Scenario;
 use super::stats::{Merger, Sample};
 use super::{report, sys, LoadArgs, CHILD_START_DELAY_NS};
@@ -45,18 +49,20 @@ pub(super) fn run_parent(
     let own_args: Vec<String> = std::env::args().skip(1).collect();
     let (tx, rx) = mpsc::channel();
     let mut children: Vec<Child> = Vec::new();
+    let mut stdins: Vec<ChildStdin> = Vec::new();
     for i in 0..args.procs {
         let mut child = Command::new(&exe)
             .args(&own_args)
             .args(["--child-index", &i.to_string()])
             .args(["--start-mono-ns", &start.to_string()])
             .arg("--quiet")
-            .stdin(Stdio::null())
+            .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
             .map_err(|e| format!("cannot start load process {i}: {e}"))?;
         pids.lock().expect("pid list").push(child.id());
+        stdins.extend(child.stdin.take());
         let stdout = child.stdout.take().expect("piped stdout");
         let tx = tx.clone();
         let idx = i as usize;
@@ -89,6 +95,11 @@ pub(super) fn run_parent(
     let mut merger = Merger::new(args.procs as usize, scenario.transactions.len());
     let mut collector = Collector::new(scenario.transactions.clone(), args.quiet);
     let mut failures = Vec::new();
+    let mut rendezvous = Rendezvous {
+        users: scenario.rendezvous_users(),
+        reached: 0,
+        stdins,
+    };
     while let Ok(msg) = rx.recv() {
         let done = match msg {
             Msg::Sample(i, s) => merger.push(i, *s),
@@ -98,6 +109,7 @@ pub(super) fn run_parent(
             }
         };
         for s in done {
+            rendezvous.count(s.rendezvous);
             collector.add(s);
         }
     }
@@ -118,5 +130,27 @@ pub(super) fn run_parent(
         Ok(())
     } else {
         Err(failures.join("; "))
+    }
+}
+
+/// The rendezvous as this process sees it: the children's users that reached it, and the pipes
+/// to tell them it is complete (dropped once told: a child reads to the line or EOF).
+struct Rendezvous {
+    users: Option<u64>,
+    reached: u64,
+    stdins: Vec<ChildStdin>,
+}
+
+impl Rendezvous {
+    fn count(&mut self, reached: u64) {
+        self.reached += reached;
+        let Some(users) = self.users else { return };
+        if self.reached < users || self.stdins.is_empty() {
+            return;
+        }
+        for mut stdin in self.stdins.drain(..) {
+            // A child that already ended has nobody waiting; its own report says why.
+            let _ = writeln!(stdin, "{GO_LINE}");
+        }
     }
 }

@@ -44,12 +44,14 @@ pub enum ErrorKind {
     Protocol,
     /// A send failed (`EPIPE`, `ECONNRESET`).
     Send,
+    /// A user waited its `rendezvous` timeout for users that never came, and went on alone.
+    RendezvousTimeout,
 }
 
 /// The first this many [`ErrorKind`]s are failures to connect (before the 101).
 pub const CONNECT_ERROR_KINDS: usize = 5;
 /// Number of [`ErrorKind`]s.
-pub const ERROR_KINDS: usize = 10;
+pub const ERROR_KINDS: usize = 11;
 /// Report names of the error kinds, by discriminant.
 pub const ERROR_NAMES: [&str; ERROR_KINDS] = [
     "connect_refused",
@@ -62,6 +64,7 @@ pub const ERROR_NAMES: [&str; ERROR_KINDS] = [
     "expect_timeout",
     "protocol",
     "send",
+    "rendezvous_timeout",
 ];
 
 /// A histogram as sparse `(value_us, count)` pairs.
@@ -112,6 +115,8 @@ pub struct Sample {
     /// the window over which the run's connection rate is measured.
     pub first_arrival_us: u64,
     pub last_connected_us: u64,
+    /// Users that reached the scenario's `rendezvous` step.
+    pub rendezvous: u64,
     /// Resident memory of the load process(es) at the end of the second (gauge, bytes).
     pub rss_bytes: u64,
     /// CPU time the load process(es) used in this second, ms.
@@ -140,6 +145,7 @@ impl Sample {
         self.received += o.received;
         self.bytes_sent += o.bytes_sent;
         self.bytes_received += o.bytes_received;
+        self.rendezvous += o.rendezvous;
         for (a, b) in self.errors.iter_mut().zip(o.errors) {
             *a += b;
         }

@@ -11,6 +11,7 @@
 
 pub mod arrivals;
 mod conn;
+pub mod rendezvous;
 mod steps;
 pub mod user;
 
@@ -95,6 +96,8 @@ pub struct Setup {
     pub sockopt_supported: bool,
     /// Errors printed so far, per kind (bounded output).
     pub printed: [AtomicU32; ERROR_KINDS],
+    /// The scenario's rendezvous: its count and release, shared by the workers.
+    pub rendezvous: rendezvous::Rendezvous,
 }
 
 impl Setup {
@@ -166,6 +169,8 @@ pub struct Engine {
     arrivals: Arrivals,
     /// Receives starved of buffers, as (slot, generation).
     starved: VecDeque<(u32, u32)>,
+    /// Users waiting at the rendezvous, as (slot, generation); stale entries are skipped.
+    parked: Vec<(u32, u32)>,
     /// Gauges: users between arrival and 101, open WebSockets, slots in use.
     connecting: u64,
     open: u64,
@@ -225,6 +230,7 @@ impl Engine {
             timers: BinaryHeap::new(),
             arrivals,
             starved: VecDeque::new(),
+            parked: Vec::new(),
             connecting: 0,
             open: 0,
             live: 0,
@@ -264,6 +270,7 @@ impl Engine {
                 self.start_arrivals(now);
             }
             self.fire_timers(now);
+            self.release_parked(now);
             self.emit_samples(now);
             if self.ending && (self.live == 0 || now >= self.end_deadline_ns) {
                 self.emit_final(now);

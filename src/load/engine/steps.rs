@@ -102,13 +102,51 @@ impl Engine {
                     self.start_close(slot, *code, now);
                     return;
                 }
+                Step::Rendezvous { timeout_ms, .. } => {
+                    self.cur.s.rendezvous += 1;
+                    if self.setup.rendezvous.arrive() {
+                        self.users[slot as usize].pc += 1;
+                        continue;
+                    }
+                    let gen = self.users[slot as usize].gen;
+                    self.set_deadline(slot, now + timeout_ms * 1_000_000);
+                    self.parked.push((slot, gen));
+                    return;
+                }
             }
         }
         // Budget spent: continue on the next loop turn.
         self.set_deadline(slot, now);
     }
 
-    /// A wait of `slot` ended: connect timeout, expect timeout, think over, close timeout.
+    /// Once the rendezvous is released, every user of this worker still waiting at it goes on.
+    pub(super) fn release_parked(&mut self, now: u64) {
+        if self.parked.is_empty() || !self.setup.rendezvous.released() {
+            return;
+        }
+        let setup = self.setup.clone();
+        for (slot, gen) in std::mem::take(&mut self.parked) {
+            let u = &mut self.users[slot as usize];
+            let session = &setup.scenario.sessions[usize::from(u.session)];
+            // Not if the slot has a new user, the user closed, or its wait timed out already.
+            let waiting = u.gen == gen
+                && u.phase() == Phase::Open
+                && u.deadline_ns != 0
+                && matches!(
+                    session.steps.get(usize::from(u.pc)),
+                    Some(Step::Rendezvous { .. })
+                );
+            if waiting {
+                // Clearing the deadline makes its timer-heap entry stale.
+                u.deadline_ns = 0;
+                u.pc += 1;
+                self.advance(slot, now);
+            }
+        }
+    }
+
+    /// A wait of `slot` ended: connect timeout, expect timeout, think over, rendezvous timeout,
+    /// close timeout.
     pub(super) fn on_deadline(&mut self, slot: u32, now: u64) {
         let u = &self.users[slot as usize];
         let (id, session, pc) = (u.user_id, u.session, u.pc);
@@ -143,6 +181,18 @@ impl Engine {
                         self.users[slot as usize].pc += 1;
                     }
                     Some(Step::Think(_)) => self.users[slot as usize].pc += 1,
+                    Some(Step::Rendezvous { timeout_ms, .. }) => {
+                        self.record_error(ErrorKind::RendezvousTimeout);
+                        self.setup.report_error(
+                            ErrorKind::RendezvousTimeout,
+                            format_args!(
+                                "user {id}: the rendezvous was not complete within {timeout_ms} ms \
+                                 (this process counted {} of the users); going on",
+                                self.setup.rendezvous.arrived()
+                            ),
+                        );
+                        self.users[slot as usize].pc += 1;
+                    }
                     // A yield after the step budget: just continue.
                     _ => {}
                 }

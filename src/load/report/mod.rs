@@ -24,6 +24,8 @@ pub struct Meta {
     pub workers_per_proc: u32,
     pub users_planned: u64,
     pub duration_s: f64,
+    /// Users the scenario's `rendezvous` waits for (`None`: it has none).
+    pub rendezvous_users: Option<u64>,
     /// Source addresses: given, chosen automatically, or left to the kernel.
     pub sources: super::sources::Meta,
     /// Ctrl-C (or SIGTERM) ended the run early.
@@ -47,6 +49,7 @@ impl Meta {
             workers_per_proc,
             users_planned: s.users.unwrap_or(0),
             duration_s: s.duration_ms as f64 / 1000.0,
+            rendezvous_users: s.rendezvous_users(),
             sources,
             interrupted,
             command: std::env::args().collect::<Vec<_>>().join(" "),
@@ -103,6 +106,8 @@ pub struct Summary {
     pub arrivals: u64,
     pub connected: u64,
     pub finished: u64,
+    /// Users that reached the `rendezvous` step (0 without one).
+    pub rendezvous_reached: u64,
     pub peak_users: u64,
     /// Highest and mean (over seconds with arrivals) new WebSocket connections per second.
     pub peak_connect_rate: u64,
@@ -144,6 +149,7 @@ pub fn summarize(meta: &Meta, names: &[String], series: &[Sample]) -> Summary {
         arrivals: total.arrivals,
         connected: total.connected,
         finished: total.finished,
+        rendezvous_reached: total.rendezvous,
         peak_users: series.iter().map(|s| s.users).max().unwrap_or(0),
         peak_connect_rate: series.iter().map(|s| s.connected).max().unwrap_or(0),
         mean_connect_rate: if with_arrivals.is_empty() {
@@ -336,6 +342,7 @@ mod tests {
             workers_per_proc: 1,
             users_planned: 30,
             duration_s: 3.0,
+            rendezvous_users: None,
             sources: crate::load::sources::Meta {
                 mode: crate::load::sources::Mode::Kernel,
                 addresses: 0,

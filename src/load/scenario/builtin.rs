@@ -5,7 +5,8 @@
 //!   timeout closes idle users after a minute (raise it for long runs, as the benchmark did).
 //! - `phoenix-idle`: what an idle phoenix.js client does — V2 join, then a heartbeat every 30 s
 //!   whose reply is awaited (transaction `heartbeat`).
-//! - `chat`: N rooms (`user_id % rooms`); once everyone has arrived, every member posts every
+//! - `chat`: N rooms (`user_id % rooms`); once everyone has joined (a `rendezvous` over all
+//!   users, then [`CHAT_SETTLE_MS`] after the scheduled last arrival), every member posts every
 //!   `post_interval_ms` a message carrying its send time; every member receives every post of its
 //!   room, which gives the delivery latency. Posting stops [`CHAT_DRAIN_MS`] before the end so the
 //!   last posts are delivered before users close.
@@ -19,8 +20,12 @@ pub const NAMES: [&str; 3] = ["seed", "phoenix-idle", "chat"];
 
 /// Chat posting ends this long before the run ends, so posts in flight arrive before the close.
 pub const CHAT_DRAIN_MS: u64 = 2_000;
-/// Chat posting starts this long after the last user arrived, so every member hears every post.
+/// Chat posting starts this long after the scheduled last arrival, and not before every user has
+/// joined (the rendezvous), so every member hears every post.
 pub const CHAT_SETTLE_MS: u64 = 1_000;
+/// How long past the scheduled last arrival a chat user waits at the rendezvous for users that
+/// have not joined (a slow box, refused joins) before it posts anyway.
+pub const CHAT_RENDEZVOUS_GRACE_MS: u64 = 10_000;
 /// phoenix.js's heartbeat interval.
 pub const HEARTBEAT_MS: u64 = 30_000;
 
@@ -140,6 +145,12 @@ pub fn build(name: &str, p: &Params) -> Result<Scenario, String> {
                     r#"["{{ref}}","{{ref}}","rooms:{{user_id%{rooms}}}","phx_join",{{"user":"{{user_id}}"}}]"#
                 )),
                 expect(r#""phx_reply",{"status":"ok""#, 1),
+                // Every user waits for the last to join: on a box slower than the schedule, an
+                // early post would miss the members that join after it.
+                Step::Rendezvous {
+                    users: None,
+                    timeout_ms: arrive_ms + CHAT_RENDEZVOUS_GRACE_MS,
+                },
                 Step::Think(Think::UntilMs(start_ms)),
                 Step::Think(Think::Random {
                     min_ms: 0,
@@ -159,7 +170,7 @@ pub fn build(name: &str, p: &Params) -> Result<Scenario, String> {
                     ms: p.post_interval_ms,
                 }),
                 Step::LoopEnd {
-                    body: 6,
+                    body: 7,
                     until: LoopUntil::TimeMs(stop_ms),
                 },
                 Step::Think(Think::UntilEnd),
@@ -251,16 +262,31 @@ mod tests {
         );
         let vars = Vars { msg_ref: 5, ..VARS };
         assert_eq!(
-            sent(&s, 6, &vars),
+            sent(&s, 7, &vars),
             r#"["1","5","rooms:1","new_msg",{"body":"hello from 7","ts_ns":42}]"#
         );
         assert_eq!(
-            sent(&s, 7, &vars),
+            sent(&s, 8, &vars),
             r#""5","rooms:1","phx_reply",{"status":"ok""#
         );
         assert_eq!(
             s.sessions[0].steps[3],
+            Step::Rendezvous {
+                users: None,
+                timeout_ms: 1001 + CHAT_RENDEZVOUS_GRACE_MS
+            }
+        );
+        assert_eq!(s.rendezvous_users(), Some(10));
+        assert_eq!(
+            s.sessions[0].steps[4],
             Step::Think(Think::UntilMs(1001 + CHAT_SETTLE_MS))
+        );
+        assert_eq!(
+            s.sessions[0].steps[10],
+            Step::LoopEnd {
+                body: 7,
+                until: LoopUntil::TimeMs(10_000 - CHAT_DRAIN_MS)
+            }
         );
     }
 

@@ -100,6 +100,7 @@ enum RawStep {
     Think(RawThink),
     Loop(RawLoop),
     Close(RawClose),
+    Rendezvous(RawRendezvous),
 }
 
 #[derive(Deserialize)]
@@ -148,8 +149,18 @@ struct RawClose {
     code: Option<Spanned<u16>>,
 }
 
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRendezvous {
+    users: Option<Spanned<u64>>,
+    timeout_ms: Option<Spanned<u64>>,
+}
+
 /// Default `expect` timeout: Phoenix's push timeout.
 pub const DEFAULT_EXPECT_TIMEOUT_MS: u64 = 10_000;
+/// Default `rendezvous` timeout: long enough for a slow ramp to finish arriving, short enough
+/// that a run whose users cannot all join still gets on with its session.
+pub const DEFAULT_RENDEZVOUS_TIMEOUT_MS: u64 = 60_000;
 
 /// Reads and compiles a scenario file.
 pub fn load(path: &Path) -> Result<Scenario, ScenarioError> {
@@ -171,6 +182,7 @@ pub fn parse(path: &str, text: &str) -> Result<Scenario, ScenarioError> {
         path,
         text,
         transactions: vec![CONNECT_TXN.to_string()],
+        rendezvous: false,
     }
     .compile(raw)
 }
@@ -239,6 +251,8 @@ struct Compiler<'a> {
     path: &'a str,
     text: &'a str,
     transactions: Vec<String>,
+    /// A `rendezvous` step was compiled (one per scenario: users share one count).
+    rendezvous: bool,
 }
 
 type Res<T> = Result<T, ScenarioError>;
@@ -354,6 +368,18 @@ impl Compiler<'_> {
                 steps,
             });
         }
+        let unsized_rendezvous = sessions
+            .iter()
+            .flat_map(|s| &s.steps)
+            .any(|step| matches!(step, Step::Rendezvous { users: None, .. }));
+        if unsized_rendezvous && sessions.len() > 1 {
+            // Which users reach it depends on each user's draw of a session.
+            return self.err(
+                &whole,
+                "sessions",
+                "with several sessions, a `rendezvous` needs `users`",
+            );
+        }
         if (total - 100.0).abs() > 0.01 {
             let span = raw.sessions[0].span();
             return self.err(
@@ -447,17 +473,11 @@ impl Compiler<'_> {
                     }
                 },
                 RawStep::Expect(e) => {
-                    let timeout_ms = match &e.timeout_ms {
-                        Some(t) if *t.get_ref() == 0 => {
-                            return self.err(
-                                &t.span(),
-                                &format!("{f}.expect.timeout_ms"),
-                                "must be at least 1 ms",
-                            )
-                        }
-                        Some(t) => self.wait_ms(t, &format!("{f}.expect.timeout_ms"))?,
-                        None => DEFAULT_EXPECT_TIMEOUT_MS,
-                    };
+                    let timeout_ms = self.timeout_ms(
+                        &e.timeout_ms,
+                        &format!("{f}.expect.timeout_ms"),
+                        DEFAULT_EXPECT_TIMEOUT_MS,
+                    )?;
                     if e.contains.get_ref().is_empty() {
                         return self.err(
                             &e.contains.span(),
@@ -519,10 +539,55 @@ impl Compiler<'_> {
                     };
                     Step::Close { code }
                 }
+                RawStep::Rendezvous(r) => self.rendezvous(r, &span, &f, depth)?,
             };
             out.push(step);
         }
         Ok(())
+    }
+
+    fn rendezvous(
+        &mut self,
+        r: &RawRendezvous,
+        span: &Range<usize>,
+        f: &str,
+        depth: usize,
+    ) -> Res<Step> {
+        let f = format!("{f}.rendezvous");
+        if depth > 0 {
+            // A second pass would meet a rendezvous already released: it would wait for nobody.
+            return self.err(span, &f, "a `rendezvous` cannot be inside a loop");
+        }
+        if self.rendezvous {
+            return self.err(
+                span,
+                &f,
+                "only one `rendezvous` per scenario (its users share one count)",
+            );
+        }
+        self.rendezvous = true;
+        let users = match &r.users {
+            Some(u) if *u.get_ref() == 0 => {
+                return self.err(&u.span(), &format!("{f}.users"), "must be at least 1")
+            }
+            Some(u) => Some(*u.get_ref()),
+            None => None,
+        };
+        let timeout_ms = self.timeout_ms(
+            &r.timeout_ms,
+            &format!("{f}.timeout_ms"),
+            DEFAULT_RENDEZVOUS_TIMEOUT_MS,
+        )?;
+        Ok(Step::Rendezvous { users, timeout_ms })
+    }
+
+    /// A step's `timeout_ms`: at least 1 ms, at most [`MAX_WAIT_MS`], `default` when absent.
+    fn timeout_ms(&self, t: &Option<Spanned<u64>>, field: &str, default: u64) -> Res<u64> {
+        match t {
+            Some(t) if *t.get_ref() == 0 => self.err(&t.span(), field, "must be at least 1 ms"),
+            Some(t) => self.wait_ms(t, field),
+            None => Ok(default),
+        }
     }
 
     fn think(&self, t: &RawThink, span: &Range<usize>, f: &str) -> Res<Think> {
@@ -806,5 +871,48 @@ steps = [ { connect = {} }, { close = { code = 1001 } } ]
         let (line, field, _) = err(&three);
         assert_eq!(line, 2);
         assert!(field.ends_with(".loop.count"), "{field}");
+    }
+
+    #[test]
+    fn one_rendezvous_outside_loops() {
+        let ok = "users = 50\n[[phases]]\nduration_s = 1\narrival_rate = 100\n[[sessions]]\nsteps = [ { connect = {} }, { rendezvous = {} }, { think = { until = \"end\" } } ]\n";
+        let s = parse("ok.toml", ok).unwrap();
+        assert_eq!(
+            s.sessions[0].steps[1],
+            Step::Rendezvous {
+                users: None,
+                timeout_ms: DEFAULT_RENDEZVOUS_TIMEOUT_MS
+            }
+        );
+        assert_eq!(s.rendezvous_users(), Some(50));
+        let sized = ok.replace(
+            "rendezvous = {}",
+            "rendezvous = { users = 20, timeout_ms = 500 }",
+        );
+        assert_eq!(
+            parse("ok.toml", &sized).unwrap().rendezvous_users(),
+            Some(20)
+        );
+        let more = ok.replace("rendezvous = {}", "rendezvous = { users = 80 }");
+        assert_eq!(
+            parse("ok.toml", &more).unwrap().rendezvous_users(),
+            Some(50),
+            "never more than can arrive"
+        );
+        let looped = "[[sessions]]\nsteps = [ { connect = {} }, { loop = { count = 2, steps = [ { rendezvous = {} } ] } } ]\n";
+        let (_, field, message) = err(looped);
+        assert!(field.ends_with(".rendezvous"), "{field}");
+        assert!(message.contains("inside a loop"), "{message}");
+        let twice = "[[sessions]]\nsteps = [ { connect = {} }, { rendezvous = {} }, { rendezvous = {} } ]\n";
+        assert_eq!(err(twice).1, "sessions[0].steps[2].rendezvous");
+        let zero = "[[sessions]]\nsteps = [ { connect = {} }, { rendezvous = { users = 0 } } ]\n";
+        assert_eq!(err(zero).1, "sessions[0].steps[1].rendezvous.users");
+        let two = "[[sessions]]\nprobability = 50\nsteps = [ { connect = {} }, { rendezvous = {} } ]\n[[sessions]]\nprobability = 50\nsteps = [ { connect = {} } ]\n";
+        assert!(err(two).2.contains("needs `users`"));
+        parse(
+            "ok.toml",
+            &two.replace("rendezvous = {}", "rendezvous = { users = 5 }"),
+        )
+        .unwrap();
     }
 }

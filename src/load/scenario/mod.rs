@@ -95,6 +95,13 @@ pub enum Step {
     Close {
         code: u16,
     },
+    /// Wait until `users` users of the run (all workers, all processes; `None`: every planned
+    /// user) have reached this step, then go on together; a user that waited `timeout_ms` goes on
+    /// alone and counts a `rendezvous_timeout`. At most one per scenario, outside loops.
+    Rendezvous {
+        users: Option<u64>,
+        timeout_ms: u64,
+    },
 }
 
 /// A session: a weighted way of behaving.
@@ -187,6 +194,19 @@ impl Scenario {
                 max_users: None,
             }];
         }
+    }
+
+    /// How many users the scenario's rendezvous waits for, if it has one: its own count or
+    /// every planned user, at most the planned users (more could never arrive).
+    pub fn rendezvous_users(&self) -> Option<u64> {
+        let planned = self.planned_users();
+        self.sessions
+            .iter()
+            .flat_map(|s| &s.steps)
+            .find_map(|step| match step {
+                Step::Rendezvous { users, .. } => Some(users.unwrap_or(planned).min(planned)),
+                _ => None,
+            })
     }
 
     /// The users the phases let arrive, capped by `users`.
