@@ -22,6 +22,8 @@
 #                       chooses enough loopback addresses itself (and says how many)
 #   WORKERS, PORT, ADMIN, SERVER_BIN (another gateway build, for a same-box comparison; the load
 #   generator is always this tree's)
+#   SERVER_ARGS=        more `serve` flags, word-split (e.g. `--recv-mode multishot` to compare how
+#                       idle connections wait)
 #
 # Records connections held, time to connect, gateway RSS, kernel memory (Slab and the connection
 # caches), the heartbeats' server CPU, and the broadcast's time to the last subscriber — measured
@@ -45,6 +47,7 @@ PORT=${PORT:-4400}
 ADMIN=${ADMIN:-4401}
 BIN=target/release/ringgate
 SERVER_BIN=${SERVER_BIN:-$BIN}
+read -r -a SERVER_EXTRA <<<"${SERVER_ARGS:-}"
 CLK_TCK=$(getconf CLK_TCK)
 mkdir -p "$OUT"
 cargo build --release --quiet
@@ -85,7 +88,8 @@ now() { date +%s.%N; }
 slab0=$(meminfo Slab); caches0=$(caches); avail0=$(meminfo MemAvailable)
 "$SERVER_BIN" serve --listen "127.0.0.1:$PORT" --admin-listen "127.0.0.1:$ADMIN" --workers "$WORKERS" \
     --max-connections-per-worker 20000 --idle-timeout-ms 3600000 --listen-backlog 65535 \
-    --max-handshakes-per-worker 65535 --log-level warn >"$OUT/gateway.log" 2>&1 &
+    --max-handshakes-per-worker 65535 --log-level warn "${SERVER_EXTRA[@]+"${SERVER_EXTRA[@]}"}" \
+    >"$OUT/gateway.log" 2>&1 &
 GW=$!; PIDS+=("$GW")
 for _ in $(seq 1 100); do curl -sf "http://127.0.0.1:$ADMIN/healthz" >/dev/null && break; sleep 0.2; done
 rss0=$(rss "$GW")
@@ -202,15 +206,16 @@ for _ in $(seq 1 120); do kill -0 "$LOAD" 2>/dev/null || break; sleep 1; done
 kill -KILL "$LOAD" 2>/dev/null || true
 wait "$LOAD" || true
 python3 - "$OUT" "$USERS" "$open" "$t0" "$t1" "$rss0" "$rss1" "$slab0" "$slab1" "$caches0" "$caches1" "$avail0" "$avail1" "$WORKERS" "$cachesA" "$cachesB" \
-    "$OUT/heartbeats.json" "$subscribers" "$delivered" "$waited" "$timed_out" "$errors_before_teardown" "$sources_line" "$SCENARIO" <<'PY'
+    "$OUT/heartbeats.json" "$subscribers" "$delivered" "$waited" "$timed_out" "$errors_before_teardown" "$sources_line" "$SCENARIO" "${SERVER_ARGS:-}" <<'PY'
 import json, sys
 (out, users, held, t0, t1, rss0, rss1, slab0, slab1, c0, c1, a0, a1, workers, ca, cb,
- hb, subs, delivered, waited, timed_out, errs, sources_line, scenario) = sys.argv[1:]
+ hb, subs, delivered, waited, timed_out, errs, sources_line, scenario, server_args) = sys.argv[1:]
 held = int(held); n = max(held, 1)
 summary = json.load(open(f"{out}/load/summary.json"))
 d = summary.get("delivery") or {}
 res = {
     "users": int(users), "held": held, "workers": int(workers), "scenario": scenario,
+    "server_args": server_args,
     "sources": summary.get("sources"), "sources_line": sources_line,
     "connect_s": round(float(t1) - float(t0), 1),
     "gateway_rss_bytes": int(rss1), "gateway_rss_per_conn": round((int(rss1) - int(rss0)) / n, 1),

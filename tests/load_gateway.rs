@@ -245,9 +245,10 @@ steps = [
     )
 }
 
-/// Runs scenario `text` with `args` against a fresh gateway; the run must exit 0.
+/// Runs scenario `text` with `args` against a fresh gateway (`--workers 2`, an echo endpoint at
+/// `/echo`); the run must exit 0.
 fn run_scenario(text: &str, args: &[&str]) -> (helpers::Run, serde_json::Value) {
-    let gw = Gateway::start(&["--workers", "2"]);
+    let gw = Gateway::start(&["--workers", "2", "--echo-path", "/echo"]);
     let url = gw.url("/socket/websocket");
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("scenario.toml");
@@ -296,6 +297,34 @@ fn rendezvous_that_never_completes_times_out_and_the_session_goes_on() {
         "{}",
         r.stderr
     );
+}
+
+/// A session yields to the other users after 256 steps in one go. Here the yield falls exactly in
+/// front of an `expect`: the expect must still wait for its frame, not count the yield's
+/// "continue" deadline as its own timeout.
+#[test]
+fn a_yield_in_front_of_an_expect_is_not_its_timeout() {
+    // Steps run in one go after the upgrade (which ran `connect`): send, two thinks, loop begin,
+    // then 126 × (think, loop end) = 256, so the budget ends with the expect next.
+    let text = r#"duration_s = 3
+users = 1
+[[phases]]
+duration_s = 1
+arrival_rate = 1
+[[sessions]]
+steps = [
+  { connect = { path = "/echo" } },
+  { send = { text = "ping {user_id}" } },
+  { think = { ms = 0 } },
+  { think = { ms = 0 } },
+  { loop = { count = 126, steps = [ { think = { ms = 0 } } ] } },
+  { expect = { contains = "ping", name = "echo" } },
+  { think = { until = "end" } },
+]
+"#;
+    let (r, s) = run_scenario(text, &[]);
+    assert_eq!(u(&s, "errors_total"), 0, "{s}\n{}", r.stderr);
+    assert_eq!(u(&s, "transactions.echo.count"), 1, "{s}");
 }
 
 #[test]

@@ -115,7 +115,9 @@ impl Engine {
                 }
             }
         }
-        // Budget spent: continue on the next loop turn.
+        // Budget spent: continue on the next loop turn. The step at `pc` has not started, so
+        // its deadline must not be read as that step's timeout.
+        self.users[slot as usize].set(flag::YIELDED);
         self.set_deadline(slot, now);
     }
 
@@ -162,6 +164,10 @@ impl Engine {
                 );
                 self.abort(slot);
             }
+            Phase::Open if self.users[slot as usize].has(flag::YIELDED) => {
+                self.users[slot as usize].clear(flag::YIELDED);
+                self.advance(slot, now);
+            }
             Phase::Open => {
                 let setup = self.setup.clone();
                 let session = &setup.scenario.sessions[usize::from(session)];
@@ -193,7 +199,7 @@ impl Engine {
                         );
                         self.users[slot as usize].pc += 1;
                     }
-                    // A yield after the step budget: just continue.
+                    // No other step waits with a deadline (a yield is handled above).
                     _ => {}
                 }
                 self.advance(slot, now);
@@ -217,7 +223,8 @@ impl Engine {
             }
         }
         let u = &self.users[slot as usize];
-        if u.phase() != Phase::Open || u.deadline_ns == 0 {
+        // A yielded user has not started the step at `pc` (an expect not yet waiting).
+        if u.phase() != Phase::Open || u.deadline_ns == 0 || u.has(flag::YIELDED) {
             return;
         }
         let setup = self.setup.clone();

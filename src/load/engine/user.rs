@@ -14,6 +14,9 @@ pub mod flag {
     pub const TX_BLOCKED: u8 = 1 << 0;
     /// The end of this user's session was already counted (error or normal), not to count twice.
     pub const FINISHED: u8 = 1 << 1;
+    /// The session yielded after its step budget: the user's deadline is "continue", not the end
+    /// of a wait, whatever step it stopped in front of.
+    pub const YIELDED: u8 = 1 << 2;
 }
 
 /// A receive in progress: bytes of an incomplete response head or frame, and the reader of a
