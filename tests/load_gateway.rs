@@ -248,7 +248,18 @@ steps = [
 /// Runs scenario `text` with `args` against a fresh gateway (`--workers 2`, an echo endpoint at
 /// `/echo`); the run must exit 0.
 fn run_scenario(text: &str, args: &[&str]) -> (helpers::Run, serde_json::Value) {
-    let gw = Gateway::start(&["--workers", "2", "--echo-path", "/echo"]);
+    run_scenario_on(&[], text, args)
+}
+
+/// [`run_scenario`] with more gateway flags.
+fn run_scenario_on(
+    gw_args: &[&str],
+    text: &str,
+    args: &[&str],
+) -> (helpers::Run, serde_json::Value) {
+    let mut all_gw = vec!["--workers", "2", "--echo-path", "/echo"];
+    all_gw.extend_from_slice(gw_args);
+    let gw = Gateway::start(&all_gw);
     let url = gw.url("/socket/websocket");
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("scenario.toml");
@@ -297,6 +308,27 @@ fn rendezvous_that_never_completes_times_out_and_the_session_goes_on() {
         "{}",
         r.stderr
     );
+}
+
+#[test]
+fn users_that_fail_before_the_rendezvous_do_not_hold_it_to_the_timeout() {
+    const USERS: u64 = 10;
+    // Users with an even id ask for a path the gateway does not serve (404): their sessions end
+    // before the rendezvous, so the others meet once they have arrived instead of waiting out
+    // the 30 s timeout (past the run's end).
+    let text = rendezvous_scenario(USERS, "{ timeout_ms = 30000 }", "").replace(
+        "/socket/websocket?vsn=2.0.0",
+        "/socket{user_id%2}/websocket?vsn=2.0.0",
+    );
+    let (r, s) = run_scenario_on(&["--phoenix-path", "/socket1/websocket"], &text, &[]);
+    let half = USERS / 2;
+    assert_eq!(u(&s, "errors.upgrade"), half, "{s}\n{}", r.stderr);
+    assert_eq!(u(&s, "errors_total"), half, "{s}");
+    assert_eq!(u(&s, "rendezvous_missed"), half, "{s}");
+    assert_eq!(u(&s, "rendezvous_reached"), half, "{s}");
+    assert_eq!(u(&s, "transactions.post.count"), half, "{s}");
+    // Every post reached every user that met: all had joined before the first one left.
+    assert_eq!(u(&s, "delivery.count"), half * half, "{s}");
 }
 
 /// A session yields to the other users after 256 steps in one go. Here the yield falls exactly in

@@ -378,12 +378,7 @@ fn stats_and_metrics_account_connections_and_memberships() {
             72,
             "{stats}"
         );
-        let mut s = tokio::net::TcpStream::connect(gw.admin).await.unwrap();
-        s.write_all(b"GET /metrics HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
-            .await
-            .unwrap();
-        let mut text = String::new();
-        s.read_to_string(&mut text).await.unwrap();
+        let text = metrics_text(gw.admin).await;
         let open: u64 = text
             .lines()
             .filter(|l| l.starts_with("ringgate_connections_open{"))

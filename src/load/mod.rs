@@ -262,7 +262,7 @@ fn run(args: LoadArgs) -> Result<(), String> {
     }
     sys::handle_stop_signals(stop.clone(), |_| {});
     let start_mono_ns = args.start_mono_ns.unwrap_or_else(mono_ns);
-    let rendezvous = Rendezvous::new(scenario.rendezvous_users(), child);
+    let rendezvous = Rendezvous::new(&scenario, child);
     let setup = Arc::new(Setup {
         dest: target::sockaddr(*url.addr.ip(), url.addr.port()),
         host: url.host_header.clone(),

@@ -6,8 +6,8 @@
 //! other coordination. Ctrl-C reaches the whole process group from a terminal; a signal sent to
 //! this process alone is forwarded, and each child closes its users and reports its last seconds.
 //! The one thing decided here for all of them is a scenario's rendezvous: this process adds up the
-//! children's counts of users that reached it and, once they make the whole, tells each child on
-//! its stdin.
+//! children's counts of users that reached it (or ended before they could) and, once they make
+//! the whole, tells each child on its stdin.
 
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Child, ChildStdin, Command, Stdio};
@@ -109,7 +109,7 @@ pub(super) fn run_parent(
             }
         };
         for s in done {
-            rendezvous.count(s.rendezvous);
+            rendezvous.count(s.rendezvous + s.rendezvous_missed);
             collector.add(s);
         }
     }
@@ -133,8 +133,9 @@ pub(super) fn run_parent(
     }
 }
 
-/// The rendezvous as this process sees it: the children's users that reached it, and the pipes
-/// to tell them it is complete (dropped once told: a child reads to the line or EOF).
+/// The rendezvous as this process sees it: the children's users that reached it or ended before
+/// they could, and the pipes to tell them it is complete (dropped once told: a child reads to the
+/// line or EOF).
 struct Rendezvous {
     users: Option<u64>,
     reached: u64,

@@ -115,8 +115,10 @@ pub struct Sample {
     /// the window over which the run's connection rate is measured.
     pub first_arrival_us: u64,
     pub last_connected_us: u64,
-    /// Users that reached the scenario's `rendezvous` step.
+    /// Users that reached the scenario's `rendezvous` step, and users whose session ended before
+    /// they reached it.
     pub rendezvous: u64,
+    pub rendezvous_missed: u64,
     /// Resident memory of the load process(es) at the end of the second (gauge, bytes).
     pub rss_bytes: u64,
     /// CPU time the load process(es) used in this second, ms.
@@ -146,6 +148,7 @@ impl Sample {
         self.bytes_sent += o.bytes_sent;
         self.bytes_received += o.bytes_received;
         self.rendezvous += o.rendezvous;
+        self.rendezvous_missed += o.rendezvous_missed;
         for (a, b) in self.errors.iter_mut().zip(o.errors) {
             *a += b;
         }

@@ -627,7 +627,12 @@ impl Engine {
         u.deadline_ns = 0;
         u.rx = None;
         u.clear(flag::TX_BLOCKED);
+        let (session, pc) = (u.session, u.pc);
         self.cur.s.finished += 1;
+        if self.setup.rendezvous.is_before(session, pc) {
+            self.setup.rendezvous.miss();
+            self.cur.s.rendezvous_missed += 1;
+        }
         // Queued sends never started: drop them (the in-flight one is freed by its completion).
         if let Some(q) = self.txq.remove(&slot) {
             for id in q {

@@ -4,10 +4,12 @@
 //! straight into the fixed-file table (`ring::sqe::socket_direct`, no fd-table entry), connected
 //! by a linked chain, wait for data with a multishot poll (~256 B of kernel memory, no buffer) and
 //! read into the worker's provided-buffer ring. Nothing is shared with other workers but the
-//! read-only [`Setup`] and a stop flag; each second the worker sends a [`Sample`] to its process.
+//! [`Setup`] (read-only but for the stop flag, the printed-error counts and the rendezvous count);
+//! each second the worker sends a [`Sample`] to its process.
 //!
-//! The loop: start the users that are due, fire due timers, emit samples, then enter the kernel
-//! once — submitting everything queued and waiting for a completion or the next due time.
+//! The loop: start the users that are due, fire due timers, let the users waiting at a completed
+//! rendezvous go on, emit samples, then enter the kernel once — submitting everything queued and
+//! waiting for a completion or the next due time.
 
 pub mod arrivals;
 mod conn;

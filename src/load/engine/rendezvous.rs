@@ -1,5 +1,7 @@
 //! The scenario's `rendezvous` step: users that reach it wait until enough have (over every
-//! worker and every process), then go on together.
+//! worker and every process), then go on together. A user whose session ends before it reached
+//! the step (its connect failed, the server closed it) is counted as missed, and missed users
+//! count toward the whole: one user that never joins does not hold everyone to the timeout.
 //!
 //! Within one process the count is one atomic shared by the workers, and the worker whose user
 //! completes it releases the rendezvous; the other workers see that within one loop turn (their
@@ -14,6 +16,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use super::Setup;
+use crate::load::scenario::{Scenario, Step};
 
 /// What a parent writes to its children's stdin once the rendezvous is complete.
 pub const GO_LINE: &str = "rendezvous-go";
@@ -22,18 +25,33 @@ pub const GO_LINE: &str = "rendezvous-go";
 pub struct Rendezvous {
     /// Users to wait for; `None`: the scenario has no rendezvous.
     target: Option<u64>,
-    /// Users of this process that reached it.
+    /// Users of this process that reached it, and that ended before they could.
     arrived: AtomicU64,
+    missed: AtomicU64,
+    /// The step's index in each session (`None`: the session has no rendezvous).
+    step_of_session: Vec<Option<u16>>,
     released: AtomicBool,
     /// A child of `--procs`: only the parent knows the whole count, so only it releases.
     by_parent: bool,
 }
 
 impl Rendezvous {
-    pub fn new(target: Option<u64>, by_parent: bool) -> Self {
+    pub fn new(scenario: &Scenario, by_parent: bool) -> Self {
+        let step_of_session = scenario
+            .sessions
+            .iter()
+            .map(|s| {
+                s.steps
+                    .iter()
+                    .position(|step| matches!(step, Step::Rendezvous { .. }))
+                    .and_then(|i| u16::try_from(i).ok())
+            })
+            .collect();
         Self {
-            target,
+            target: scenario.rendezvous_users(),
             arrived: AtomicU64::new(0),
+            missed: AtomicU64::new(0),
+            step_of_session,
             released: AtomicBool::new(false),
             by_parent,
         }
@@ -41,11 +59,33 @@ impl Rendezvous {
 
     /// Counts a user in; whether it may go on at once (the rendezvous is, or is now, complete).
     pub fn arrive(&self) -> bool {
-        let n = self.arrived.fetch_add(1, Ordering::AcqRel) + 1;
+        self.arrived.fetch_add(1, Ordering::AcqRel);
+        self.check();
+        self.released()
+    }
+
+    /// Whether a user of `session` whose session ends at step `pc` never reached the rendezvous
+    /// (and so is to be counted missed). A user waiting at the step has arrived already.
+    pub fn is_before(&self, session: u8, pc: u16) -> bool {
+        self.step_of_session
+            .get(usize::from(session))
+            .copied()
+            .flatten()
+            .is_some_and(|at| pc < at)
+    }
+
+    /// Counts a user whose session ended before it reached the rendezvous.
+    pub fn miss(&self) {
+        self.missed.fetch_add(1, Ordering::AcqRel);
+        self.check();
+    }
+
+    /// In one process: complete once the users that arrived or missed make the whole.
+    fn check(&self) {
+        let n = self.arrived.load(Ordering::Acquire) + self.missed.load(Ordering::Acquire);
         if !self.by_parent && self.target.is_some_and(|t| n >= t) {
             self.released.store(true, Ordering::Release);
         }
-        self.released()
     }
 
     pub fn released(&self) -> bool {
@@ -86,10 +126,40 @@ pub fn listen_to_parent(setup: &Arc<Setup>) -> std::io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::load::scenario::{Phase, Session};
+
+    /// One session: connect, send, rendezvous for `users` of 3 planned.
+    fn scenario(users: Option<u64>) -> Scenario {
+        let t = crate::load::scenario::Template::literal("x");
+        Scenario {
+            name: "t".into(),
+            duration_ms: 1000,
+            users: Some(3),
+            phases: vec![Phase {
+                duration_ms: 1000,
+                arrival_rate: 3.0,
+                max_users: None,
+            }],
+            sessions: vec![Session {
+                name: "s".into(),
+                probability: 100.0,
+                steps: vec![
+                    Step::Connect { target: None },
+                    Step::Send { opcode: 1, data: t },
+                    Step::Rendezvous {
+                        users,
+                        timeout_ms: 1000,
+                    },
+                ],
+            }],
+            timestamp_field: "ts_ns".into(),
+            transactions: vec!["connect".into()],
+        }
+    }
 
     #[test]
     fn the_last_user_releases_a_single_process() {
-        let r = Rendezvous::new(Some(3), false);
+        let r = Rendezvous::new(&scenario(None), false);
         assert!(!r.arrive());
         assert!(!r.arrive());
         assert!(!r.released());
@@ -100,8 +170,21 @@ mod tests {
     }
 
     #[test]
+    fn users_that_end_before_it_count_toward_the_whole() {
+        let r = Rendezvous::new(&scenario(None), false);
+        assert!(r.is_before(0, 1), "at the send");
+        assert!(!r.is_before(0, 2), "waiting at the rendezvous: arrived");
+        assert!(!r.is_before(1, 0), "no such session");
+        assert!(!r.arrive());
+        r.miss();
+        assert!(!r.released());
+        r.miss();
+        assert!(r.released(), "one arrived and two never will");
+    }
+
+    #[test]
     fn a_child_waits_for_its_parent() {
-        let r = Rendezvous::new(Some(1), true);
+        let r = Rendezvous::new(&scenario(Some(1)), true);
         assert!(!r.arrive());
         assert!(!r.arrive());
         r.released.store(true, Ordering::Release);

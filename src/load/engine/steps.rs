@@ -19,11 +19,13 @@ impl Engine {
         }
     }
 
-    /// Runs `slot`'s steps until one waits (think, expect, a full send queue) or the session ends.
+    /// Runs `slot`'s steps until one waits (think, expect, rendezvous, a full send queue) or the
+    /// session ends.
     pub(super) fn advance(&mut self, slot: u32, now: u64) {
         let setup = self.setup.clone();
         let session = &setup.scenario.sessions[usize::from(self.users[slot as usize].session)];
-        for _ in 0..MAX_STEPS_PER_TURN {
+        let mut steps_run = 0;
+        loop {
             let u = &mut self.users[slot as usize];
             if u.phase() != Phase::Open || u.has(flag::TX_BLOCKED) {
                 return;
@@ -34,6 +36,15 @@ impl Engine {
                 self.start_close(slot, crate::ws::close::NORMAL, now);
                 return;
             };
+            if steps_run >= MAX_STEPS_PER_TURN && !starts_a_wait(step) {
+                // Budget spent: continue on the next loop turn. Only in front of a step that does
+                // not wait, so this "continue" deadline is never taken for a wait's own timeout
+                // (`on_deadline`); a waiting step still starts now. Past the budget only waiting
+                // steps run, and a loop's end is not one, so that tail is bounded by the session.
+                self.set_deadline(slot, now);
+                return;
+            }
+            steps_run += 1;
             match step {
                 // Only ever step 0, which the arrival ran.
                 Step::Connect { .. } => u.pc += 1,
@@ -115,10 +126,6 @@ impl Engine {
                 }
             }
         }
-        // Budget spent: continue on the next loop turn. The step at `pc` has not started, so
-        // its deadline must not be read as that step's timeout.
-        self.users[slot as usize].set(flag::YIELDED);
-        self.set_deadline(slot, now);
     }
 
     /// Once the rendezvous is released, every user of this worker still waiting at it goes on.
@@ -164,10 +171,6 @@ impl Engine {
                 );
                 self.abort(slot);
             }
-            Phase::Open if self.users[slot as usize].has(flag::YIELDED) => {
-                self.users[slot as usize].clear(flag::YIELDED);
-                self.advance(slot, now);
-            }
             Phase::Open => {
                 let setup = self.setup.clone();
                 let session = &setup.scenario.sessions[usize::from(session)];
@@ -199,7 +202,7 @@ impl Engine {
                         );
                         self.users[slot as usize].pc += 1;
                     }
-                    // No other step waits with a deadline (a yield is handled above).
+                    // Any other step: the deadline was a yield after the step budget.
                     _ => {}
                 }
                 self.advance(slot, now);
@@ -223,8 +226,7 @@ impl Engine {
             }
         }
         let u = &self.users[slot as usize];
-        // A yielded user has not started the step at `pc` (an expect not yet waiting).
-        if u.phase() != Phase::Open || u.deadline_ns == 0 || u.has(flag::YIELDED) {
+        if u.phase() != Phase::Open || u.deadline_ns == 0 {
             return;
         }
         let setup = self.setup.clone();
@@ -268,4 +270,13 @@ impl Engine {
             })?;
         Some(digits)
     }
+}
+
+/// Whether `step` can start a wait with a deadline (its own timeout or end): such a step is never
+/// the one a yield stops in front of.
+fn starts_a_wait(step: &Step) -> bool {
+    matches!(
+        step,
+        Step::Think(_) | Step::Expect { .. } | Step::Rendezvous { .. }
+    )
 }

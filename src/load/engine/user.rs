@@ -14,9 +14,6 @@ pub mod flag {
     pub const TX_BLOCKED: u8 = 1 << 0;
     /// The end of this user's session was already counted (error or normal), not to count twice.
     pub const FINISHED: u8 = 1 << 1;
-    /// The session yielded after its step budget: the user's deadline is "continue", not the end
-    /// of a wait, whatever step it stopped in front of.
-    pub const YIELDED: u8 = 1 << 2;
 }
 
 /// A receive in progress: bytes of an incomplete response head or frame, and the reader of a
@@ -41,7 +38,9 @@ pub const NO_TX: u32 = u32::MAX;
 /// One user (see the module docs). The slot index is the fixed-file slot of its socket.
 pub struct User {
     /// When the current wait ends, ns since the start of the run (0: no wait). Connecting: the
-    /// connect deadline; `expect`: its timeout; `think`: its end; closing: the close deadline.
+    /// connect deadline; `expect`, `rendezvous`: its timeout; `think`: its end; closing: the close
+    /// deadline; after the step budget: "now", a yield (only ever in front of a step that does
+    /// not wait, so it is never mistaken for one of these).
     /// A wait's start is `deadline_ns - its length`, which gives latencies without another field.
     pub deadline_ns: u64,
     pub rx: Option<Box<Rx>>,

@@ -106,8 +106,9 @@ pub struct Summary {
     pub arrivals: u64,
     pub connected: u64,
     pub finished: u64,
-    /// Users that reached the `rendezvous` step (0 without one).
+    /// Users that reached the `rendezvous` step, and that ended before they could (0 without one).
     pub rendezvous_reached: u64,
+    pub rendezvous_missed: u64,
     pub peak_users: u64,
     /// Highest and mean (over seconds with arrivals) new WebSocket connections per second.
     pub peak_connect_rate: u64,
@@ -150,6 +151,7 @@ pub fn summarize(meta: &Meta, names: &[String], series: &[Sample]) -> Summary {
         connected: total.connected,
         finished: total.finished,
         rendezvous_reached: total.rendezvous,
+        rendezvous_missed: total.rendezvous_missed,
         peak_users: series.iter().map(|s| s.users).max().unwrap_or(0),
         peak_connect_rate: series.iter().map(|s| s.connected).max().unwrap_or(0),
         mean_connect_rate: if with_arrivals.is_empty() {

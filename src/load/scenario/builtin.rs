@@ -23,8 +23,8 @@ pub const CHAT_DRAIN_MS: u64 = 2_000;
 /// Chat posting starts this long after the scheduled last arrival, and not before every user has
 /// joined (the rendezvous), so every member hears every post.
 pub const CHAT_SETTLE_MS: u64 = 1_000;
-/// How long past the scheduled last arrival a chat user waits at the rendezvous for users that
-/// have not joined (a slow box, refused joins) before it posts anyway.
+/// A chat user waits at the rendezvous at most the arrival time plus this, for users that have
+/// not joined (a slow box, refused joins), before it posts anyway.
 pub const CHAT_RENDEZVOUS_GRACE_MS: u64 = 10_000;
 /// phoenix.js's heartbeat interval.
 pub const HEARTBEAT_MS: u64 = 30_000;

@@ -17,7 +17,7 @@ pub const MAX_COUNTED_LOOP_DEPTH: usize = 2;
 /// Distinct `expect` names (transactions) per scenario, besides the built-in `connect`: each has a
 /// latency histogram per second in every sample, so the count bounds the report's size.
 pub const MAX_TRANSACTIONS: usize = 16;
-/// Longest `think` or `expect` timeout: one day. Longer waits are mistakes (units).
+/// Longest `think`, `expect` or `rendezvous` wait: one day. Longer waits are mistakes (units).
 pub const MAX_WAIT_MS: u64 = 86_400_000;
 /// Largest loop count: bounds the work of one user between blocking steps.
 pub const MAX_LOOP_COUNT: u64 = 1_000_000;
