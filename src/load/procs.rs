@@ -95,9 +95,9 @@ pub(super) fn run_parent(
     let mut merger = Merger::new(args.procs as usize, scenario.transactions.len());
     let mut collector = Collector::new(scenario.transactions.clone(), args.quiet);
     let mut failures = Vec::new();
-    let mut rendezvous = Rendezvous {
+    let mut rendezvous = Releaser {
         users: scenario.rendezvous_users(),
-        reached: 0,
+        counted: 0,
         stdins,
     };
     while let Ok(msg) = rx.recv() {
@@ -136,17 +136,18 @@ pub(super) fn run_parent(
 /// The rendezvous as this process sees it: the children's users that reached it or ended before
 /// they could, and the pipes to tell them it is complete (dropped once told: a child reads to the
 /// line or EOF).
-struct Rendezvous {
+struct Releaser {
     users: Option<u64>,
-    reached: u64,
+    /// Users that reached it or ended before they could, over all children.
+    counted: u64,
     stdins: Vec<ChildStdin>,
 }
 
-impl Rendezvous {
-    fn count(&mut self, reached: u64) {
-        self.reached += reached;
+impl Releaser {
+    fn count(&mut self, n: u64) {
+        self.counted += n;
         let Some(users) = self.users else { return };
-        if self.reached < users || self.stdins.is_empty() {
+        if self.counted < users || self.stdins.is_empty() {
             return;
         }
         for mut stdin in self.stdins.drain(..) {

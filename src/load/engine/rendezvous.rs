@@ -74,6 +74,15 @@ impl Rendezvous {
             .is_some_and(|at| pc < at)
     }
 
+    /// Whether a user of `session` at step `pc` is at the rendezvous step.
+    pub fn is_at(&self, session: u8, pc: u16) -> bool {
+        self.step_of_session
+            .get(usize::from(session))
+            .copied()
+            .flatten()
+            == Some(pc)
+    }
+
     /// Counts a user whose session ended before it reached the rendezvous.
     pub fn miss(&self) {
         self.missed.fetch_add(1, Ordering::AcqRel);

@@ -133,18 +133,13 @@ impl Engine {
         if self.parked.is_empty() || !self.setup.rendezvous.released() {
             return;
         }
-        let setup = self.setup.clone();
         for (slot, gen) in std::mem::take(&mut self.parked) {
             let u = &mut self.users[slot as usize];
-            let session = &setup.scenario.sessions[usize::from(u.session)];
             // Not if the slot has a new user, the user closed, or its wait timed out already.
             let waiting = u.gen == gen
                 && u.phase() == Phase::Open
                 && u.deadline_ns != 0
-                && matches!(
-                    session.steps.get(usize::from(u.pc)),
-                    Some(Step::Rendezvous { .. })
-                );
+                && self.setup.rendezvous.is_at(u.session, u.pc);
             if waiting {
                 // Clearing the deadline makes its timer-heap entry stale.
                 u.deadline_ns = 0;

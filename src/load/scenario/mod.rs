@@ -96,8 +96,9 @@ pub enum Step {
         code: u16,
     },
     /// Wait until `users` users of the run (all workers, all processes; `None`: every planned
-    /// user) have reached this step, then go on together; a user that waited `timeout_ms` goes on
-    /// alone and counts a `rendezvous_timeout`. At most one per scenario, outside loops.
+    /// user) have reached this step or ended before they could, then go on together; a user that
+    /// waited `timeout_ms` goes on alone and counts a `rendezvous_timeout`. At most one per
+    /// scenario, outside loops.
     Rendezvous {
         users: Option<u64>,
         timeout_ms: u64,
