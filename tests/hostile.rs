@@ -492,7 +492,7 @@ async fn slowloris_handshake_is_dropped_at_the_handshake_timeout_body() {
 }
 
 /// 1,000 connections each send part of a request and stall: every one is dropped at the
-/// handshake deadline, and meanwhile (before the first of them is dropped) a new client still
+/// handshake deadline, and meanwhile (while they are still held) a new client still
 /// upgrades and gets its echo.
 #[test]
 fn a_thousand_half_open_handshakes_are_dropped_at_the_deadline() {
