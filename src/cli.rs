@@ -141,6 +141,9 @@ pub struct ServeArgs {
     /// How idle connections wait: poll (cheaper kernel memory) or multishot [default: poll].
     #[arg(long, value_enum)]
     pub recv_mode: Option<RecvMode>,
+    /// Completions a sleeping worker collects before it wakes, µs [default: 0].
+    #[arg(long)]
+    pub wake_batch_us: Option<u32>,
     /// Provided receive buffer size, bytes [default: 4096].
     #[arg(long)]
     pub recv_buffer_bytes: Option<u32>,
@@ -288,6 +291,7 @@ impl ServeArgs {
             max_joins_per_second,
             send_buffer_bytes,
             recv_mode,
+            wake_batch_us,
             recv_buffer_bytes,
             recv_buffers,
             sq_entries,

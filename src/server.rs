@@ -111,6 +111,9 @@ impl Server {
     /// Probes the kernel and starts every worker; returns once all are accepting.
     pub fn start(cfg: Config) -> Result<Self, Box<dyn std::error::Error>> {
         probe::check()?;
+        if cfg.wake_batch_us > 0 {
+            probe::check_min_wait()?;
+        }
         let cfg = Arc::new(cfg);
         let first = listener(cfg.listen, cfg.listen_backlog, cfg.send_buffer_bytes)
             .map_err(|e| format!("cannot listen on {}: {e}", cfg.listen))?;

@@ -297,6 +297,12 @@ const PER_WORKER: &[(&str, &str, &str, Field)] = &[
         "Send calls (a SEND, or a SENDMSG coalescing several frames) that frames left in.",
         |r| r.stats.sends,
     ),
+    (
+        "waits_total",
+        "counter",
+        "Kernel entries that waited for completions (returning at once if some were there); with wake_batch_us one gathers every completion of its window.",
+        |r| r.stats.waits,
+    ),
 ];
 
 fn header(out: &mut String, name: &str, kind: &str, help: &str) {

@@ -29,6 +29,9 @@ pub type Cqe = (u64, i32, u32);
 /// Completions handled per reap batch: bounds the batch buffer; the loop reaps again until empty.
 const REAP_BATCH: usize = 4096;
 
+/// Completions after which a batched sleep (`submit_and_sleep`) wakes before its time is up.
+const BATCH_WAKE_COMPLETIONS: usize = 256;
+
 /// One worker's ring. Created and used on the worker's thread only (`SINGLE_ISSUER`).
 pub struct Ring {
     pub uring: IoUring,
@@ -177,6 +180,42 @@ impl Ring {
             self.uring
                 .submitter()
                 .enter::<libc::sigset_t>(queued, 0, ENTER_GETEVENTS, None)
+        }
+    }
+
+    /// Submits what is queued and waits for a completion; returns whether it asked the kernel to
+    /// wait (`false`: something completed on submission and is handled first, unwaited).
+    ///
+    /// With `batch_us` > 0 the wait is io_uring's `min_wait`: a completion that arrives within
+    /// `batch_us` of going to sleep does not wake the thread at once; completions gather until that
+    /// time (or until `BATCH_WAKE_COMPLETIONS` of them), and the thread wakes once for all. A
+    /// completion that arrives later, into a ring quiet for the whole window, wakes it at once.
+    pub fn submit_and_sleep(&mut self, batch_us: u32) -> io::Result<bool> {
+        if batch_us == 0 {
+            return self.uring.submit_and_wait(1).map(|_| true);
+        }
+        // What this turn submits goes first, on its own: a request that completes at once (a
+        // receive of data already there, a send with room) is handled now. In the wait below the
+        // kernel would hold it until the window's end, adding a whole window to every exchange.
+        if !self.uring.submission().is_empty() {
+            self.submit_and_poll()?;
+            if !self.uring.completion().is_empty() {
+                return Ok(false);
+            }
+        }
+        // The general timeout must lie past the window: without one the kernel ends the wait at
+        // the window's end even with nothing to report. A second bounds it (the worker's own tick
+        // wakes it sooner).
+        let ts = Timespec::new().sec(1);
+        let args = SubmitArgs::new().min_wait_usec(batch_us).timespec(&ts);
+        match self
+            .uring
+            .submitter()
+            .submit_with_args(BATCH_WAKE_COMPLETIONS, &args)
+        {
+            Ok(_) => Ok(true),
+            Err(e) if e.raw_os_error() == Some(libc::ETIME) => Ok(true),
+            Err(e) => Err(e),
         }
     }
 

@@ -169,6 +169,29 @@ pub fn features() -> Vec<Feature> {
     out
 }
 
+/// The batched sleep of `wake_batch_us`: io_uring's `min_wait` (`IORING_FEAT_MIN_TIMEOUT`, 6.12).
+/// Checked only when configured: the gateway does not need it otherwise.
+pub fn check_min_wait() -> Result<(), Missing> {
+    const FEATURE: &str = "min_wait (IORING_FEAT_MIN_TIMEOUT), for wake_batch_us";
+    let missing = |hint: String| Missing {
+        feature: FEATURE,
+        since: "6.12",
+        hint,
+    };
+    let ring: IoUring = IoUring::builder()
+        .setup_single_issuer()
+        .setup_defer_taskrun()
+        .build(8)
+        .map_err(|e| missing(setup_hint(&e)))?;
+    if ring.params().is_feature_min_timeout() {
+        Ok(())
+    } else {
+        Err(missing(
+            "Upgrade the kernel or set wake_batch_us = 0.".to_string(),
+        ))
+    }
+}
+
 /// Checks every feature; `Ok` means workers can start, `Err` names the first one missing.
 pub fn check() -> Result<(), Missing> {
     features()
@@ -199,6 +222,12 @@ mod tests {
         assert_eq!(release_version("5.4.0-150-generic"), Some((5, 4)));
         assert_eq!(release_version("6"), None);
         assert_eq!(release_version("unknown"), None);
+    }
+
+    #[test]
+    fn min_wait_is_reported_as_this_kernel_has_it() {
+        let has = kernel_version().is_some_and(|v| v >= (6, 12));
+        assert_eq!(check_min_wait().is_ok(), has, "kernel {}", kernel_release());
     }
 
     #[test]

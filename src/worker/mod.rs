@@ -74,6 +74,9 @@ pub struct Stats {
     pub frames_out: u64,
     /// Send calls (`SEND` or a coalesced `SENDMSG`) the frames went out in.
     pub sends: u64,
+    /// `io_uring_enter` calls that waited for completions (one that found some already there
+    /// returns at once; a batched wait counts once, however many it gathered).
+    pub waits: u64,
     pub joins: u64,
     pub leaves: u64,
     pub broadcasts: u64,
@@ -280,12 +283,18 @@ impl Worker {
         loop {
             // With sends still to flush, the turn takes what completed and goes on without waiting.
             let entered = if self.unflushed.is_empty() {
-                self.ring.uring.submit_and_wait(1)
+                match self.ring.submit_and_sleep(self.cfg.wake_batch_us) {
+                    Ok(waited) => {
+                        self.stats.waits += u64::from(waited);
+                        Ok(())
+                    }
+                    Err(e) => Err(e),
+                }
             } else {
                 // A sweep left: first let any other runnable thread on this core have it (see
                 // `yield_core`), then take what completed without waiting.
                 yield_core();
-                self.ring.submit_and_poll()
+                self.ring.submit_and_poll().map(|_| ())
             };
             match entered {
                 Ok(_) => {}
