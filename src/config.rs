@@ -136,8 +136,8 @@ pub struct Config {
     /// How long a worker going to sleep lets completions gather before it wakes for them, µs
     /// (io_uring's `min_wait`, Linux 6.12+). Default 0: it wakes for the first one. A window trades
     /// up to its length of added latency for fewer wake-ups: worth it only where wake-ups dominate
-    /// (heartbeats of many idle connections), and only from ~2 ms on this box (docs/configuration.md).
-    /// At most 100 ms.
+    /// (heartbeats of many idle connections), and only from ~2 ms on this box (docs/performance.md,
+    /// "Batched wake-ups"). At most 100 ms.
     pub wake_batch_us: u32,
     /// Size of each provided receive buffer. Default 4096: one page; a typical client message is
     /// far smaller, and larger ones are reassembled across buffers.
