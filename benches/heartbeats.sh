@@ -12,7 +12,7 @@
 # Bounded: each run ends with the load's 75 s duration; every process started is stopped by PID.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
-WINDOWS=("${@:-0}")
+WINDOWS=("$@")
 (( $# )) || WINDOWS=(0 2000 4000)
 ROUNDS=${ROUNDS:-2}
 PORT=${PORT:-4500}
@@ -25,12 +25,18 @@ WINDOW_S=40
 mkdir -p "$OUT"
 cargo build --release --quiet
 
+# The processes of the run in progress (children of this script, so `wait` reaps them and a PID
+# is never signalled after it was reaped).
 PIDS=()
-cleanup() { for p in "${PIDS[@]}"; do kill -KILL "$p" 2>/dev/null || true; done; }
+cleanup() {
+    for p in "${PIDS[@]}"; do kill -KILL "$p" 2>/dev/null || true; done
+    for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
+    PIDS=()
+}
 trap cleanup EXIT
 ticks() { sed 's/.*) //' "/proc/$1/stat" | awk '{print $12, $13}'; }  # utime stime
 # Sum over the workers of one counter of /api/stats.
-stat() { curl -s --max-time 10 "http://127.0.0.1:$ADMIN/api/stats" | python3 -c "import json,sys; print(sum(w['stats']['$1'] for w in json.load(sys.stdin)['workers']))"; }
+api_stat() { curl -s --max-time 10 "http://127.0.0.1:$ADMIN/api/stats" | python3 -c "import json,sys; print(sum(w['stats']['$1'] for w in json.load(sys.stdin)['workers']))"; }
 switches() { cat /proc/"$1"/task/*/status | awk '/^voluntary_ctxt/ {v+=$2} /^nonvoluntary_ctxt/ {n+=$2} END {print v+n}'; }
 CLK_TCK=$(getconf CLK_TCK)
 
@@ -46,12 +52,16 @@ for round in $(seq 1 "$ROUNDS"); do
             --workers 1 --out "$dir/load" >"$dir/load.log" 2>&1 &
         LOAD=$!; PIDS+=("$LOAD")
         sleep 20
-        read -r u0 s0 < <(ticks "$GW"); c0=$(switches "$GW"); m0=$(stat messages_in); k0=$(stat waits)
+        read -r u0 s0 < <(ticks "$GW"); c0=$(switches "$GW"); m0=$(api_stat messages_in); k0=$(api_stat waits)
         sleep "$WINDOW_S"
-        read -r u1 s1 < <(ticks "$GW"); c1=$(switches "$GW"); m1=$(stat messages_in); k1=$(stat waits)
-        timeout 60 tail --pid="$LOAD" -f /dev/null || true
-        kill -INT "$GW"; timeout 20 tail --pid="$GW" -f /dev/null || kill -KILL "$GW"
+        read -r u1 s1 < <(ticks "$GW"); c1=$(switches "$GW"); m1=$(api_stat messages_in); k1=$(api_stat waits)
+        # The load ends itself (the scenario's 75 s); the gateway is asked to stop, then killed.
+        timeout 60 tail --pid="$LOAD" -f /dev/null || kill -KILL "$LOAD" 2>/dev/null || true
+        kill -INT "$GW" 2>/dev/null || true
+        timeout 20 tail --pid="$GW" -f /dev/null || kill -KILL "$GW" 2>/dev/null || true
+        cleanup
         hb=$(( m1 - m0 ))
+        if (( hb <= 0 )); then echo "$w: no heartbeats in the window (see $dir)"; continue; fi
         python3 - "$dir/load/summary.json" "$w" "$hb" "$u0" "$s0" "$u1" "$s1" "$c0" "$c1" "$CLK_TCK" "$(( k1 - k0 ))" <<'PY'
 import json, sys
 summary, w, hb, u0, s0, u1, s1, c0, c1, tck, waits = sys.argv[1:]

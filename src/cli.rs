@@ -141,7 +141,8 @@ pub struct ServeArgs {
     /// How idle connections wait: poll (cheaper kernel memory) or multishot [default: poll].
     #[arg(long, value_enum)]
     pub recv_mode: Option<RecvMode>,
-    /// Completions a sleeping worker collects before it wakes, µs [default: 0].
+    /// How long a sleeping worker lets completions gather before it wakes, µs; ≤ 100000, Linux
+    /// 6.12+ [default: 0].
     #[arg(long)]
     pub wake_batch_us: Option<u32>,
     /// Provided receive buffer size, bytes [default: 4096].

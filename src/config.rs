@@ -330,7 +330,10 @@ impl Config {
             return bad("max_joins_per_second", "must be ≤ 127");
         }
         if self.wake_batch_us > MAX_WAKE_BATCH_US {
-            return bad("wake_batch_us", "must be ≤ 100000 (100 ms)");
+            return bad(
+                "wake_batch_us",
+                &format!("must be ≤ {MAX_WAKE_BATCH_US} (100 ms)"),
+            );
         }
         if self.timer_tick_ms == 0 || self.timer_tick_ms > 60_000 {
             return bad("timer_tick_ms", "must be 1..=60000");

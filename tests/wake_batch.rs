@@ -58,16 +58,56 @@ fn a_batched_worker_wakes_once_per_window_not_once_per_message() {
     let unbatched = spaced_echoes(&[]);
     let batched = spaced_echoes(&["--wake-batch-us", WINDOW_US]);
     eprintln!("waits over {MESSAGES} spaced messages: {unbatched} unbatched, {batched} batched");
-    // Unbatched, every message finds the worker waiting (and its receive and echo send are waits
-    // of their own that return at once).
+    // Unbatched, every message finds the worker waiting, and its receive and echo send are turns
+    // of their own (each ends in a wait that returns at once).
     assert!(
         unbatched >= MESSAGES,
         "without a window the worker should wait per message: {unbatched} waits"
     );
-    // Batched, the messages of one window share one wake-up: the ~100 ms of sending spans a few.
+    // Batched, the messages of one window share its turns (the wake-up, their receives, their
+    // echoes): the ~100 ms of sending spans a few windows.
     assert!(
         batched <= MESSAGES / 4,
         "with a {WINDOW_US} µs window: {batched} waits for {MESSAGES} messages"
+    );
+}
+
+/// The window only gathers what arrives while the worker sleeps after a turn: a message into a
+/// worker quiet for longer than the window wakes it at once, and its exchange (a receive and a
+/// send that complete as they are submitted) is not held for a window either. The bound below is
+/// the contract of the feature, with a wide margin: the best of five tries must come back in under
+/// half the (maximal) window, where a held exchange takes at least the whole window every time.
+#[test]
+fn a_message_into_a_quiet_worker_is_not_held_for_the_window() {
+    if ringgate::ring::probe::check_min_wait().is_err() {
+        eprintln!("skipped: this kernel has no io_uring min_wait (6.12+)");
+        return;
+    }
+    const WINDOW: Duration = Duration::from_millis(100);
+    let gw = Gateway::start(&[
+        "--workers",
+        "1",
+        "--echo-path",
+        "/echo",
+        "--wake-batch-us",
+        "100000",
+    ]);
+    let mut client = RawClient::connect(gw.addr, "/echo");
+    let mut rtts = Vec::new();
+    for i in 0..5 {
+        // Longer than a window with nothing arriving: the worker's wait is past its window.
+        std::thread::sleep(WINDOW + WINDOW / 2);
+        let sent = std::time::Instant::now();
+        client.send_frame(true, 1, format!("q{i}").as_bytes());
+        let (_, _, payload) = client.read_frame().expect("an echo");
+        rtts.push(sent.elapsed());
+        assert_eq!(payload, format!("q{i}").as_bytes());
+    }
+    eprintln!("echo round trips into a quiet worker with a 100 ms window: {rtts:?}");
+    let best = rtts.iter().min().unwrap();
+    assert!(
+        *best < WINDOW / 2,
+        "every echo was held (best {best:?} of {rtts:?}) against a {WINDOW:?} window"
     );
 }
 

@@ -300,7 +300,7 @@ const PER_WORKER: &[(&str, &str, &str, Field)] = &[
     (
         "waits_total",
         "counter",
-        "Kernel entries that waited for completions (returning at once if some were there); with wake_batch_us one gathers every completion of its window.",
+        "Loop turns with nothing left to send that went to wait for completions (at once if some were there); with wake_batch_us one turn takes every completion of its window.",
         |r| r.stats.waits,
     ),
 ];

@@ -4,7 +4,8 @@
 //! - `token`: the `user_data` encoding that ties a completion back to its connection and operation.
 //! - `bufring`: the per-worker provided-buffer ring that idle connections do not hold buffers from.
 //! - `sqe`: the one module that builds submission entries.
-//! - `Ring`: a thin owner of the `IoUring` with a push that never drops an entry, the completion
+//! - `Ring`: a thin owner of the `IoUring` with a push that never drops an entry, the worker's
+//!   wait for completions (plain, or batched over a window: `submit_and_sleep`), the completion
 //!   reaping loop both ring owners (gateway worker, load engine) use, and the exit that waits for
 //!   the kernel to let go of every request.
 
@@ -31,6 +32,8 @@ const REAP_BATCH: usize = 4096;
 
 /// Completions after which a batched sleep (`submit_and_sleep`) wakes before its time is up.
 const BATCH_WAKE_COMPLETIONS: usize = 256;
+/// The general timeout of a batched sleep, s: longer than any window and any tick (60 s at most).
+const BATCH_WAIT_BOUND_S: u64 = 3600;
 
 /// One worker's ring. Created and used on the worker's thread only (`SINGLE_ISSUER`).
 pub struct Ring {
@@ -183,38 +186,39 @@ impl Ring {
         }
     }
 
-    /// Submits what is queued and waits for a completion; returns whether it asked the kernel to
-    /// wait (`false`: something completed on submission and is handled first, unwaited).
+    /// Submits what is queued and waits for a completion (returning at once if some are there).
     ///
     /// With `batch_us` > 0 the wait is io_uring's `min_wait`: a completion that arrives within
     /// `batch_us` of going to sleep does not wake the thread at once; completions gather until that
-    /// time (or until `BATCH_WAKE_COMPLETIONS` of them), and the thread wakes once for all. A
-    /// completion that arrives later, into a ring quiet for the whole window, wakes it at once.
-    pub fn submit_and_sleep(&mut self, batch_us: u32) -> io::Result<bool> {
+    /// time (or until `BATCH_WAKE_COMPLETIONS` of them, or a timeout request of the ring fires, such
+    /// as the worker's tick), and the thread wakes once for all. A completion that arrives later,
+    /// into a ring quiet for the whole window, wakes it at once.
+    pub fn submit_and_sleep(&mut self, batch_us: u32) -> io::Result<()> {
         if batch_us == 0 {
-            return self.uring.submit_and_wait(1).map(|_| true);
+            return self.uring.submit_and_wait(1).map(|_| ());
         }
         // What this turn submits goes first, on its own: a request that completes at once (a
         // receive of data already there, a send with room) is handled now. In the wait below the
-        // kernel would hold it until the window's end, adding a whole window to every exchange.
+        // kernel would count it as there before the wait began and hold it to the window's end,
+        // adding up to a window to every exchange.
         if !self.uring.submission().is_empty() {
             self.submit_and_poll()?;
             if !self.uring.completion().is_empty() {
-                return Ok(false);
+                return Ok(());
             }
         }
-        // The general timeout must lie past the window: without one the kernel ends the wait at
-        // the window's end even with nothing to report. A second bounds it (the worker's own tick
-        // wakes it sooner).
-        let ts = Timespec::new().sec(1);
+        // A general timeout is needed, and past the window: without one the kernel ends the wait at
+        // the window's end even with nothing to report. It is only a bound: the ring's own timers
+        // (the worker's tick) end the wait sooner.
+        let ts = Timespec::new().sec(BATCH_WAIT_BOUND_S);
         let args = SubmitArgs::new().min_wait_usec(batch_us).timespec(&ts);
         match self
             .uring
             .submitter()
             .submit_with_args(BATCH_WAKE_COMPLETIONS, &args)
         {
-            Ok(_) => Ok(true),
-            Err(e) if e.raw_os_error() == Some(libc::ETIME) => Ok(true),
+            Ok(_) => Ok(()),
+            Err(e) if e.raw_os_error() == Some(libc::ETIME) => Ok(()),
             Err(e) => Err(e),
         }
     }

@@ -1,4 +1,5 @@
-//! Start-up probe: every kernel feature the gateway uses, checked before any worker starts.
+//! Start-up probe: every kernel feature the gateway uses, checked before any worker starts; and
+//! `check_min_wait`, the one optional feature (`wake_batch_us`), checked only when configured.
 //!
 //! A missing feature fails start-up with the feature, the kernel version that has it and the
 //! setting to change, instead of a bare errno from deep inside a worker.

@@ -74,8 +74,9 @@ pub struct Stats {
     pub frames_out: u64,
     /// Send calls (`SEND` or a coalesced `SENDMSG`) the frames went out in.
     pub sends: u64,
-    /// `io_uring_enter` calls that waited for completions (one that found some already there
-    /// returns at once; a batched wait counts once, however many it gathered).
+    /// Loop turns that had nothing left to send and went to wait for completions (returning at
+    /// once when some were already there; a batched wait counts once, however many it gathered):
+    /// how often the worker runs for its traffic rather than for a sweep.
     pub waits: u64,
     pub joins: u64,
     pub leaves: u64,
@@ -283,13 +284,8 @@ impl Worker {
         loop {
             // With sends still to flush, the turn takes what completed and goes on without waiting.
             let entered = if self.unflushed.is_empty() {
-                match self.ring.submit_and_sleep(self.cfg.wake_batch_us) {
-                    Ok(waited) => {
-                        self.stats.waits += u64::from(waited);
-                        Ok(())
-                    }
-                    Err(e) => Err(e),
-                }
+                self.stats.waits += 1;
+                self.ring.submit_and_sleep(self.cfg.wake_batch_us)
             } else {
                 // A sweep left: first let any other runnable thread on this core have it (see
                 // `yield_core`), then take what completed without waiting.
