@@ -41,6 +41,9 @@ pub struct Feature {
     pub since: &'static str,
     /// `None` when present; otherwise the probe's hint.
     pub missing: Option<String>,
+    /// Needed only by a setting that is off by default (`wake_batch_us`): when missing, a note,
+    /// not a limit on connections.
+    pub optional: bool,
 }
 
 /// Every value read. `None` = could not be read (see `unreadable`) or, for `conntrack` and
@@ -112,13 +115,16 @@ impl Facts {
         if let Ok(page) = u64::try_from(page) {
             facts.page_bytes = page;
         }
+        let required = probe::features().into_iter().map(|f| (f, false));
+        let optional = std::iter::once((probe::min_wait(), true));
         facts.io_uring_features = Some(
-            probe::features()
-                .into_iter()
-                .map(|f| Feature {
+            required
+                .chain(optional)
+                .map(|(f, optional)| Feature {
                     feature: f.feature,
                     since: f.since,
                     missing: f.missing,
+                    optional,
                 })
                 .collect(),
         );

@@ -93,6 +93,14 @@ fn features(c: &Ctx) -> Vec<Row> {
             let name = f.feature.split([',', '(']).next().unwrap_or("").trim();
             match &f.missing {
                 None => Row::note(&key, name, format!("yes (Linux {}+)", f.since), Status::Ok),
+                Some(hint) if f.optional => {
+                    Row::note(&key, name, "missing (optional)".into(), Status::Info)
+                        .detail(format!(
+                            "needs Linux {}+; only its setting, off by default, uses it",
+                            f.since
+                        ))
+                        .fix([hint.clone()])
+                }
                 Some(hint) => Row::cap(&key, name, "missing".into(), 0, c.target())
                     .detail(format!("needs Linux {}+", f.since))
                     .fix([hint.clone()]),

@@ -43,6 +43,7 @@ fn roomy() -> Facts {
             feature: "io_uring with SINGLE_ISSUER | DEFER_TASKRUN",
             since: "6.1",
             missing: None,
+            optional: false,
         }]),
         unreadable: Vec::new(),
     }
@@ -356,6 +357,7 @@ fn io_uring_switched_off_binds_at_zero() {
         feature: "io_uring with SINGLE_ISSUER | DEFER_TASKRUN",
         since: "6.1",
         missing: Some("io_uring is disabled".into()),
+        optional: false,
     }]);
     let r = assess(f, plan(10, 1));
     assert_eq!(
@@ -370,6 +372,25 @@ fn io_uring_switched_off_binds_at_zero() {
     assert_eq!(
         row(&r, "kernel.io_uring_disabled").fix[0],
         "sysctl -w kernel.io_uring_disabled=0"
+    );
+}
+
+#[test]
+fn a_missing_optional_feature_is_a_note_not_a_limit() {
+    let mut f = roomy();
+    f.io_uring_features.as_mut().unwrap().push(Feature {
+        feature: "min_wait (IORING_FEAT_MIN_TIMEOUT), for wake_batch_us",
+        since: "6.12",
+        missing: Some("Upgrade the kernel or set wake_batch_us = 0.".into()),
+        optional: true,
+    });
+    let r = assess(f, plan(10, 1));
+    let key = "io_uring: min_wait (IORING_FEAT_MIN_TIMEOUT), for wake_batch_us";
+    assert_eq!(row(&r, key).status, Status::Info);
+    assert!(binding(&r).is_empty(), "{:?}", binding(&r));
+    assert_eq!(
+        r.max_connections,
+        assess(roomy(), plan(10, 1)).max_connections
     );
 }
 

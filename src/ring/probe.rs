@@ -171,26 +171,34 @@ pub fn features() -> Vec<Feature> {
 }
 
 /// The batched sleep of `wake_batch_us`: io_uring's `min_wait` (`IORING_FEAT_MIN_TIMEOUT`, 6.12).
-/// Checked only when configured: the gateway does not need it otherwise.
-pub fn check_min_wait() -> Result<(), Missing> {
-    const FEATURE: &str = "min_wait (IORING_FEAT_MIN_TIMEOUT), for wake_batch_us";
-    let missing = |hint: String| Missing {
-        feature: FEATURE,
-        since: "6.12",
-        hint,
-    };
-    let ring: IoUring = IoUring::builder()
+/// Optional: not in `features`, because the gateway needs it only when a window is configured.
+pub fn min_wait() -> Feature {
+    let ring: io::Result<IoUring> = IoUring::builder()
         .setup_single_issuer()
         .setup_defer_taskrun()
-        .build(8)
-        .map_err(|e| missing(setup_hint(&e)))?;
-    if ring.params().is_feature_min_timeout() {
-        Ok(())
-    } else {
-        Err(missing(
-            "Upgrade the kernel or set wake_batch_us = 0.".to_string(),
-        ))
-    }
+        .build(8);
+    let missing = match ring {
+        Err(e) => Some(setup_hint(&e)),
+        Ok(ring) if ring.params().is_feature_min_timeout() => None,
+        Ok(_) => Some("Upgrade the kernel or set wake_batch_us = 0.".to_string()),
+    };
+    Feature::new(
+        "min_wait (IORING_FEAT_MIN_TIMEOUT), for wake_batch_us",
+        "6.12",
+        missing,
+    )
+}
+
+/// `min_wait` as a start-up check: the gateway calls it only when `wake_batch_us` is set.
+pub fn check_min_wait() -> Result<(), Missing> {
+    let f = min_wait();
+    f.missing.map_or(Ok(()), |hint| {
+        Err(Missing {
+            feature: f.feature,
+            since: f.since,
+            hint,
+        })
+    })
 }
 
 /// Checks every feature; `Ok` means workers can start, `Err` names the first one missing.
