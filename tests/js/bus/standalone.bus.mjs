@@ -38,15 +38,20 @@ test('3 gateways + standalone Redis: exactly once, in order, from any node', asy
     }
   }
 
-  // POST /api/broadcast to each node's API.
+  // POST /api/broadcast to each node's API, in turn. Order holds per publisher: a 202 means the
+  // node has queued its local deliveries and handed the publish to its bus link, so the next
+  // node's broadcasts could reach their own members first. As with the pushes, each node's batch
+  // is awaited everywhere before the next node publishes.
   for (const gw of gws) {
     const batch = Array.from({ length: 10 }, (_, n) => ({ topic, event: 'msg', payload: { n, from: `api-${gw.name}` } }))
     const r = await gw.post('/api/broadcast', batch)
     assert.equal(r.httpStatus, 202)
     assert.equal(r.subscribers, 20, 'the 2 local members of each of the 10 broadcasts')
     for (let n = 0; n < 10; n++) want.push({ n, from: `api-${gw.name}` })
+    for (const [j, m] of members.entries()) {
+      await expectExactly(m.got[topic], want, `member ${j} (node ${m.gw.name}) after API broadcasts on node ${gw.name}`)
+    }
   }
-  for (const [j, m] of members.entries()) await expectExactly(m.got[topic], want, `member ${j} after API broadcasts`)
 
   const publishesAfter = publishCalls(await redisCli(redis.port, 'INFO', 'commandstats'))
   assert.equal(publishesAfter - publishesBefore, 3 * 20 + 3 * 10, 'one PUBLISH per broadcast, whatever the node and subscriber count')
