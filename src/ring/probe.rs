@@ -93,15 +93,19 @@ impl Feature {
     }
 }
 
+/// A small ring with the flags the gateway's rings use, to ask the kernel about them.
+fn probe_ring() -> io::Result<IoUring> {
+    IoUring::builder()
+        .setup_single_issuer()
+        .setup_defer_taskrun()
+        .build(8)
+}
+
 /// Checks every feature and returns each outcome, in the order `check` reports them. When the ring
 /// itself cannot be set up (or probed) nothing else can be checked, and the list ends there.
 pub fn features() -> Vec<Feature> {
     let mut out = Vec::new();
-    let setup = IoUring::builder()
-        .setup_single_issuer()
-        .setup_defer_taskrun()
-        .build(8);
-    let ring: IoUring = match setup {
+    let ring = match probe_ring() {
         Ok(ring) => ring,
         Err(e) => {
             out.push(Feature::new(
@@ -173,11 +177,7 @@ pub fn features() -> Vec<Feature> {
 /// The batched sleep of `wake_batch_us`: io_uring's `min_wait` (`IORING_FEAT_MIN_TIMEOUT`, 6.12).
 /// Optional: not in `features`, because the gateway needs it only when a window is configured.
 pub fn min_wait() -> Feature {
-    let ring: io::Result<IoUring> = IoUring::builder()
-        .setup_single_issuer()
-        .setup_defer_taskrun()
-        .build(8);
-    let missing = match ring {
+    let missing = match probe_ring() {
         Err(e) => Some(setup_hint(&e)),
         Ok(ring) if ring.params().is_feature_min_timeout() => None,
         Ok(_) => Some("Upgrade the kernel or set wake_batch_us = 0.".to_string()),

@@ -67,20 +67,20 @@ impl Rendezvous {
     /// Whether a user of `session` whose session ends at step `pc` never reached the rendezvous
     /// (and so is to be counted missed). A user waiting at the step has arrived already.
     pub fn is_before(&self, session: u8, pc: u16) -> bool {
-        self.step_of_session
-            .get(usize::from(session))
-            .copied()
-            .flatten()
-            .is_some_and(|at| pc < at)
+        self.step(session).is_some_and(|at| pc < at)
     }
 
     /// Whether a user of `session` at step `pc` is at the rendezvous step.
     pub fn is_at(&self, session: u8, pc: u16) -> bool {
+        self.step(session) == Some(pc)
+    }
+
+    /// The rendezvous step's index in `session`, if it has one.
+    fn step(&self, session: u8) -> Option<u16> {
         self.step_of_session
             .get(usize::from(session))
             .copied()
             .flatten()
-            == Some(pc)
     }
 
     /// Counts a user whose session ended before it reached the rendezvous.
