@@ -617,6 +617,8 @@ struct Flood {
 struct FloodControl {
     stop: Arc<AtomicBool>,
     sent: Arc<AtomicU64>,
+    /// 1 + the index of the latest flood message (a heartbeat) the gateway replied to; 0: none yet.
+    answered: Arc<AtomicU64>,
 }
 
 /// A V2 client joined to `rooms:flood` pushes as fast as it can until `control.stop`, `cap` or
@@ -633,6 +635,7 @@ fn flood(addr: SocketAddr, control: FloodControl, cap: Duration, max: u64) -> Fl
     let reply: Value = serde_json::from_slice(&reply).unwrap();
     assert_eq!(reply[4]["status"], "ok", "{reply}");
     let mut writer = c.stream.try_clone().unwrap();
+    let answered = control.answered.clone();
     let reader = std::thread::spawn(move || {
         let mut read = 0u64;
         loop {
@@ -641,7 +644,14 @@ fn flood(addr: SocketAddr, control: FloodControl, cap: Duration, max: u64) -> Fl
                 Some((_, 8, p)) => {
                     return (read, p.get(..2).map(|b| u16::from_be_bytes([b[0], b[1]])))
                 }
-                Some(_) => read += 1,
+                Some((_, _, p)) => {
+                    read += 1;
+                    // A heartbeat reply's ref is the flood message's index (see below).
+                    let reply: Value = serde_json::from_slice(&p).unwrap_or(Value::Null);
+                    if let Some(i) = reply[1].as_str().and_then(|r| r.parse::<u64>().ok()) {
+                        answered.fetch_max(i + 1, Ordering::Relaxed);
+                    }
+                }
             }
         }
     });
@@ -721,24 +731,32 @@ async fn message_flood_leaves_other_clients_responsive_body() {
     .await;
     assert!(!flooding.is_finished(), "the flood ended before it began");
     let sent_before = control.sent.load(Ordering::Relaxed);
+    let answered_before = control.answered.load(Ordering::Relaxed);
     let rtts = probe(&gw, |round_trips| round_trips >= ROUNDS)
         .await
         .await
         .unwrap();
     let sent_during = control.sent.load(Ordering::Relaxed) - sent_before;
+    let answered_after = control.answered.load(Ordering::Relaxed);
     control.stop.store(true, Ordering::Relaxed);
     let f = flooding.await.unwrap();
     eprintln!(
-        "flood: sent {} ({sent_during} during the probe) read {} close {:?}; probe rtts {rtts:?}",
+        "flood: sent {} ({sent_during} during the probe) read {} close {:?}; heartbeats answered \
+         up to message {answered_before} before the probe, {answered_after} after; probe rtts {rtts:?}",
         f.sent, f.read, f.close
     );
     assert!(
         f.stopped,
         "the flood ended (cap, error or close) before the probe's {ROUNDS} round trips were done"
     );
+    // The flooder's writes alone prove nothing (the kernel buffers megabytes of them); a reply
+    // to one of its later heartbeats does: the gateway read, decoded and answered its input while
+    // it served the probe.
     assert!(
-        sent_during > 0,
-        "the flooder was not read while the probe was served"
+        answered_after > answered_before,
+        "the flooder was not read while the probe was served: its last answered heartbeat was \
+         message {answered_before} before the probe and {answered_after} after it \
+         ({sent_before} sent before, {sent_during} during)"
     );
     // Its heartbeats were answered: one reply per 1,000 messages, unless the gateway closed it
     // (1008, once a rate limit has a default); else its own close is echoed.
