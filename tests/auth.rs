@@ -6,8 +6,9 @@ mod common;
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use common::aio::next_json_or_close;
 use common::Gateway;
-use futures_util::{SinkExt, StreamExt};
+use futures_util::SinkExt;
 use jsonwebtoken::{encode, Algorithm, EncodingKey, Header};
 use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
@@ -52,18 +53,7 @@ async fn connect(gw: &Gateway, token: Option<&str>) -> Result<Ws, u16> {
 }
 
 async fn next_json(ws: &mut Ws) -> Value {
-    loop {
-        let m = tokio::time::timeout(Duration::from_secs(10), ws.next())
-            .await
-            .expect("in time")
-            .expect("open")
-            .expect("ok");
-        match m {
-            Message::Text(t) => return serde_json::from_str(&t).unwrap(),
-            Message::Close(c) => return json!({"close": c.map(|c| u16::from(c.code))}),
-            _ => {}
-        }
-    }
+    next_json_or_close(ws, Duration::from_secs(10)).await
 }
 
 async fn join(ws: &mut Ws, topic: &str) -> Value {

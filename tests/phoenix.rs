@@ -7,11 +7,10 @@ mod common;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use common::aio::{admin_get, admin_post, admin_request, next_json};
+use common::aio::{admin_get, admin_post, admin_request, admin_request_as, next_json};
 use common::Gateway;
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_tungstenite::tungstenite::Message;
 
 type Ws =
@@ -280,17 +279,16 @@ fn admin_api_validates_requests_and_requires_the_key() {
         )
         .await;
         assert_eq!(status, 401, "{body}");
-        let mut s = tokio::net::TcpStream::connect(gw.admin).await.unwrap();
-        let bad = "{not json";
-        let req = format!(
-            "POST /api/broadcast HTTP/1.1\r\nHost: a\r\nAuthorization: Bearer sekret\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{bad}",
-            bad.len()
-        );
-        s.write_all(req.as_bytes()).await.unwrap();
-        let mut out = String::new();
-        s.read_to_string(&mut out).await.unwrap();
-        assert!(out.starts_with("HTTP/1.1 400"), "{out}");
-        assert!(out.contains("error"), "{out}");
+        let (status, body) = admin_request_as(
+            gw.admin,
+            Some("sekret"),
+            "POST",
+            "/api/broadcast",
+            Some("{not json"),
+        )
+        .await;
+        assert_eq!(status, 400, "{body}");
+        assert!(body.contains("error"), "{body}");
     });
 }
 

@@ -22,16 +22,30 @@ pub async fn admin_request(
     path: &str,
     body: Option<&str>,
 ) -> (u16, String) {
+    admin_request_as(admin, None, method, path, body).await
+}
+
+/// `admin_request` carrying `Authorization: Bearer <key>` when a key is given.
+pub async fn admin_request_as(
+    admin: SocketAddr,
+    key: Option<&str>,
+    method: &str,
+    path: &str,
+    body: Option<&str>,
+) -> (u16, String) {
+    let auth = key.map_or(String::new(), |k| format!("Authorization: Bearer {k}\r\n"));
     let exchange = async {
         let mut s = tokio::net::TcpStream::connect(admin)
             .await
             .unwrap_or_else(|e| panic!("connect to the admin API {admin}: {e}"));
         let req = match body {
             Some(body) => format!(
-                "{method} {path} HTTP/1.1\r\nHost: a\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                "{method} {path} HTTP/1.1\r\nHost: a\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
                 body.len()
             ),
-            None => format!("{method} {path} HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n"),
+            None => format!(
+                "{method} {path} HTTP/1.1\r\nHost: a\r\n{auth}Connection: close\r\n\r\n"
+            ),
         };
         s.write_all(req.as_bytes()).await.unwrap();
         let mut out = String::new();
@@ -59,9 +73,9 @@ pub async fn admin_get(admin: SocketAddr, path: &str) -> Value {
     serde_json::from_str(&body).unwrap_or_else(|e| panic!("GET {path}: {status} {body:?}: {e}"))
 }
 
-/// The next text message parsed as JSON, skipping pings and binary frames; fails when none
-/// arrives within `limit` or the stream ends.
-pub async fn next_json<S>(ws: &mut WebSocketStream<S>, limit: Duration) -> Value
+/// The next text or close message, skipping pings and binary frames; fails when none arrives
+/// within `limit` or the stream ends.
+async fn next_text_or_close<S>(ws: &mut WebSocketStream<S>, limit: Duration) -> Message
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
@@ -71,7 +85,32 @@ where
             .expect("a message in time")
             .expect("stream open")
             .expect("no error");
-        if let Message::Text(t) = m {
+        if matches!(m, Message::Text(_) | Message::Close(_)) {
+            return m;
+        }
+    }
+}
+
+/// The next text message parsed as JSON, or a close frame as `{"close": code}` (null without
+/// one), skipping pings and binary frames.
+pub async fn next_json_or_close<S>(ws: &mut WebSocketStream<S>, limit: Duration) -> Value
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    match next_text_or_close(ws, limit).await {
+        Message::Close(c) => serde_json::json!({"close": c.map(|c| u16::from(c.code))}),
+        m => serde_json::from_str(m.to_text().expect("a text message")).unwrap(),
+    }
+}
+
+/// The next text message parsed as JSON, skipping pings and binary frames (and a close frame,
+/// after which the stream's end fails it); fails when none arrives within `limit`.
+pub async fn next_json<S>(ws: &mut WebSocketStream<S>, limit: Duration) -> Value
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    loop {
+        if let Message::Text(t) = next_text_or_close(ws, limit).await {
             return serde_json::from_str(&t).unwrap();
         }
     }
