@@ -18,7 +18,9 @@
 //! that coalesces gets cheaper per delivery as the rate rises, so one missed step is not its end). Reported per step: the rate asked and published, deliveries offered
 //! (publish rate × subscribers) and achieved (copies / time from the first publish to the last
 //! receipt), p50/p99/max latency, lost copies, server and client CPU per delivery over the step, the
-//! server's kernel share of its CPU and (ringgate, from its /metrics) frames per send call; and
+//! server's kernel share of its CPU and (ringgate, from its /metrics) frames per send call, overall
+//! and per worker, with each worker thread's CPU (a worker that gets less of a shared core falls
+//! behind and sends larger batches: the per-worker figures show which one sets the p99); and
 //! per ladder the highest sustained deliveries/s. With `--ladders L` every server climbs L times,
 //! interleaved with the others, and each server's figure is the median of its L highest sustained
 //! rates (one ladder moves by a step between runs here), with ratios of medians against every peer.
@@ -41,6 +43,8 @@ const PUBLISH_RATE_MIN_SHARE: f64 = 0.9;
 /// grew over the step, so the last receipt came late. (A server that keeps up finishes one
 /// broadcast's tail after the step: at 4 s steps and a 150 ms tail that is 0.96.)
 const ACHIEVED_MIN_SHARE: f64 = 0.9;
+/// ringgate's worker threads are named `ringgate-w<id>`.
+const WORKER_THREAD_PREFIX: &str = "ringgate-w";
 /// Quiet time before a step's CPU window, after the keepalives (their replies are not the step's).
 const STEP_SETTLE: Duration = Duration::from_millis(500);
 
@@ -76,6 +80,10 @@ struct Step {
     server_kernel_share: f64,
     /// ringgate only (from its /metrics): frames per send call over the step, the coalescing.
     frames_per_send: Option<f64>,
+    /// The same per worker (empty for a peer).
+    frames_per_send_by_worker: Vec<f64>,
+    /// ringgate only: each worker thread's CPU over the step, in % of one core.
+    worker_cpu_pct: Vec<f64>,
     sustained: bool,
 }
 
@@ -187,6 +195,7 @@ fn ladder(
         let server0 = procfs::proc_cpu(server_pid).unwrap_or_default();
         let client0 = cpu_us(&client_pids);
         let sends0 = send_counts(&s.server);
+        let workers0 = procfs::threads_run_ns(server_pid, WORKER_THREAD_PREFIX);
         let period_ns = 1e9 / rate;
         let t0 = mono_ns();
         let mut t_pub = Vec::with_capacity(count);
@@ -218,9 +227,35 @@ fn ladder(
         let stat_us = server1.stat_us.saturating_sub(server0.stat_us);
         let server_kernel_share =
             1.0 - server1.user_us.saturating_sub(server0.user_us) as f64 / stat_us.max(1) as f64;
-        let frames_per_send = match (sends0, send_counts(&s.server)) {
-            (Some((f0, s0)), Some((f1, s1))) if s1 > s0 => Some((f1 - f0) / (s1 - s0)),
-            _ => None,
+        let sends1 = send_counts(&s.server);
+        let step_ns = mono_ns().saturating_sub(t0).max(1);
+        let workers1 = procfs::threads_run_ns(server_pid, WORKER_THREAD_PREFIX);
+        let worker_cpu_pct = if workers0.len() == workers1.len() {
+            workers0
+                .iter()
+                .zip(&workers1)
+                .map(|((_, a), (_, b))| b.saturating_sub(*a) as f64 * 100.0 / step_ns as f64)
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let (frames_per_send, frames_per_send_by_worker) = match (&sends0, &sends1) {
+            (Some(w0), Some(w1)) if w0.len() == w1.len() => {
+                let ratio = |(f0, s0): (f64, f64), (f1, s1): (f64, f64)| {
+                    (s1 > s0).then(|| (f1 - f0) / (s1 - s0))
+                };
+                let sum = |w: &[(f64, f64)]| {
+                    w.iter()
+                        .fold((0.0, 0.0), |(f, n), (wf, wn)| (f + wf, n + wn))
+                };
+                let by_worker = w0
+                    .iter()
+                    .zip(w1)
+                    .filter_map(|(a, b)| ratio(*a, *b))
+                    .collect();
+                (ratio(sum(w0), sum(w1)), by_worker)
+            }
+            _ => (None, Vec::new()),
         };
         let receipts = s.clients.collect(count, COMMAND_TIMEOUT)?;
         let mut lat_ns = Vec::new();
@@ -262,6 +297,8 @@ fn ladder(
             client_cpu_us_per_delivery: client_cpu / received.max(1) as f64,
             server_kernel_share,
             frames_per_send,
+            frames_per_send_by_worker,
+            worker_cpu_pct,
             sustained,
         };
         eprintln!(
@@ -298,13 +335,29 @@ fn ladder(
 
 /// ringgate's frames out and send calls so far (its /metrics), for the coalescing of a step; `None`
 /// for a server without them.
-fn send_counts(server: &server::Server) -> Option<(f64, f64)> {
+fn send_counts(server: &server::Server) -> Option<Vec<(f64, f64)>> {
     if !server.role.is_ringgate() {
         return None;
     }
-    let frames = server.metric("ringgate_frames_out_total").ok()?;
-    let sends = server.metric("ringgate_sends_total").ok()?;
-    Some((frames, sends))
+    let frames = server.metric_series("ringgate_frames_out_total").ok()?;
+    let sends = server.metric_series("ringgate_sends_total").ok()?;
+    (frames.len() == sends.len()).then(|| frames.into_iter().zip(sends).collect())
+}
+
+/// "41.2 (27.0, 57.0)": overall, then per worker when there are several.
+fn frames_per_send_cell(s: &Step) -> String {
+    let Some(all) = s.frames_per_send else {
+        return "-".to_owned();
+    };
+    if s.frames_per_send_by_worker.len() < 2 {
+        return format!("{all:.1}");
+    }
+    let each: Vec<String> = s
+        .frames_per_send_by_worker
+        .iter()
+        .map(|f| format!("{f:.1}"))
+        .collect();
+    format!("{all:.1} ({})", each.join(", "))
 }
 
 fn report_ladders(
@@ -339,8 +392,14 @@ fn report_ladders(
                         format!("{:.2}", s.server_cpu_us_per_delivery),
                         format!("{:.2}", s.client_cpu_us_per_delivery),
                         format!("{:.0}%", s.server_kernel_share * 100.0),
-                        s.frames_per_send
-                            .map_or("-".to_owned(), |f| format!("{f:.1}")),
+                        frames_per_send_cell(s),
+                        if s.worker_cpu_pct.is_empty() {
+                            "-".to_owned()
+                        } else {
+                            let each: Vec<String> =
+                                s.worker_cpu_pct.iter().map(|p| format!("{p:.0}")).collect();
+                            each.join(", ")
+                        },
                         if s.sustained { "yes" } else { "no" }.to_owned(),
                     ]
                 })
@@ -360,7 +419,8 @@ fn report_ladders(
                         "server CPU µs/delivery",
                         "client CPU µs/delivery",
                         "server kernel share",
-                        "frames/send",
+                        "frames/send (per worker)",
+                        "worker CPU, % of a core",
                         "sustained",
                     ],
                     &rows
@@ -481,6 +541,8 @@ fn report_ladders(
                     "client_cpu_us_per_delivery": s.client_cpu_us_per_delivery,
                     "server_kernel_share": s.server_kernel_share,
                     "frames_per_send": s.frames_per_send,
+                    "frames_per_send_by_worker": s.frames_per_send_by_worker,
+                    "worker_cpu_pct": s.worker_cpu_pct,
                     "sustained": s.sustained,
                 })).collect::<Vec<_>>(),
             })).collect::<Vec<_>>(),

@@ -104,6 +104,29 @@ pub fn proc_cpu(pid: u32) -> io::Result<ProcCpu> {
     })
 }
 
+/// Run time so far (`/proc/PID/task/*/schedstat`, ns) of each thread of `pid` whose name starts
+/// with `prefix` (ringgate names its workers `ringgate-w0`, `ringgate-w1`, …), sorted by name.
+pub fn threads_run_ns(pid: u32, prefix: &str) -> Vec<(String, u64)> {
+    let Ok(tasks) = fs::read_dir(format!("/proc/{pid}/task")) else {
+        return Vec::new();
+    };
+    let mut out: Vec<(String, u64)> = tasks
+        .flatten()
+        .filter_map(|task| {
+            let name = fs::read_to_string(task.path().join("comm")).ok()?;
+            let name = name.trim_end().to_owned();
+            if !name.starts_with(prefix) {
+                return None;
+            }
+            let text = fs::read_to_string(task.path().join("schedstat")).ok()?;
+            let ns = text.split_whitespace().next()?.parse::<u64>().ok()?;
+            Some((name, ns))
+        })
+        .collect();
+    out.sort();
+    out
+}
+
 /// Whole-machine CPU time from the first line of `/proc/stat`, in µs, split the way the benches need it:
 /// process context (user+nice+system) can be attributed to processes; softirq (loopback packet
 /// processing lands here) and steal (another VM on the host) cannot.

@@ -385,6 +385,11 @@ impl Server {
     /// The counter or gauge `name` from the server's /metrics (ringgate's admin API), summed over
     /// its labels.
     pub fn metric(&self, name: &str) -> Result<f64, String> {
+        Ok(self.metric_series(name)?.iter().sum())
+    }
+
+    /// Every series of metric `name` (e.g. one per worker), in the order /metrics lists them.
+    pub fn metric_series(&self, name: &str) -> Result<Vec<f64>, String> {
         let admin = self.admin_addr.ok_or("no admin listener")?;
         let body = http_get(admin, "/metrics")?;
         Ok(body
@@ -394,7 +399,7 @@ impl Server {
                     .is_some_and(|r| r.starts_with(' ') || r.starts_with('{'))
             })
             .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-            .sum())
+            .collect())
     }
 }
 
