@@ -179,7 +179,13 @@ const HINT_COALESCE: Duration = Duration::from_millis(10);
 const AUDIT_AFTER_RESYNC: Duration = Duration::from_secs(1);
 
 async fn reconciler(bus: Arc<Bus>, hub: Arc<Hub>) {
-    let mut rec = Reconciler::new(Duration::from_millis(bus.cfg.linger_ms));
+    let naming = bus.clone();
+    let mut rec = Reconciler::new(
+        Duration::from_millis(bus.cfg.linger_ms),
+        Box::new(move |topic| {
+            shards::hash_slot(naming.codec.channel(&naming.cfg.prefix, topic).as_bytes())
+        }),
+    );
     let mut link_rx = bus.link.subscribe();
     let mut generation = 0u64;
     let audit_every = Duration::from_millis(bus.cfg.subscription_audit_ms);
@@ -332,16 +338,18 @@ async fn audit(bus: &Bus, link: &Link, rec: &Reconciler, last: Audit) -> Audit {
             return Audit::Fine;
         }
     };
-    let mut channels: Vec<String> = rec
-        .topics()
-        .map(|t| bus.codec.channel(&bus.cfg.prefix, t))
-        .collect();
-    if let Some(p) = &bus.presence {
-        if p.subscribed_generation.load(Ordering::Acquire) == link.generation() {
-            channels.push(p.channel.clone());
-        }
+    // Counted as channels come and go (`Reconciler::slot_counts`): a pass costs 16,384 additions,
+    // not a name and a hash per channel.
+    let mut expected = rec.slot_counts().per_owner(&owners);
+    let presence = bus
+        .presence
+        .as_ref()
+        .filter(|p| p.subscribed_generation.load(Ordering::Acquire) == link.generation())
+        .map(|p| p.channel.clone());
+    if let Some(node) = presence.as_deref().and_then(|c| shards::owner(&owners, c)) {
+        *expected.entry(node).or_default() += 1;
     }
-    let short = shards::shortfall(&held, &owners, &channels);
+    let short = shards::shortfall(&held, &expected);
     if short.is_empty() {
         return Audit::Fine;
     }
@@ -356,8 +364,11 @@ async fn audit(bus: &Bus, link: &Link, rec: &Reconciler, last: Audit) -> Audit {
         }
         return Audit::Reconnect;
     }
-    let again: Vec<String> = channels
-        .into_iter()
+    // Named only now, for a repair: the channels of the masters that lost some.
+    let again: Vec<String> = rec
+        .topics()
+        .map(|t| bus.codec.channel(&bus.cfg.prefix, t))
+        .chain(presence)
         .filter(|c| shards::owner(&owners, c).is_some_and(|n| short.iter().any(|(s, _, _)| s == n)))
         .collect();
     tracing::warn!(?short, channels = again.len(), generation = link.generation(), "bus: Redis Cluster masters hold fewer shard channels than subscribed (node, held, expected); subscribing them again");

@@ -11,6 +11,8 @@ use std::time::{Duration, Instant};
 
 use ahash::RandomState;
 
+use super::shards::SlotCounts;
+
 /// Channel commands to send: topics to subscribe and to unsubscribe.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Plan {
@@ -33,16 +35,38 @@ pub struct Reconciler {
     /// Lingering deadlines in order (the linger is constant, so insertion order is deadline
     /// order); an entry whose deadline no longer matches `lingering` is stale and skipped.
     queue: VecDeque<(Instant, Box<str>)>,
+    /// The Cluster hash slot of a topic's channel (the naming is the codec's).
+    slot_of: SlotOf,
+    /// `subscribed`, counted per hash slot of its channels.
+    slots: SlotCounts,
 }
 
+/// A topic's channel's hash slot.
+pub type SlotOf = Box<dyn Fn(&str) -> u16 + Send + Sync>;
+
 impl Reconciler {
-    pub fn new(linger: Duration) -> Self {
+    pub fn new(linger: Duration, slot_of: SlotOf) -> Self {
         Self {
             linger,
             subscribed: HashSet::default(),
             lingering: HashMap::default(),
             queue: VecDeque::new(),
+            slot_of,
+            slots: SlotCounts::default(),
         }
+    }
+
+    /// The subscribed channels per hash slot.
+    pub fn slot_counts(&self) -> &SlotCounts {
+        &self.slots
+    }
+
+    fn insert(&mut self, topic: &str) -> bool {
+        let new = self.subscribed.insert(topic.into());
+        if new {
+            self.slots.add((self.slot_of)(topic));
+        }
+        new
     }
 
     /// Channels subscribed (or wanted, while the link is down).
@@ -67,8 +91,7 @@ impl Reconciler {
     pub fn changed(&mut self, topic: &str, members: u64, now: Instant, plan: &mut Plan) {
         if members > 0 {
             self.lingering.remove(topic);
-            if !self.subscribed.contains(topic) {
-                self.subscribed.insert(topic.into());
+            if self.insert(topic) {
                 plan.subscribe.push(topic.into());
             }
         } else if self.subscribed.contains(topic) && !self.lingering.contains_key(topic) {
@@ -93,6 +116,7 @@ impl Reconciler {
             self.lingering.remove(&topic);
             if members(&topic) == 0 {
                 self.subscribed.remove(&topic);
+                self.slots.remove((self.slot_of)(&topic));
                 plan.unsubscribe.push(topic);
             }
         }
@@ -107,10 +131,11 @@ impl Reconciler {
     /// forget lingering ones (their channels are gone with the old connection).
     pub fn resync(&mut self, live: impl IntoIterator<Item = Box<str>>, plan: &mut Plan) {
         self.subscribed.clear();
+        self.slots.clear();
         self.lingering.clear();
         self.queue.clear();
         for topic in live {
-            if self.subscribed.insert(topic.clone()) {
+            if self.insert(&topic) {
                 plan.subscribe.push(topic);
             }
         }
@@ -146,6 +171,7 @@ pub fn batches<T>(items: &[T], batch: usize) -> std::slice::Chunks<'_, T> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::bus::shards::{hash_slot, SlotOwners};
 
     const LINGER: Duration = Duration::from_millis(5000);
 
@@ -153,9 +179,62 @@ mod tests {
         v.iter().map(|s| &**s).collect()
     }
 
+    /// Channels named `ringgate:<topic>`, as the ringgate codec does.
+    fn reconciler() -> Reconciler {
+        Reconciler::new(
+            LINGER,
+            Box::new(|t| hash_slot(format!("ringgate:{t}").as_bytes())),
+        )
+    }
+
+    /// Subscribed channels per master of a three-master cluster, from the slot counts.
+    fn per_master(r: &Reconciler) -> [u64; 3] {
+        let owners: SlotOwners = vec![
+            (0, 5460, "m0".into()),
+            (5461, 10922, "m1".into()),
+            (10923, 16383, "m2".into()),
+        ];
+        let e = r.slot_counts().per_owner(&owners);
+        ["m0", "m1", "m2"].map(|m| e.get(m).copied().unwrap_or(0))
+    }
+
+    /// What the slot counts must say: every subscribed topic's channel on its master.
+    fn per_master_by_name(r: &Reconciler) -> [u64; 3] {
+        let mut want = [0; 3];
+        for t in r.topics() {
+            let slot = hash_slot(format!("ringgate:{t}").as_bytes());
+            want[usize::from(slot > 5460) + usize::from(slot > 10922)] += 1;
+        }
+        want
+    }
+
+    #[test]
+    fn slot_counts_follow_subscribe_unsubscribe_and_resync() {
+        let mut r = reconciler();
+        let t0 = Instant::now();
+        let mut plan = Plan::default();
+        for i in 0..300 {
+            r.changed(&format!("rooms:{i}"), 1, t0, &mut plan);
+        }
+        r.changed("rooms:7", 3, t0, &mut plan); // already subscribed: counted once
+        assert_eq!(per_master(&r).iter().sum::<u64>(), 300);
+        assert_eq!(per_master(&r), per_master_by_name(&r));
+        for i in 0..100 {
+            r.changed(&format!("rooms:{i}"), 0, t0, &mut plan);
+        }
+        // Lingering topics are still subscribed.
+        assert_eq!(per_master(&r).iter().sum::<u64>(), 300);
+        r.expire(t0 + LINGER, |t| u64::from(t == "rooms:5"), &mut plan);
+        assert_eq!(per_master(&r).iter().sum::<u64>(), 201);
+        assert_eq!(per_master(&r), per_master_by_name(&r));
+        r.resync(["x", "y", "x"].map(Box::from), &mut plan);
+        assert_eq!(per_master(&r).iter().sum::<u64>(), 2);
+        assert_eq!(per_master(&r), per_master_by_name(&r));
+    }
+
     #[test]
     fn first_member_subscribes_once() {
-        let mut r = Reconciler::new(LINGER);
+        let mut r = reconciler();
         let now = Instant::now();
         let mut plan = Plan::default();
         r.changed("a", 1, now, &mut plan);
@@ -168,7 +247,7 @@ mod tests {
 
     #[test]
     fn flapping_within_the_linger_costs_nothing() {
-        let mut r = Reconciler::new(LINGER);
+        let mut r = reconciler();
         let t0 = Instant::now();
         let mut plan = Plan::default();
         r.changed("a", 1, t0, &mut plan);
@@ -186,7 +265,7 @@ mod tests {
 
     #[test]
     fn last_leave_unsubscribes_after_the_linger_only() {
-        let mut r = Reconciler::new(LINGER);
+        let mut r = reconciler();
         let t0 = Instant::now();
         let mut plan = Plan::default();
         r.changed("a", 1, t0, &mut plan);
@@ -210,7 +289,7 @@ mod tests {
     fn a_stale_hint_is_checked_against_the_table_at_expiry() {
         // Worker A's "last member left" arrives, then worker B's join lands before the deadline
         // without a hint reaching us yet: the table says 1 member, so no unsubscribe.
-        let mut r = Reconciler::new(LINGER);
+        let mut r = reconciler();
         let t0 = Instant::now();
         let mut plan = Plan::default();
         r.changed("a", 1, t0, &mut plan);
@@ -223,7 +302,7 @@ mod tests {
 
     #[test]
     fn topics_never_subscribed_need_no_unsubscribe() {
-        let mut r = Reconciler::new(LINGER);
+        let mut r = reconciler();
         let mut plan = Plan::default();
         r.changed("x", 0, Instant::now(), &mut plan);
         assert!(plan.is_empty());
@@ -232,7 +311,7 @@ mod tests {
 
     #[test]
     fn resync_subscribes_everything_live_and_forgets_lingerers() {
-        let mut r = Reconciler::new(LINGER);
+        let mut r = reconciler();
         let t0 = Instant::now();
         let mut plan = Plan::default();
         r.changed("a", 1, t0, &mut plan);
@@ -249,7 +328,7 @@ mod tests {
 
     #[test]
     fn reconcile_all_after_overflow() {
-        let mut r = Reconciler::new(LINGER);
+        let mut r = reconciler();
         let t0 = Instant::now();
         let mut plan = Plan::default();
         r.changed("old", 1, t0, &mut plan);
@@ -263,7 +342,7 @@ mod tests {
 
     #[test]
     fn a_storm_of_joins_over_10k_topics_is_10_commands() {
-        let mut r = Reconciler::new(LINGER);
+        let mut r = reconciler();
         let now = Instant::now();
         let mut plan = Plan::default();
         for join in 0..100_000u64 {
