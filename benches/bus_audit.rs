@@ -18,18 +18,21 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
+use clap::Parser;
+
 use ringgate::bus::config::BusConfig;
 use ringgate::bus::envelope::{Codec, RinggateCodec};
 use ringgate::bus::shards::{self, SlotOwners};
 use ringgate::bus::subs::{Plan, Reconciler, SlotOf};
 
-fn arg(name: &str, default: usize) -> usize {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
+#[derive(Parser)]
+struct Args {
+    /// Rounds per size; the figures are medians over them.
+    #[arg(long, default_value_t = 7)]
+    rounds: usize,
+    /// Passed by `cargo bench`.
+    #[arg(long, hide = true)]
+    bench: bool,
 }
 
 fn median(mut v: Vec<f64>) -> (f64, f64, f64) {
@@ -52,7 +55,7 @@ fn subscribe_all(topics: &[String], slot_of: SlotOf) -> (Reconciler, f64) {
 }
 
 fn main() {
-    let rounds = arg("--rounds", 7).max(1);
+    let rounds = Args::parse().rounds.max(1);
     let cfg = BusConfig::default();
     let owners: SlotOwners = vec![
         (0, 5460, "127.0.0.1:7000".into()),
