@@ -352,12 +352,16 @@ fn frames_per_send_cell(s: &Step) -> String {
     if s.frames_per_send_by_worker.len() < 2 {
         return format!("{all:.1}");
     }
-    let each: Vec<String> = s
-        .frames_per_send_by_worker
-        .iter()
-        .map(|f| format!("{f:.1}"))
-        .collect();
-    format!("{all:.1} ({})", each.join(", "))
+    format!("{all:.1} ({})", listed(&s.frames_per_send_by_worker, 1))
+}
+
+/// "45, 71": per-worker figures with `decimals` digits, or "-" when there are none.
+fn listed(values: &[f64], decimals: usize) -> String {
+    if values.is_empty() {
+        return "-".to_owned();
+    }
+    let each: Vec<String> = values.iter().map(|v| format!("{v:.decimals$}")).collect();
+    each.join(", ")
 }
 
 fn report_ladders(
@@ -393,13 +397,7 @@ fn report_ladders(
                         format!("{:.2}", s.client_cpu_us_per_delivery),
                         format!("{:.0}%", s.server_kernel_share * 100.0),
                         frames_per_send_cell(s),
-                        if s.worker_cpu_pct.is_empty() {
-                            "-".to_owned()
-                        } else {
-                            let each: Vec<String> =
-                                s.worker_cpu_pct.iter().map(|p| format!("{p:.0}")).collect();
-                            each.join(", ")
-                        },
+                        listed(&s.worker_cpu_pct, 0),
                         if s.sustained { "yes" } else { "no" }.to_owned(),
                     ]
                 })
