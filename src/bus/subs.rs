@@ -171,7 +171,7 @@ pub fn batches<T>(items: &[T], batch: usize) -> std::slice::Chunks<'_, T> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::bus::shards::{hash_slot, SlotOwners};
+    use crate::bus::shards::{hash_slot, owner, SlotOwners};
 
     const LINGER: Duration = Duration::from_millis(5000);
 
@@ -187,23 +187,28 @@ mod tests {
         )
     }
 
-    /// Subscribed channels per master of a three-master cluster, from the slot counts.
-    fn per_master(r: &Reconciler) -> [u64; 3] {
-        let owners: SlotOwners = vec![
+    fn three_masters() -> SlotOwners {
+        vec![
             (0, 5460, "m0".into()),
             (5461, 10922, "m1".into()),
             (10923, 16383, "m2".into()),
-        ];
+        ]
+    }
+
+    /// Subscribed channels per master of a three-master cluster, from the slot counts.
+    fn per_master(r: &Reconciler) -> [u64; 3] {
+        let owners = three_masters();
         let e = r.slot_counts().per_owner(&owners);
         ["m0", "m1", "m2"].map(|m| e.get(m).copied().unwrap_or(0))
     }
 
     /// What the slot counts must say: every subscribed topic's channel on its master.
     fn per_master_by_name(r: &Reconciler) -> [u64; 3] {
+        let owners = three_masters();
         let mut want = [0; 3];
         for t in r.topics() {
-            let slot = hash_slot(format!("ringgate:{t}").as_bytes());
-            want[usize::from(slot > 5460) + usize::from(slot > 10922)] += 1;
+            let master = owner(&owners, &format!("ringgate:{t}")).expect("every slot is owned");
+            want[usize::from(master.as_bytes()[1] - b'0')] += 1;
         }
         want
     }
