@@ -89,18 +89,32 @@ pub fn nofile_soft_limit() -> u64 {
     }
 }
 
-/// The fixed-file table size per worker: the configured maximum, capped by the soft nofile limit.
+/// Fixed files one ring may register whatever `RLIMIT_NOFILE` says: a larger table fails to
+/// register.
+const MAX_FIXED_FILES_PER_RING: u32 = crate::doctor::cost::IORING_MAX_FIXED_FILES as u32;
+
+/// The fixed-file table size per worker: the configured maximum, capped by the soft nofile limit
+/// and by the kernel's fixed-file maximum per ring.
 pub fn table_slots(cfg: &Config) -> u32 {
-    let cap = u32::try_from(nofile_soft_limit()).unwrap_or(u32::MAX);
+    let nofile = u32::try_from(nofile_soft_limit()).unwrap_or(u32::MAX);
+    table_slots_under(cfg, nofile)
+}
+
+fn table_slots_under(cfg: &Config, nofile: u32) -> u32 {
+    let cap = nofile.min(MAX_FIXED_FILES_PER_RING);
     let wanted = cfg.max_connections_per_worker;
     if wanted > cap {
+        let by = if nofile <= MAX_FIXED_FILES_PER_RING {
+            "the soft RLIMIT_NOFILE (the kernel's per-ring limit)"
+        } else {
+            "the kernel's fixed-file maximum per ring (1,048,576)"
+        };
         tracing::info!(
             wanted,
             cap,
             workers = cfg.workers,
-            "max_connections_per_worker capped by the soft RLIMIT_NOFILE (the kernel's per-ring \
-             limit): this process holds at most {} connections. Raise the limit (see kernel-tuning/) \
-             or run more workers.",
+            "max_connections_per_worker capped by {by}: this process holds at most {} \
+             connections. Raise the limit (see kernel-tuning/) or run more workers.",
             u64::from(cap) * cfg.workers as u64
         );
     }
@@ -448,4 +462,24 @@ pub fn run(cfg: Config) -> Result<(), Box<dyn std::error::Error>> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_table_is_capped_by_nofile_and_by_the_kernels_fixed_file_maximum() {
+        let mut cfg = Config {
+            max_connections_per_worker: 16 << 20,
+            ..Config::default()
+        };
+        assert_eq!(table_slots_under(&cfg, 20_000), 20_000);
+        // A nofile limit above the kernel's per-ring maximum no longer sizes a table the kernel
+        // refuses to register.
+        assert_eq!(table_slots_under(&cfg, 4 << 20), MAX_FIXED_FILES_PER_RING);
+        cfg.max_connections_per_worker = 65_536;
+        assert_eq!(table_slots_under(&cfg, 4 << 20), 65_536);
+        assert_eq!(table_slots_under(&cfg, 20_000), 20_000);
+    }
 }

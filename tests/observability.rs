@@ -440,5 +440,5 @@ fn docs_dashboards_and_alerts_name_only_real_metrics() {
         .output()
         .expect("promtool");
     assert!(out.status.success(), "{out:?}");
-    assert!(String::from_utf8_lossy(&out.stdout).contains("SUCCESS: 11 rules found"));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("SUCCESS: 12 rules found"));
 }

@@ -1,6 +1,6 @@
 //! `/metrics`: the snapshot in the Prometheus text format (0.0.4), as `promtool check metrics`
 //! wants it — base units (`_bytes`, `_seconds`), `_total` on counters, HELP and TYPE on every
-//! family. Labels are bounded: `worker` (one value per worker thread), `state`, `source`, `le`;
+//! family. Labels are bounded: `worker` (one value per worker thread), `source`, `le`, `version`;
 //! never a topic or a client. Every family is listed in `docs/operations.md`.
 
 use std::fmt::Write;
@@ -23,6 +23,8 @@ pub struct Health {
     pub up: bool,
     /// Inbox messages dropped because the worker was dead.
     pub inbox_dropped: u64,
+    /// Broadcasts dropped because the live worker's inbox was full.
+    pub inbox_overflowed: u64,
 }
 
 /// Every worker's health, from the inboxes (a dead worker's inbox is closed).
@@ -34,6 +36,7 @@ pub fn health(hub: &Hub) -> Vec<Health> {
             worker,
             up: !inbox.is_closed(),
             inbox_dropped: inbox.dropped_total(),
+            inbox_overflowed: inbox.overflowed_total(),
         })
         .collect()
 }
@@ -392,6 +395,18 @@ pub fn prometheus(s: &Snapshot) -> String {
         s.topics.to_string(),
     );
     gauge(
+        "presence_topics",
+        "gauge",
+        "Topics with at least one tracked presence.",
+        s.presence.topics.to_string(),
+    );
+    gauge(
+        "presence_entries",
+        "gauge",
+        "Tracked presences (this node's and other nodes').",
+        s.presence.entries.to_string(),
+    );
+    gauge(
         "workers",
         "gauge",
         "Worker threads that answered this scrape.",
@@ -454,6 +469,19 @@ pub fn prometheus(s: &Snapshot) -> String {
             out,
             "ringgate_inbox_dropped_total{{worker=\"{}\"}} {}",
             h.worker, h.inbox_dropped
+        );
+    }
+    header(
+        &mut out,
+        "inbox_overflow_total",
+        "counter",
+        "Broadcasts dropped because their live worker's inbox was full (the worker is behind).",
+    );
+    for h in &s.health {
+        let _ = writeln!(
+            out,
+            "ringgate_inbox_overflow_total{{worker=\"{}\"}} {}",
+            h.worker, h.inbox_overflowed
         );
     }
     header(

@@ -19,6 +19,8 @@
 //! - `POST /api/debug/fail-worker/{id}/{error|panic}` → 202; only with `--debug-fault-injection`
 //!   (a hidden flag for tests; otherwise the route does not exist): that worker fails on its next
 //!   loop turn, so the worker-death handling can be driven from outside.
+//! - `POST /api/debug/stall-worker/{id}/{ms}` → 202; same flag: that worker sleeps `ms` (≤ 10 s)
+//!   on its next loop turn, so a test fills its inbox as a stalled worker's would fill.
 //! - `POST /api/debug/resident-bytes/{bytes}` → 202; same flag: the `max_memory_bytes` check reads
 //!   `bytes` as the resident memory (0: the real reading again), so a test drives pause and resume.
 //! - `GET /healthz` → 200 `{"status":"ok","degraded","bus"}`: always 200 (a load balancer keeps
@@ -88,6 +90,35 @@ async fn resident_bytes(
     (
         StatusCode::ACCEPTED,
         Json(json!({ "resident_bytes": bytes })),
+    )
+        .into_response()
+}
+
+/// Test-only: makes worker `id` sleep `ms` (at most `MAX_STALL_MS`) on its next loop turn.
+async fn stall_worker(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path((id, ms)): Path<(usize, u32)>,
+) -> Response {
+    use crate::worker::inbox::{Fault, MAX_STALL_MS};
+    if !authorized(&state, &headers) {
+        return error(StatusCode::UNAUTHORIZED, "missing or wrong bearer token");
+    }
+    if ms > MAX_STALL_MS {
+        return error(StatusCode::BAD_REQUEST, "a stall is at most 10000 ms");
+    }
+    let Some(inbox) = state.hub.inboxes.get(id) else {
+        return error(StatusCode::NOT_FOUND, "no such worker");
+    };
+    tracing::warn!(
+        worker = id,
+        ms,
+        "injecting a worker stall (--debug-fault-injection)"
+    );
+    inbox.inject_fault(Fault::Stall { ms });
+    (
+        StatusCode::ACCEPTED,
+        Json(json!({ "worker": id, "stall_ms": ms })),
     )
         .into_response()
 }
@@ -163,6 +194,7 @@ pub fn start(cfg: Arc<Config>, hub: Arc<Hub>, public: SocketAddr) -> std::io::Re
                     app = app.merge(
                         Router::new()
                             .route("/api/debug/fail-worker/{id}/{how}", post(fail_worker))
+                            .route("/api/debug/stall-worker/{id}/{ms}", post(stall_worker))
                             .route("/api/debug/resident-bytes/{bytes}", post(resident_bytes))
                             .with_state(state),
                     );
@@ -361,7 +393,7 @@ async fn topic(
         .into_response();
     };
     let remote = match bus.link() {
-        Some(link) => bounded(crate::bus::nodes::remote_counts(bus, &link, &topic)).await,
+        Some(link) => bounded(bus, crate::bus::nodes::remote_counts(bus, &link, &topic)).await,
         None => None,
     };
     let cluster = remote
@@ -381,9 +413,13 @@ async fn topic(
     .into_response()
 }
 
-/// A Redis query answered within the bus's response timeout, or `None`.
-async fn bounded<T>(query: impl std::future::Future<Output = redis::RedisResult<T>>) -> Option<T> {
-    match tokio::time::timeout(std::time::Duration::from_secs(2), query).await {
+/// A Redis query answered within the bus's response timeout (`response_timeout_ms`), or `None`.
+async fn bounded<T>(
+    bus: &crate::bus::Bus,
+    query: impl std::future::Future<Output = redis::RedisResult<T>>,
+) -> Option<T> {
+    let limit = std::time::Duration::from_millis(bus.cfg.response_timeout_ms);
+    match tokio::time::timeout(limit, query).await {
         Ok(Ok(v)) => Some(v),
         Ok(Err(e)) => {
             tracing::debug!(error = %e, "cluster view query failed");
@@ -423,7 +459,7 @@ async fn nodes(State(state): State<AppState>, headers: HeaderMap) -> Response {
         .into_response();
     };
     let listed = match bus.link() {
-        Some(link) => bounded(crate::bus::nodes::live(bus, &link)).await,
+        Some(link) => bounded(bus, crate::bus::nodes::live(bus, &link)).await,
         None => None,
     };
     match listed {

@@ -41,6 +41,17 @@ struct Stripe {
     dirty: HashSet<Box<str>, ahash::RandomState>,
 }
 
+/// What `/api/stats` and `/metrics` say about presence.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct PresenceSummary {
+    /// Topics with at least one tracked entry.
+    pub topics: usize,
+    /// Tracked entries (one per joined, tracked connection, on this node or another).
+    pub entries: usize,
+    /// Heap bytes of the table.
+    pub heap_bytes: usize,
+}
+
 /// See the module docs.
 pub struct PresenceTable {
     stripes: Box<[Mutex<Stripe>]>,
@@ -292,17 +303,25 @@ impl PresenceTable {
 
     /// Heap bytes of all entries and the number of entries (for the per-entry figure).
     pub fn heap_bytes(&self) -> (usize, usize) {
-        let mut bytes = 0;
-        let mut entries = 0;
+        let s = self.summary();
+        (s.heap_bytes, s.entries)
+    }
+
+    /// Tracked topics, entries (this node's and other nodes'), and their heap: one walk of every
+    /// topic, each stripe locked in turn (for `/api/stats` and `/metrics`, not the hot path).
+    pub fn summary(&self) -> PresenceSummary {
+        let mut sum = PresenceSummary::default();
         for s in self.stripes.iter() {
             let s = lock(s);
-            bytes += s.topics.capacity() * (std::mem::size_of::<(Box<str>, TopicPresence)>() + 1);
+            sum.topics += s.topics.len();
+            sum.heap_bytes +=
+                s.topics.capacity() * (std::mem::size_of::<(Box<str>, TopicPresence)>() + 1);
             for (name, t) in &s.topics {
-                bytes += name.len() + t.heap_bytes();
-                entries += t.len();
+                sum.heap_bytes += name.len() + t.heap_bytes();
+                sum.entries += t.len();
             }
         }
-        (bytes, entries)
+        sum
     }
 
     fn mark(stripe: &mut Stripe, topic: &str) {

@@ -7,9 +7,15 @@
 //! has died (`close`), every message sent to it is dropped and counted instead of queued, so a dead
 //! worker's inbox cannot grow without bound. It also carries the test-only fault switch
 //! (`inject_fault`, reachable only with `--debug-fault-injection`).
+//!
+//! A live worker's inbox is bounded too: a worker that stops taking its inbox (held up by a
+//! fan-out far larger than its share of the box, or by the machine) while broadcasts keep
+//! arriving would otherwise hold every one of them. Past `MAX_QUEUED_MESSAGES` a broadcast is
+//! dropped and counted (`ringgate_inbox_overflow_total`); the control messages (drain, report)
+//! are always queued: they are few, and dropping one would hang a scrape or a shutdown.
 
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 
 use crate::topics::Broadcast;
@@ -32,11 +38,25 @@ pub enum Fault {
     Error,
     /// The worker thread panics.
     Panic,
+    /// The worker sleeps for `ms` (at most `MAX_STALL_MS`) and goes on, as a worker the machine
+    /// took off its core would.
+    Stall { ms: u32 },
 }
 
 const FAULT_NONE: u8 = 0;
 const FAULT_ERROR: u8 = 1;
 const FAULT_PANIC: u8 = 2;
+const FAULT_STALL: u8 = 3;
+
+/// Messages a live worker's inbox holds at most before broadcasts are dropped. A worker takes
+/// its whole inbox every loop turn, so a healthy one holds a handful; 65,536 is seconds of the
+/// highest publish rates measured here (docs/performance.md), at 16 bytes a slot plus the shared
+/// broadcast it points at.
+pub const MAX_QUEUED_MESSAGES: usize = 65_536;
+
+/// Longest injected stall (`--debug-fault-injection`), ms: long enough to fill an inbox from a
+/// test, short enough that a mistaken request costs seconds.
+pub const MAX_STALL_MS: u32 = 10_000;
 
 pub struct Inbox {
     efd: OwnedFd,
@@ -45,8 +65,14 @@ pub struct Inbox {
     closed: AtomicBool,
     /// Messages dropped because the worker was dead.
     dropped: AtomicU64,
+    /// Broadcasts dropped because the inbox of the live worker was full.
+    overflowed: AtomicU64,
+    /// Set by the first overflow since the worker last took its inbox (one log line per episode).
+    overflowing: AtomicBool,
     /// A pending injected fault (`FAULT_*`), taken by the worker on its next loop turn.
     fault: AtomicU8,
+    /// The length of an injected stall, ms.
+    stall_ms: AtomicU32,
 }
 
 impl Inbox {
@@ -63,7 +89,10 @@ impl Inbox {
             queue: Mutex::new(Vec::new()),
             closed: AtomicBool::new(false),
             dropped: AtomicU64::new(0),
+            overflowed: AtomicU64::new(0),
+            overflowing: AtomicBool::new(false),
             fault: AtomicU8::new(FAULT_NONE),
+            stall_ms: AtomicU32::new(0),
         })
     }
 
@@ -86,6 +115,18 @@ impl Inbox {
             if self.closed.load(Ordering::Relaxed) {
                 drop(q);
                 self.dropped.fetch_add(1, Ordering::Relaxed);
+                return;
+            }
+            if q.len() >= MAX_QUEUED_MESSAGES && matches!(msg, Msg::Broadcast(_)) {
+                drop(q);
+                self.overflowed.fetch_add(1, Ordering::Relaxed);
+                if !self.overflowing.swap(true, Ordering::Relaxed) {
+                    tracing::warn!(
+                        queued = MAX_QUEUED_MESSAGES,
+                        "a worker's inbox is full: broadcasts to its members are dropped until \
+                         it catches up (ringgate_inbox_overflow_total)"
+                    );
+                }
                 return;
             }
             q.push(msg);
@@ -126,11 +167,20 @@ impl Inbox {
         self.dropped.load(Ordering::Relaxed)
     }
 
+    /// Broadcasts dropped because the live worker's inbox was full.
+    pub fn overflowed_total(&self) -> u64 {
+        self.overflowed.load(Ordering::Relaxed)
+    }
+
     /// Test-only: makes the worker fail on its next loop turn (see `--debug-fault-injection`).
     pub fn inject_fault(&self, fault: Fault) {
         let code = match fault {
             Fault::Error => FAULT_ERROR,
             Fault::Panic => FAULT_PANIC,
+            Fault::Stall { ms } => {
+                self.stall_ms.store(ms.min(MAX_STALL_MS), Ordering::Relaxed);
+                FAULT_STALL
+            }
         };
         self.fault.store(code, Ordering::Relaxed);
         self.wake();
@@ -146,6 +196,12 @@ impl Inbox {
                 "injected fault (--debug-fault-injection)",
             )),
             FAULT_PANIC => panic!("injected fault (--debug-fault-injection)"),
+            FAULT_STALL => {
+                let ms = self.stall_ms.load(Ordering::Relaxed);
+                tracing::warn!(ms, "stalling (--debug-fault-injection)");
+                std::thread::sleep(std::time::Duration::from_millis(u64::from(ms)));
+                Ok(())
+            }
             _ => Ok(()),
         }
     }
@@ -157,6 +213,7 @@ impl Inbox {
         unsafe { libc::read(self.fd(), (&mut counter as *mut u64).cast(), 8) };
         let mut q = self.queue.lock().unwrap_or_else(|p| p.into_inner());
         out.append(&mut q);
+        self.overflowing.store(false, Ordering::Relaxed);
     }
 }
 
@@ -206,6 +263,25 @@ mod tests {
         let mut out = Vec::new();
         inbox.take_all(&mut out);
         assert!(out.is_empty());
+    }
+
+    #[test]
+    fn a_full_inbox_drops_and_counts_broadcasts_but_keeps_control_messages() {
+        let inbox = Inbox::new().unwrap();
+        let b = Arc::new(crate::topics::Broadcast::new("t", Default::default()));
+        for _ in 0..MAX_QUEUED_MESSAGES + 3 {
+            inbox.send(Msg::Broadcast(b.clone()));
+        }
+        assert_eq!(inbox.overflowed_total(), 3);
+        assert_eq!(inbox.dropped_total(), 0);
+        inbox.send(Msg::Drain { drain_ms: 0 });
+        let mut out = Vec::new();
+        inbox.take_all(&mut out);
+        assert_eq!(out.len(), MAX_QUEUED_MESSAGES + 1);
+        assert!(matches!(out.last(), Some(Msg::Drain { .. })));
+        // Taken: room again.
+        inbox.send(Msg::Broadcast(b));
+        assert_eq!(inbox.overflowed_total(), 3);
     }
 
     #[test]

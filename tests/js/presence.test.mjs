@@ -145,6 +145,14 @@ async function overflows () {
   return [...m.matchAll(/^ringgate_\S*send_queue_overflows_total\S* (\d+)$/mg)].reduce((a, x) => a + Number(x[1]), 0)
 }
 
+/** The presence section of `/api/stats` and the two gauges of `/metrics`. */
+async function presenceStats () {
+  const stats = await (await fetch(`${admin}/api/stats`)).json()
+  const m = await (await fetch(`${admin}/metrics`)).text()
+  const gauge = name => Number(m.match(new RegExp(`^ringgate_${name} (\\d+)$`, 'm'))?.[1])
+  return { stats: stats.presence, topics: gauge('presence_topics'), entries: gauge('presence_entries') }
+}
+
 const keysOf = presence => presence.list((key, p) => key).sort()
 const metasOf = (presence, key) => presence.list((k, p) => k === key ? p.metas : null).filter(Boolean)[0] ?? []
 
@@ -251,6 +259,11 @@ test(`a storm of ${STORM} joins: few merged diffs, an exact final list, then the
   await watch.until('watcher alone', p => keysOf(p).join() === 'watcher')
   const diffs = []
   watch.channel.on('presence_diff', () => diffs.push(Date.now()))
+  // What the operator sees before the storm: the earlier tests' rooms, and the watcher's.
+  const before = await presenceStats()
+  assert.ok(before.stats.entries >= 1 && before.stats.topics >= 1, JSON.stringify(before))
+  assert.equal(before.entries, before.stats.entries)
+  assert.equal(before.topics, before.stats.topics)
 
   // Raw clients: open them all first, then join all within a fraction of a second.
   const url = `${socketUrl}/websocket?vsn=2.0.0&token=${token({ sub: 's', name: 'S' })}`
@@ -292,6 +305,11 @@ test(`a storm of ${STORM} joins: few merged diffs, an exact final list, then the
     assert.deepEqual(new Set(keys), new Set(['watcher', ...clients.map((_c, i) => `u${i}`)]))
     const view = await (await fetch(`${admin}/api/presence/${encodeURIComponent(topic)}`)).json()
     assert.equal(Object.keys(view).length, STORM + 1)
+    const during = await presenceStats()
+    assert.equal(during.stats.entries, before.stats.entries + STORM, JSON.stringify(during))
+    assert.equal(during.entries, during.stats.entries)
+    assert.equal(during.stats.topics, before.stats.topics)
+    assert.ok(during.stats.heap_bytes > before.stats.heap_bytes, JSON.stringify(during))
 
     // The room is full: one more join is refused with a reason.
     const extra = await replyOf((await openSocket()).channel(topic, { user: 'late' }).join(), 'join past the limit')
@@ -300,4 +318,7 @@ test(`a storm of ${STORM} joins: few merged diffs, an exact final list, then the
     for (const c of clients) c.terminate()
   }
   await watch.until('everyone left', p => keysOf(p).join() === 'watcher', 60_000)
+  const afterwards = await presenceStats()
+  assert.equal(afterwards.stats.entries, before.stats.entries, JSON.stringify(afterwards))
+  assert.equal(afterwards.entries, before.stats.entries)
 })
