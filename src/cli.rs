@@ -246,7 +246,7 @@ pub struct ServeArgs {
     /// remaining workers [default: exit].
     #[arg(long, value_enum)]
     pub on_worker_death: Option<crate::config::OnWorkerDeath>,
-    /// Test only: enables POST /api/debug/fail-worker/{id}?how=error|panic on the admin API.
+    /// Test only: enables the /api/debug/* routes of the admin API (docs/configuration.md).
     #[arg(long, hide = true)]
     pub debug_fault_injection: bool,
 }

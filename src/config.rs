@@ -189,7 +189,8 @@ pub struct Config {
     /// topic counts dropped, its inbox closed), for deployments with no supervisor.
     pub on_worker_death: OnWorkerDeath,
     /// Test-only switch (`--debug-fault-injection`, not settable from a file): enables
-    /// `POST /api/debug/fail-worker/{id}?how=error|panic`, which makes that worker fail.
+    /// the test routes of the admin API (`POST /api/debug/fail-worker/{id}/{error|panic}` and the
+    /// others listed in docs/configuration.md), which make a worker fail or stall.
     #[serde(skip)]
     pub debug_fault_injection: bool,
     /// Presence limits and timing; see `[presence]` in docs/configuration.md. Which topics are

@@ -40,7 +40,7 @@ fn jason_opt(s: Option<&str>) -> String {
     s.map_or_else(|| "null".to_owned(), jason_string)
 }
 
-/// The exact text frame Phoenix writes for these fields (field orders from `protocol.md`).
+/// The exact text frame Phoenix writes for these fields (field orders from `docs/protocol.md`).
 pub fn expected_text(
     vsn: Vsn,
     join_ref: Option<&str>,

@@ -80,7 +80,8 @@ pub struct BusConfig {
     /// How often a node on Redis Cluster asks each master how many shard channels its connection
     /// holds, and compares with the channels it subscribed. Fewer on the server means a
     /// subscription was lost without a sign on the connection (seen during a failover on a
-    /// loaded box); the node then reconnects and subscribes everything again. Default 5000 ms:
+    /// loaded box); the node subscribes the missing masters' channels again, and reconnects
+    /// (subscribing everything again) only if the next check still finds them short. Default 5000 ms:
     /// one small command per master per period, and a silent loss lasts seconds at most. The
     /// first check runs one second after every reconnect.
     pub subscription_audit_ms: u64,

@@ -410,7 +410,7 @@ impl Bus {
         one(
             "subscription_repairs_total",
             "counter",
-            "Redis Cluster: reconnects after the masters held fewer shard channels than subscribed.",
+            "Redis Cluster: checks that found masters holding fewer shard channels than subscribed (each followed by a re-subscribe, or a reconnect when the one before did not help).",
             &get(&s.subscription_repairs),
         );
         one(

@@ -89,10 +89,11 @@ mod tests {
 
     #[test]
     fn per_connection_matches_the_measured_totals() {
-        // io_uring-notes §5: 4.72 KB with the multishot recv armed, slab packing included.
+        // 4.72 KB with the multishot recv armed, slab packing included (docs/io_uring.md, "Kernel
+        // memory per connection": the objects, plus what slab packing adds).
         let multishot = PerConnection::new(RecvMode::Multishot, false);
         assert_eq!(multishot.total_bytes - USER_BYTES, 4725);
-        // §7: the poll wait saves 608 B.
+        // The poll wait saves 608 B: an armed receive's async msghdr and poll entry (same section).
         let poll = PerConnection::new(RecvMode::Poll, false);
         assert_eq!(multishot.total_bytes - poll.total_bytes, 608);
         assert_eq!(poll.client_bytes, 0);

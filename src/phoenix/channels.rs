@@ -1,4 +1,4 @@
-//! Per-connection channel state and the server rules of `protocol.md`: heartbeat, join,
+//! Per-connection channel state and the server rules of `docs/protocol.md`: heartbeat, join,
 //! duplicate join, leave, push, and what to answer when any of them does not fit the
 //! connection's state. Owns "what does Phoenix reply to this message now".
 //!
@@ -97,7 +97,7 @@ pub trait Host {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Outcome {
     Continue,
-    /// Close with this code and reason. No rule of `protocol.md` closes the connection
+    /// Close with this code and reason. No rule of `docs/protocol.md` closes the connection
     /// today; the variant is the slot for rules that will (e.g. an expired token).
     Close {
         code: u16,

@@ -14,7 +14,7 @@
 //! - [`router`]: which topics may be joined (`rooms:*`) and what a client push on them does
 //!   (broadcast to the topic, or reject).
 //! - [`channels`]: the joined topics of one connection, stored in a few bytes (topics are
-//!   interned by the host), and `handle`, which applies the server rules of `protocol.md`.
+//!   interned by the host), and `handle`, which applies the server rules of `docs/protocol.md`.
 //!
 //! # Versions
 //! The client picks the serializer with the `vsn` query parameter of the upgrade request;

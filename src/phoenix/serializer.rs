@@ -7,7 +7,7 @@
 //! ([`serde_json::value::RawValue`]) and is copied verbatim into replies and broadcasts; a
 //! binary payload stays a byte slice. The gateway routes, it does not interpret.
 //!
-//! # Formats (see `protocol.md`)
+//! # Formats (see `docs/protocol.md`)
 //! - V1 text: `{"topic":t,"event":e,"payload":p,"ref":r}`; a `join_ref` key from the client
 //!   is accepted, the server never writes one.
 //! - V2 text: `[join_ref, ref, topic, event, payload]`, extra trailing elements ignored.

@@ -1,5 +1,5 @@
 //! The joined topics of one connection, in as few bytes as safe Rust allows, because the
-//! gateway holds millions of idle connections with a budget of ~128 bytes each (design.md).
+//! gateway holds millions of idle connections with a budget of ~128 bytes each (docs/performance.md, "Idle joined connections").
 //!
 //! - A topic is a [`TopicId`] (4 bytes) interned by the host, never a string.
 //! - A join_ref of up to [`INLINE_JOIN_REF_MAX_BYTES`] bytes is stored inline; longer ones

@@ -2,9 +2,9 @@
 //! `V2.JSONSerializer`, Jason's string escaping, and the V2 binary layouts. Owns every byte
 //! the gateway writes inside a WebSocket payload.
 //!
-//! Byte-exactness notes (compare `protocol.md`):
+//! Byte-exactness notes (compare `docs/protocol.md`):
 //! - V1 objects are written `topic, event, payload, ref` and reply payloads
-//!   `status, response`, the orders captured from a Phoenix server in `protocol.md`. Phoenix
+//!   `status, response`, the orders captured from a Phoenix server in `docs/protocol.md`. Phoenix
 //!   builds both from Elixir maps, whose key order depends on the OTP release (OTP 26 and
 //!   later order atom keys by creation, older releases alphabetically); clients parse JSON, so
 //!   order only matters to byte comparisons.
