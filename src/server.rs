@@ -104,17 +104,23 @@ fn table_slots_under(cfg: &Config, nofile: u32) -> u32 {
     let cap = nofile.min(MAX_FIXED_FILES_PER_RING);
     let wanted = cfg.max_connections_per_worker;
     if wanted > cap {
-        let by = if nofile <= MAX_FIXED_FILES_PER_RING {
-            "the soft RLIMIT_NOFILE (the kernel's per-ring limit)"
+        let (by, remedy) = if nofile <= MAX_FIXED_FILES_PER_RING {
+            (
+                "the soft RLIMIT_NOFILE (the kernel's per-ring limit)",
+                "Raise the limit (see kernel-tuning/) or run more workers.",
+            )
         } else {
-            "the kernel's fixed-file maximum per ring (1,048,576)"
+            (
+                "the kernel's fixed-file maximum per ring (1,048,576)",
+                "Run more workers: no limit raises it.",
+            )
         };
         tracing::info!(
             wanted,
             cap,
             workers = cfg.workers,
             "max_connections_per_worker capped by {by}: this process holds at most {} \
-             connections. Raise the limit (see kernel-tuning/) or run more workers.",
+             connections. {remedy}",
             u64::from(cap) * cfg.workers as u64
         );
     }
@@ -145,7 +151,7 @@ impl Server {
         }
         let slots = table_slots(&cfg);
         let inboxes = (0..cfg.workers)
-            .map(|_| Inbox::new().map(Arc::new))
+            .map(|i| Inbox::new(i).map(Arc::new))
             .collect::<io::Result<Vec<_>>>()?;
         let table = TopicTable::new(cfg.topic_stripes, cfg.workers);
         let (bus, bus_startup) = match cfg.bus.target()? {

@@ -7,7 +7,9 @@ mod common;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use common::aio::{admin_get, admin_post, admin_request, admin_request_as, next_json};
+use common::aio::{
+    admin_get, admin_post, admin_request, admin_request_as, next_json, next_json_or_close,
+};
 use common::Gateway;
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
@@ -616,14 +618,17 @@ async fn binary_empty_join_ref_is_kept_as_the_empty_string() {
 }
 
 /// A worker that stops taking its inbox (stalled here through the test-only
-/// `--debug-fault-injection` route) while broadcasts keep coming holds at most 65,536 of them:
-/// the rest are dropped and counted in `ringgate_inbox_overflow_total`, its member gets exactly
-/// the ones kept, in order and from the first, and the worker serves on once it is back.
+/// `--debug-fault-injection` route) while broadcasts keep coming holds 65,536 messages: the rest
+/// are dropped and counted in `ringgate_inbox_overflow_total`. A member of the topic that lost
+/// broadcasts gets exactly the ones kept, in order and from the first, and then a close (1013,
+/// try again later) instead of going on as if it had them all; a member of a topic that lost
+/// nothing stays; and the worker serves on, the lost topic included.
 #[test]
-fn a_stalled_workers_inbox_is_bounded_and_the_worker_serves_on() {
-    const KEPT_MAX: u64 = 65_536;
+fn a_stalled_workers_inbox_is_bounded_and_the_lost_topics_members_are_closed() {
+    const KEPT: u64 = 65_536;
     const BATCH: u64 = 8_192;
-    const BATCHES: u64 = 10;
+    const BATCHES: u64 = 9;
+    const STALL_MS: u64 = 10_000;
     common::bounded(Duration::from_secs(120), async {
         // A send queue large enough for every kept broadcast: the inbox is what is measured.
         let gw = Gateway::start(&[
@@ -633,57 +638,91 @@ fn a_stalled_workers_inbox_is_bounded_and_the_worker_serves_on() {
             "--max-send-queue-bytes",
             "67108864",
         ]);
-        let mut ws = connect(&gw, "?vsn=2.0.0").await;
-        ws.send(Message::text(
-            json!(["1", "1", "rooms:stall", "phx_join", {}]).to_string(),
-        ))
-        .await
-        .unwrap();
-        let reply = next_json(&mut ws, PATIENCE).await;
-        assert_eq!(reply[4]["status"], "ok", "{reply}");
-
-        let (status, body) = admin_post(gw.admin, "/api/debug/stall-worker/0/8000", "").await;
-        assert_eq!(status, 202, "{body}");
-        // The injection wakes the idle worker, which sleeps at once; publishing starts after.
-        tokio::time::sleep(Duration::from_millis(300)).await;
-        let mut published = 0u64;
-        for _ in 0..BATCHES {
-            let batch: Vec<Value> = (published..published + BATCH)
-                .map(|n| json!({"topic": "rooms:stall", "event": "n", "payload": {"n": n}}))
-                .collect();
-            let (status, resp) =
-                admin_post(gw.admin, "/api/broadcast", &Value::from(batch).to_string()).await;
-            assert_eq!(status, 202, "{resp}");
-            published += BATCH;
+        let mut joined = Vec::new();
+        for topic in ["rooms:stall", "rooms:calm"] {
+            let mut ws = connect(&gw, "?vsn=2.0.0").await;
+            ws.send(Message::text(
+                json!(["1", "1", topic, "phx_join", {}]).to_string(),
+            ))
+            .await
+            .unwrap();
+            let reply = next_json(&mut ws, PATIENCE).await;
+            assert_eq!(reply[4]["status"], "ok", "{reply}");
+            joined.push(ws);
         }
-        // Read from the inbox counters, not from the stalled worker (no report needed).
-        let overflowed = per_worker(&metrics_text(gw.admin).await, "inbox_overflow_total");
-        assert_eq!(overflowed.len(), 1, "one worker");
-        let overflowed = overflowed[0];
-        assert!(
-            overflowed >= published - KEPT_MAX,
-            "{published} published into a stalled worker, {overflowed} counted as dropped"
+        let (mut lossy, mut calm) = (joined.remove(0), joined.remove(0));
+        // Built before the stall, so the stall only has to outlast sending them.
+        let calm_body = json!({"topic": "rooms:calm", "event": "c", "payload": {}}).to_string();
+        let bodies: Vec<String> = (0..BATCHES)
+            .map(|b| {
+                let batch: Vec<Value> = (b * BATCH..(b + 1) * BATCH)
+                    .map(|n| json!({"topic": "rooms:stall", "event": "n", "payload": {"n": n}}))
+                    .collect();
+                Value::from(batch).to_string()
+            })
+            .collect();
+
+        // 202 once the worker sleeps: everything published from here on waits in its inbox.
+        let path = format!("/api/debug/stall-worker/0/{STALL_MS}");
+        let (status, body) = admin_post(gw.admin, &path, "").await;
+        assert_eq!(status, 202, "{body}");
+        let stalled_at = std::time::Instant::now();
+        assert_eq!(
+            admin_post(gw.admin, "/api/broadcast", &calm_body).await.0,
+            202
         );
-        let kept = published - overflowed;
-        for want in 0..kept {
-            let m = next_json(&mut ws, PATIENCE).await;
-            assert_eq!(m[3], "n", "{m}");
+        for body in &bodies {
+            let (status, resp) = admin_post(gw.admin, "/api/broadcast", body).await;
+            assert_eq!(status, 202, "{resp}");
+        }
+        let publishing = stalled_at.elapsed();
+        assert!(
+            publishing < Duration::from_millis(STALL_MS - 500),
+            "precondition: publishing took {publishing:?}, longer than the worker's stall"
+        );
+        let published = 1 + BATCHES * BATCH;
+
+        // The calm broadcast came first, so the lossy member is kept KEPT - 1 of its own.
+        for want in 0..KEPT - 1 {
+            let m = next_json_or_close(&mut lossy, PATIENCE).await;
             assert_eq!(
                 m[4]["n"], want,
-                "kept broadcasts arrive in order, none missing: {m}"
+                "kept broadcasts in order, none missing: {m}"
             );
         }
-        // Back: the next broadcast arrives right behind the kept ones, and nothing more is dropped.
-        let (status, resp) = admin_post(
-            gw.admin,
-            "/api/broadcast",
-            &json!({"topic": "rooms:stall", "event": "after", "payload": {}}).to_string(),
-        )
-        .await;
-        assert_eq!(status, 202, "{resp}");
-        let m = next_json(&mut ws, PATIENCE).await;
-        assert_eq!(m[3], "after", "{m}");
+        let m = next_json_or_close(&mut lossy, PATIENCE).await;
+        assert_eq!(
+            m,
+            json!({"close": 1013}),
+            "then closed, not left believing it has all"
+        );
+        let m = next_json(&mut calm, PATIENCE).await;
+        assert_eq!(m[3], "c", "{m}");
+
+        let text = metrics_text(gw.admin).await;
+        assert_eq!(
+            per_worker(&text, "inbox_overflow_total"),
+            vec![published - KEPT]
+        );
+        assert_eq!(per_worker(&text, "inbox_overflow_closes_total"), vec![1]);
+
+        // Back: the calm member is still served, and a newcomer to the lost topic too.
+        let mut newcomer = connect(&gw, "?vsn=2.0.0").await;
+        newcomer
+            .send(Message::text(
+                json!(["1", "1", "rooms:stall", "phx_join", {}]).to_string(),
+            ))
+            .await
+            .unwrap();
+        let reply = next_json(&mut newcomer, PATIENCE).await;
+        assert_eq!(reply[4]["status"], "ok", "{reply}");
+        for (topic, ws) in [("rooms:calm", &mut calm), ("rooms:stall", &mut newcomer)] {
+            let body = json!({"topic": topic, "event": "after", "payload": {}}).to_string();
+            assert_eq!(admin_post(gw.admin, "/api/broadcast", &body).await.0, 202);
+            let m = next_json(ws, PATIENCE).await;
+            assert_eq!((&m[2], &m[3]), (&json!(topic), &json!("after")), "{m}");
+        }
         let again = per_worker(&metrics_text(gw.admin).await, "inbox_overflow_total");
-        assert_eq!(again, vec![overflowed]);
+        assert_eq!(again, vec![published - KEPT], "nothing dropped since");
     });
 }

@@ -133,6 +133,12 @@ const PER_WORKER: &[(&str, &str, &str, Field)] = &[
         |r| r.stats.send_queue_overflows,
     ),
     (
+        "inbox_overflow_closes_total",
+        "counter",
+        "Members closed with 1013 because their topic lost a broadcast to the worker's full inbox.",
+        |r| r.stats.inbox_overflow_closes,
+    ),
+    (
         "recv_enobufs_total",
         "counter",
         "Receives that found the buffer ring empty.",
@@ -475,7 +481,7 @@ pub fn prometheus(s: &Snapshot) -> String {
         &mut out,
         "inbox_overflow_total",
         "counter",
-        "Broadcasts dropped because their live worker's inbox was full (the worker is behind).",
+        "Broadcasts dropped because their live worker's inbox was full (the worker is behind); their topics' members are closed with 1013.",
     );
     for h in &s.health {
         let _ = writeln!(

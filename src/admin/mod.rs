@@ -19,8 +19,8 @@
 //! - `POST /api/debug/fail-worker/{id}/{error|panic}` → 202; only with `--debug-fault-injection`
 //!   (a hidden flag for tests; otherwise the route does not exist): that worker fails on its next
 //!   loop turn, so the worker-death handling can be driven from outside.
-//! - `POST /api/debug/stall-worker/{id}/{ms}` → 202; same flag: that worker sleeps `ms` (≤ 10 s)
-//!   on its next loop turn, so a test fills its inbox as a stalled worker's would fill.
+//! - `POST /api/debug/stall-worker/{id}/{ms}` → 202 once that worker sleeps (`ms` ≤ 10 s; 503 if
+//!   it did not start within 2 s); same flag: a test fills its inbox as a stalled worker's fills.
 //! - `POST /api/debug/resident-bytes/{bytes}` → 202; same flag: the `max_memory_bytes` check reads
 //!   `bytes` as the resident memory (0: the real reading again), so a test drives pause and resume.
 //! - `GET /healthz` → 200 `{"status":"ok","degraded","bus"}`: always 200 (a load balancer keeps
@@ -116,6 +116,14 @@ async fn stall_worker(
         "injecting a worker stall (--debug-fault-injection)"
     );
     inbox.inject_fault(Fault::Stall { ms });
+    // Answered once the worker sleeps, so what the caller sends next finds it stalled.
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(2);
+    while !inbox.is_stalled() {
+        if ms == 0 || tokio::time::Instant::now() > deadline {
+            return error(StatusCode::SERVICE_UNAVAILABLE, "the worker did not stall");
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+    }
     (
         StatusCode::ACCEPTED,
         Json(json!({ "worker": id, "stall_ms": ms })),
@@ -413,12 +421,13 @@ async fn topic(
     .into_response()
 }
 
-/// A Redis query answered within the bus's response timeout (`response_timeout_ms`), or `None`.
+/// A cluster-view query answered within twice the bus's response timeout (`response_timeout_ms`:
+/// a view is a few round trips, each bounded by it on the link), or `None`.
 async fn bounded<T>(
     bus: &crate::bus::Bus,
     query: impl std::future::Future<Output = redis::RedisResult<T>>,
 ) -> Option<T> {
-    let limit = std::time::Duration::from_millis(bus.cfg.response_timeout_ms);
+    let limit = std::time::Duration::from_millis(2 * bus.cfg.response_timeout_ms);
     match tokio::time::timeout(limit, query).await {
         Ok(Ok(v)) => Some(v),
         Ok(Err(e)) => {

@@ -103,6 +103,10 @@ pub struct Rx {
 pub struct TxQueue {
     pub frames: VecDeque<u32>,
     pub bytes: usize,
+    /// The one frame of `frames` let in past the bound uncounted (a joiner's presence state), or
+    /// `NO_FRAME`: a second while it waits is counted, so a client that keeps joining without
+    /// reading cannot queue states without bound.
+    pub uncounted: u32,
     /// Frames of `frames` (from the front) that the send in flight covers.
     pub inflight: u16,
     pub iov: Vec<libc::iovec>,
@@ -114,6 +118,7 @@ impl Default for TxQueue {
         Self {
             frames: VecDeque::new(),
             bytes: 0,
+            uncounted: NO_FRAME,
             inflight: 0,
             iov: Vec::new(),
             // SAFETY: an all-zero msghdr is valid (no name, no iovec, no control data).

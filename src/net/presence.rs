@@ -144,10 +144,10 @@ impl Worker {
             STATE_EVENT,
             tracked.state.as_bytes(),
         );
-        // The state is sent whatever the send-queue bound: it is bounded by max_members, and a
-        // joiner without it could not show the room.
+        // The state is sent past the send-queue bound (it is bounded by max_members, and a joiner
+        // without it could not show the room), but only one such frame waits at a time.
         let id = self.frame_id(ws_frame(FrameKind::Text, &body));
-        self.enqueue(slot, id, true);
+        self.enqueue_state(slot, id);
         if self.frames[id as usize].refs == 0 {
             self.frames.remove(id as usize);
         }

@@ -134,6 +134,24 @@ impl Worker {
         }
     }
 
+    /// Queues a presence state for a joiner: past the send-queue bound if it is the only such
+    /// frame waiting (a room's state may be larger than the bound; it is bounded by
+    /// `max_members`), counted like any frame otherwise.
+    pub(crate) fn enqueue_state(&mut self, slot: u32, id: u32) -> Sent {
+        let c = &self.conns[slot as usize];
+        let free = c.txq.as_ref().is_none_or(|q| q.uncounted == NO_FRAME);
+        if !free {
+            return self.enqueue(slot, id, false);
+        }
+        let sent = self.enqueue(slot, id, true);
+        if let Some(q) = self.conns[slot as usize].txq.as_mut() {
+            if q.frames.back() == Some(&id) {
+                q.uncounted = id;
+            }
+        }
+        sent
+    }
+
     /// Releases the frames that wait and are not part of the send in flight (teardown, queue
     /// overflow). The queue box stays while a vectored send still points into it.
     pub(crate) fn drop_waiting(&mut self, slot: u32) {
@@ -144,6 +162,9 @@ impl Worker {
             let keep = if in_flight { q.inflight as usize } else { 0 };
             waiting.extend(q.frames.drain(keep..));
             q.bytes = 0;
+            if !q.frames.contains(&q.uncounted) {
+                q.uncounted = NO_FRAME;
+            }
             if !in_flight {
                 q.inflight = 0;
             }
@@ -270,9 +291,12 @@ impl Worker {
                 Some(q) => {
                     let next = q.frames.pop_front();
                     if let Some(id) = next {
-                        // Saturating: forced frames were not counted (`enqueue`); while one
-                        // waits, the bound is exceeded by at most its size.
-                        q.bytes = q.bytes.saturating_sub(self.frames[id as usize].bytes.len());
+                        if id == q.uncounted {
+                            q.uncounted = NO_FRAME;
+                        } else {
+                            // Saturating: a close frame is not counted either (`enqueue`).
+                            q.bytes = q.bytes.saturating_sub(self.frames[id as usize].bytes.len());
+                        }
                     }
                     if q.frames.is_empty() {
                         c.txq = None;

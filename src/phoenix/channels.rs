@@ -10,7 +10,8 @@
 //! 1. `phoenix`/`heartbeat`: ok reply, `join_ref` null, in any state.
 //! 2. `phx_join`: if the topic is already joined, unsubscribe the old join; then, in Phoenix's order:
 //!    no route → error "unmatched topic" (`join_ref` null); topic over [`MAX_TOPIC_BYTES`] →
-//!    error "topic too long"; `max_channels` joined → error "too many channels joined";
+//!    error "topic too long"; `join_ref` or `ref` over [`MAX_REF_BYTES`] → error "ref too long"
+//!    (a ringgate bound: Phoenix keeps any); `max_channels` joined → error "too many channels joined";
 //!    [`Host::authorize_join`] refuses → error with its reason; else subscribe and ok reply
 //!    echoing the client's `join_ref` and `ref`. The join errors after routing echo the
 //!    `join_ref`, like a Phoenix channel's `{:error, reply}`. After that reply (ok or error)
@@ -56,6 +57,12 @@ use self::store::{Entry, Store};
 /// binary frame can carry (one length byte): a longer topic could never receive binary
 /// broadcasts. It also bounds what one join can make the host intern.
 pub const MAX_TOPIC_BYTES: usize = serializer::BINARY_FIELD_MAX_BYTES;
+
+/// The longest `join_ref` (or, for a join without one, `ref`) a join may carry: the channel keeps
+/// it for as long as it is joined, so without a bound one connection could hold
+/// `max_message_bytes` × `max_channels_per_connection` of refs. 255 bytes, the most a V2 binary
+/// frame can carry too; official clients send counters of a few digits.
+pub const MAX_REF_BYTES: usize = serializer::BINARY_FIELD_MAX_BYTES;
 
 /// The default for `max_channels`: Phoenix's `max_channels_per_transport` (100, since
 /// Phoenix 1.8.9), which bounds what one connection can make the server hold.
@@ -209,6 +216,11 @@ impl Channels {
         }
         if topic.len() > MAX_TOPIC_BYTES {
             return reply.error(host, join_ref, "topic too long");
+        }
+        if join_ref.map_or(0, str::len) > MAX_REF_BYTES
+            || reply.msg_ref.map_or(0, str::len) > MAX_REF_BYTES
+        {
+            return reply.error(host, join_ref, "ref too long");
         }
         if self.len() >= max_channels {
             return reply.error(host, join_ref, "too many channels joined");
@@ -651,6 +663,31 @@ mod tests {
             c.send(&join(&ok_topic)),
             [format!(
                 r#"["1","1","{ok_topic}","phx_reply",{{"status":"ok","response":{{}}}}]"#
+            )]
+        );
+        c.assert_consistent();
+    }
+
+    #[test]
+    fn a_join_ref_or_ref_longer_than_255_bytes_is_refused_and_not_kept() {
+        let mut c = Conn::new(Vsn::V2);
+        let ok = "r".repeat(MAX_REF_BYTES);
+        let long = format!("{ok}r");
+        for (join_ref, msg_ref) in [(&long, &ok), (&ok, &long)] {
+            assert_eq!(
+                c.send(&format!(
+                    r#"["{join_ref}","{msg_ref}","rooms:a","phx_join",{{}}]"#
+                )),
+                [format!(
+                    r#"["{join_ref}","{msg_ref}","rooms:a","phx_reply",{{"status":"error","response":{{"reason":"ref too long"}}}}]"#
+                )]
+            );
+            assert!(c.channels.is_empty());
+        }
+        assert_eq!(
+            c.send(&format!(r#"["{ok}","{ok}","rooms:a","phx_join",{{}}]"#)),
+            [format!(
+                r#"["{ok}","{ok}","rooms:a","phx_reply",{{"status":"ok","response":{{}}}}]"#
             )]
         );
         c.assert_consistent();

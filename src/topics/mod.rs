@@ -47,6 +47,11 @@ impl Broadcast {
         }
     }
 
+    /// Bytes of its frames, all encodings (what an inbox holding it is charged).
+    pub fn frame_bytes(&self) -> usize {
+        self.frames.iter().flatten().map(Bytes::len).sum()
+    }
+
     /// The frame for members speaking encoding `index` (`None` past `ENCODINGS`).
     pub fn frame(&self, index: usize) -> Option<&Bytes> {
         self.frames.get(index).and_then(Option::as_ref)

@@ -10,10 +10,16 @@
 //!
 //! A live worker's inbox is bounded too: a worker that stops taking its inbox (held up by a
 //! fan-out far larger than its share of the box, or by the machine) while broadcasts keep
-//! arriving would otherwise hold every one of them. Past `MAX_QUEUED_MESSAGES` a broadcast is
-//! dropped and counted (`ringgate_inbox_overflow_total`); the control messages (drain, report)
-//! are always queued: they are few, and dropping one would hang a scrape or a shutdown.
+//! arriving would otherwise hold every one of them. Past `MAX_QUEUED_MESSAGES` messages or
+//! `MAX_QUEUED_BROADCAST_BYTES` of broadcast frames a broadcast is dropped and counted
+//! (`ringgate_inbox_overflow_total`), and its topic is remembered (`Lost`): the worker, when it
+//! takes its inbox, closes those topics' members with 1013 (try again later), as a slow consumer
+//! is closed, so no client goes on believing it has every broadcast — or a presence list that a
+//! lost diff made wrong; phoenix.js reconnects and rejoins (and gets a fresh presence state).
+//! Report requests are bounded by count (a wedged worker is asked again at every scrape); a
+//! drain request is always queued.
 
+use std::collections::HashSet;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
@@ -49,34 +55,69 @@ const FAULT_PANIC: u8 = 2;
 const FAULT_STALL: u8 = 3;
 
 /// Messages a live worker's inbox holds at most before broadcasts are dropped. A worker takes
-/// its whole inbox every loop turn, so a healthy one holds a handful; 65,536 is seconds of the
-/// highest publish rates measured here (docs/performance.md), at 16 bytes a slot plus the shared
-/// broadcast it points at.
+/// its whole inbox every loop turn, so a healthy one holds a handful; 65,536 is ~0.8 s of the
+/// highest publish rate measured here (80,000 broadcasts/s, docs/performance.md).
 pub const MAX_QUEUED_MESSAGES: usize = 65_536;
+/// Bytes of broadcast frames (both encodings) a live worker's inbox holds at most: with large
+/// payloads the count alone would let 65,536 MiB-sized broadcasts wait. 256 MiB, as
+/// `max_rx_bytes_per_worker`'s default; frames shared between workers are counted by each.
+pub const MAX_QUEUED_BROADCAST_BYTES: usize = 256 << 20;
+/// Report requests waiting at most: a healthy worker answers within a loop turn, so more than a
+/// few are waiting only at a wedged worker, asked again at every scrape. Past it a request is
+/// dropped, which its scrape sees at once as that worker not answering.
+pub const MAX_QUEUED_REPORTS: usize = 64;
+/// Distinct topics remembered as having lost a broadcast; past it every joined member of the
+/// worker is closed instead (the set's memory is bounded, and a loss that wide is the worker's).
+pub const MAX_LOST_TOPICS: usize = 4096;
+
+/// Topics of the broadcasts dropped since the worker last took its inbox.
+#[derive(Debug, Default)]
+pub struct Lost {
+    pub topics: HashSet<Box<str>, ahash::RandomState>,
+    /// More topics than `MAX_LOST_TOPICS` lost a broadcast: every joined member is affected.
+    pub all: bool,
+}
+
+impl Lost {
+    pub fn is_empty(&self) -> bool {
+        !self.all && self.topics.is_empty()
+    }
+}
+
+/// What the lock guards: the messages and what bounds them.
+#[derive(Default)]
+struct Queue {
+    msgs: Vec<Msg>,
+    broadcast_bytes: usize,
+    reports: usize,
+    lost: Lost,
+}
 
 /// Longest injected stall (`--debug-fault-injection`), ms: long enough to fill an inbox from a
 /// test, short enough that a mistaken request costs seconds.
 pub const MAX_STALL_MS: u32 = 10_000;
 
 pub struct Inbox {
+    /// The worker's index, for the log line of an overflow (sent from the publisher's thread).
+    worker: usize,
     efd: OwnedFd,
-    queue: Mutex<Vec<Msg>>,
+    queue: Mutex<Queue>,
     /// Set once the worker is dead: messages are dropped, not queued.
     closed: AtomicBool,
     /// Messages dropped because the worker was dead.
     dropped: AtomicU64,
     /// Broadcasts dropped because the inbox of the live worker was full.
     overflowed: AtomicU64,
-    /// Set by the first overflow since the worker last took its inbox (one log line per episode).
-    overflowing: AtomicBool,
     /// A pending injected fault (`FAULT_*`), taken by the worker on its next loop turn.
     fault: AtomicU8,
     /// The length of an injected stall, ms.
     stall_ms: AtomicU32,
+    /// True while the worker sleeps in an injected stall (so a test starts only once it does).
+    stalled: AtomicBool,
 }
 
 impl Inbox {
-    pub fn new() -> std::io::Result<Self> {
+    pub fn new(worker: usize) -> std::io::Result<Self> {
         // SAFETY: eventfd has no memory preconditions; the result is checked before use.
         let fd = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
         if fd < 0 {
@@ -85,14 +126,15 @@ impl Inbox {
         // SAFETY: `fd` is a fresh descriptor owned by nobody else.
         let efd = unsafe { OwnedFd::from_raw_fd(fd) };
         Ok(Self {
+            worker,
             efd,
-            queue: Mutex::new(Vec::new()),
+            queue: Mutex::new(Queue::default()),
             closed: AtomicBool::new(false),
             dropped: AtomicU64::new(0),
             overflowed: AtomicU64::new(0),
-            overflowing: AtomicBool::new(false),
             fault: AtomicU8::new(FAULT_NONE),
             stall_ms: AtomicU32::new(0),
+            stalled: AtomicBool::new(false),
         })
     }
 
@@ -117,23 +159,50 @@ impl Inbox {
                 self.dropped.fetch_add(1, Ordering::Relaxed);
                 return;
             }
-            if q.len() >= MAX_QUEUED_MESSAGES && matches!(msg, Msg::Broadcast(_)) {
-                drop(q);
-                self.overflowed.fetch_add(1, Ordering::Relaxed);
-                if !self.overflowing.swap(true, Ordering::Relaxed) {
-                    tracing::warn!(
-                        queued = MAX_QUEUED_MESSAGES,
-                        "a worker's inbox is full: broadcasts to its members are dropped until \
-                         it catches up (ringgate_inbox_overflow_total)"
-                    );
+            match &msg {
+                Msg::Broadcast(b) => {
+                    let bytes = b.frame_bytes();
+                    if q.msgs.len() >= MAX_QUEUED_MESSAGES
+                        || q.broadcast_bytes + bytes > MAX_QUEUED_BROADCAST_BYTES
+                    {
+                        self.lose(&mut q, &b.topic);
+                        return;
+                    }
+                    q.broadcast_bytes += bytes;
                 }
-                return;
+                Msg::Report(_) if q.reports >= MAX_QUEUED_REPORTS => return,
+                Msg::Report(_) => q.reports += 1,
+                Msg::Drain { .. } => {}
             }
-            q.push(msg);
-            q.len() == 1
+            q.msgs.push(msg);
+            q.msgs.len() == 1
         };
         if first {
             self.wake();
+        }
+    }
+
+    /// Drops a broadcast of `topic` for a full inbox: counted, and its topic remembered.
+    fn lose(&self, q: &mut Queue, topic: &str) {
+        self.overflowed.fetch_add(1, Ordering::Relaxed);
+        if q.lost.is_empty() {
+            tracing::warn!(
+                worker = self.worker,
+                queued = q.msgs.len(),
+                queued_bytes = q.broadcast_bytes,
+                "the worker's inbox is full: broadcasts to its members are dropped until it \
+                 takes its inbox, and the members of their topics are then closed with 1013 \
+                 (ringgate_inbox_overflow_total)"
+            );
+        }
+        if q.lost.all || q.lost.topics.contains(topic) {
+            return;
+        }
+        if q.lost.topics.len() >= MAX_LOST_TOPICS {
+            q.lost.all = true;
+            q.lost.topics = HashSet::default();
+        } else {
+            q.lost.topics.insert(topic.into());
         }
     }
 
@@ -154,7 +223,7 @@ impl Inbox {
             std::mem::take(&mut *q)
         };
         self.dropped
-            .fetch_add(queued.len() as u64, Ordering::Relaxed);
+            .fetch_add(queued.msgs.len() as u64, Ordering::Relaxed);
     }
 
     /// Whether the worker behind this inbox is dead.
@@ -182,8 +251,14 @@ impl Inbox {
                 FAULT_STALL
             }
         };
-        self.fault.store(code, Ordering::Relaxed);
+        // Release: the worker that takes the fault (Acquire) sees the stall's length.
+        self.fault.store(code, Ordering::Release);
         self.wake();
+    }
+
+    /// Test-only: whether the worker is inside an injected stall right now.
+    pub fn is_stalled(&self) -> bool {
+        self.stalled.load(Ordering::Acquire)
     }
 
     /// Called by the worker once per loop turn (one relaxed load): suffers an injected fault.
@@ -191,29 +266,38 @@ impl Inbox {
         if self.fault.load(Ordering::Relaxed) == FAULT_NONE {
             return Ok(());
         }
-        match self.fault.swap(FAULT_NONE, Ordering::Relaxed) {
+        match self.fault.swap(FAULT_NONE, Ordering::Acquire) {
             FAULT_ERROR => Err(std::io::Error::other(
                 "injected fault (--debug-fault-injection)",
             )),
             FAULT_PANIC => panic!("injected fault (--debug-fault-injection)"),
             FAULT_STALL => {
                 let ms = self.stall_ms.load(Ordering::Relaxed);
-                tracing::warn!(ms, "stalling (--debug-fault-injection)");
+                tracing::warn!(
+                    worker = self.worker,
+                    ms,
+                    "stalling (--debug-fault-injection)"
+                );
+                self.stalled.store(true, Ordering::Release);
                 std::thread::sleep(std::time::Duration::from_millis(u64::from(ms)));
+                self.stalled.store(false, Ordering::Release);
                 Ok(())
             }
             _ => Ok(()),
         }
     }
 
-    /// Takes every queued message (called by the worker when the eventfd fires).
-    pub fn take_all(&self, out: &mut Vec<Msg>) {
+    /// Takes every queued message (called by the worker when the eventfd fires), and the topics
+    /// that lost a broadcast since the last take.
+    pub fn take_all(&self, out: &mut Vec<Msg>) -> Lost {
         let mut counter: u64 = 0;
         // SAFETY: reads 8 bytes into a live u64 from our non-blocking eventfd; EAGAIN is harmless.
         unsafe { libc::read(self.fd(), (&mut counter as *mut u64).cast(), 8) };
         let mut q = self.queue.lock().unwrap_or_else(|p| p.into_inner());
-        out.append(&mut q);
-        self.overflowing.store(false, Ordering::Relaxed);
+        out.append(&mut q.msgs);
+        q.broadcast_bytes = 0;
+        q.reports = 0;
+        std::mem::take(&mut q.lost)
     }
 }
 
@@ -234,7 +318,7 @@ mod tests {
 
     #[test]
     fn only_the_message_that_finds_the_queue_empty_wakes_the_worker() {
-        let inbox = Inbox::new().unwrap();
+        let inbox = Inbox::new(0).unwrap();
         for _ in 0..3 {
             inbox.send(Msg::Drain { drain_ms: 0 });
         }
@@ -252,7 +336,7 @@ mod tests {
 
     #[test]
     fn a_closed_inbox_drops_and_counts_instead_of_queueing() {
-        let inbox = Inbox::new().unwrap();
+        let inbox = Inbox::new(0).unwrap();
         inbox.send(Msg::Drain { drain_ms: 0 });
         inbox.send(Msg::Drain { drain_ms: 0 });
         inbox.close();
@@ -265,28 +349,89 @@ mod tests {
         assert!(out.is_empty());
     }
 
+    fn broadcast(topic: &str, frame_bytes: usize) -> Msg {
+        let mut frames: [Option<bytes::Bytes>; crate::topics::ENCODINGS] = Default::default();
+        frames[0] = Some(bytes::Bytes::from(vec![b'x'; frame_bytes]));
+        Msg::Broadcast(Arc::new(Broadcast::new(topic, frames)))
+    }
+
     #[test]
-    fn a_full_inbox_drops_and_counts_broadcasts_but_keeps_control_messages() {
-        let inbox = Inbox::new().unwrap();
-        let b = Arc::new(crate::topics::Broadcast::new("t", Default::default()));
-        for _ in 0..MAX_QUEUED_MESSAGES + 3 {
-            inbox.send(Msg::Broadcast(b.clone()));
+    fn a_full_inbox_drops_and_counts_broadcasts_remembers_their_topics_and_keeps_a_drain() {
+        let inbox = Inbox::new(0).unwrap();
+        for _ in 0..MAX_QUEUED_MESSAGES {
+            inbox.send(broadcast("kept", 1));
         }
+        inbox.send(broadcast("a", 1));
+        inbox.send(broadcast("b", 1));
+        inbox.send(broadcast("a", 1));
         assert_eq!(inbox.overflowed_total(), 3);
         assert_eq!(inbox.dropped_total(), 0);
         inbox.send(Msg::Drain { drain_ms: 0 });
         let mut out = Vec::new();
-        inbox.take_all(&mut out);
+        let lost = inbox.take_all(&mut out);
         assert_eq!(out.len(), MAX_QUEUED_MESSAGES + 1);
         assert!(matches!(out.last(), Some(Msg::Drain { .. })));
-        // Taken: room again.
-        inbox.send(Msg::Broadcast(b));
+        let mut topics: Vec<_> = lost.topics.iter().map(|t| &**t).collect();
+        topics.sort_unstable();
+        assert_eq!((topics, lost.all), (vec!["a", "b"], false));
+        // Taken: room again, and nothing lost since.
+        inbox.send(broadcast("a", 1));
         assert_eq!(inbox.overflowed_total(), 3);
+        out.clear();
+        assert!(inbox.take_all(&mut out).is_empty());
+    }
+
+    #[test]
+    fn broadcast_bytes_are_bounded_as_well_as_their_count() {
+        let inbox = Inbox::new(0).unwrap();
+        let big = MAX_QUEUED_BROADCAST_BYTES / 4;
+        for _ in 0..4 {
+            inbox.send(broadcast("big", big));
+        }
+        inbox.send(broadcast("big", 1));
+        assert_eq!(inbox.overflowed_total(), 1);
+        let mut out = Vec::new();
+        assert!(!inbox.take_all(&mut out).is_empty());
+        assert_eq!(out.len(), 4);
+        inbox.send(broadcast("big", big));
+        assert_eq!(inbox.overflowed_total(), 1);
+    }
+
+    #[test]
+    fn past_the_lost_topic_bound_every_member_is_affected() {
+        let inbox = Inbox::new(0).unwrap();
+        for _ in 0..MAX_QUEUED_MESSAGES {
+            inbox.send(broadcast("kept", 1));
+        }
+        for i in 0..=MAX_LOST_TOPICS {
+            inbox.send(broadcast(&format!("t{i}"), 1));
+        }
+        let lost = inbox.take_all(&mut Vec::new());
+        assert!(lost.all && lost.topics.is_empty());
+    }
+
+    #[test]
+    fn report_requests_are_bounded_by_count() {
+        let inbox = Inbox::new(0).unwrap();
+        let mut replies = Vec::new();
+        for _ in 0..=MAX_QUEUED_REPORTS {
+            let (tx, rx) = std::sync::mpsc::sync_channel(1);
+            inbox.send(Msg::Report(tx));
+            replies.push(rx);
+        }
+        // The one past the bound was dropped: its scrape learns at once.
+        assert!(matches!(
+            replies.last().unwrap().try_recv(),
+            Err(std::sync::mpsc::TryRecvError::Disconnected)
+        ));
+        let mut out = Vec::new();
+        inbox.take_all(&mut out);
+        assert_eq!(out.len(), MAX_QUEUED_REPORTS);
     }
 
     #[test]
     fn an_injected_error_is_taken_once() {
-        let inbox = Inbox::new().unwrap();
+        let inbox = Inbox::new(0).unwrap();
         assert!(inbox.take_fault().is_ok());
         inbox.inject_fault(Fault::Error);
         assert!(inbox.take_fault().is_err());

@@ -66,6 +66,8 @@ pub struct Stats {
     pub handshake_timeouts: u64,
     pub idle_timeouts: u64,
     pub send_queue_overflows: u64,
+    /// Members closed (1013) because their topic lost a broadcast to a full inbox.
+    pub inbox_overflow_closes: u64,
     pub recv_enobufs: u64,
     pub accept_table_full: u64,
     pub messages_in: u64,
@@ -466,7 +468,7 @@ impl Worker {
             }
         }
         let mut msgs = std::mem::take(&mut self.msgs);
-        self.inbox.take_all(&mut msgs);
+        let lost = self.inbox.take_all(&mut msgs);
         for msg in msgs.drain(..) {
             match msg {
                 Msg::Drain { drain_ms } => self.begin_drain(drain_ms),
@@ -477,6 +479,41 @@ impl Worker {
             }
         }
         self.msgs = msgs;
+        if !lost.is_empty() {
+            // After the kept broadcasts: a member gets what was kept, then the close.
+            self.close_lost(&lost);
+        }
+    }
+
+    /// Closes (1013, try again later) the members of the topics whose broadcasts the full inbox
+    /// dropped, or every joined connection when too many topics lost one: none of them may go on
+    /// as if it had every broadcast, or a presence list a dropped diff made wrong. They reconnect
+    /// and rejoin, as after a slow-consumer close.
+    fn close_lost(&mut self, lost: &inbox::Lost) {
+        let mut slots = Vec::new();
+        if lost.all {
+            slots.extend((0..self.conns.len() as u32).filter(|&s| {
+                let c = &self.conns[s as usize];
+                c.is_live() && !c.chans.is_empty()
+            }));
+        } else {
+            for topic in &lost.topics {
+                self.topics.members_of(topic, &mut slots);
+            }
+            slots.sort_unstable();
+            slots.dedup();
+        }
+        tracing::warn!(
+            worker = self.id,
+            topics = lost.topics.len(),
+            all = lost.all,
+            closing = slots.len(),
+            "closing the members of topics whose broadcasts the full inbox dropped (1013)"
+        );
+        for slot in slots {
+            self.stats.inbox_overflow_closes += 1;
+            self.close_with(slot, ws::close::TRY_AGAIN_LATER, "broadcasts lost");
+        }
     }
 
     /// `max_memory_bytes`: past it, stop accepting (existing connections are served); resume below

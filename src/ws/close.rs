@@ -28,6 +28,9 @@ pub const INTERNAL_ERROR: u16 = 1011;
 /// The server restarts (Phoenix sends it when draining for shutdown); the
 /// client should reconnect.
 pub const SERVICE_RESTART: u16 = 1012;
+/// The server is overloaded for now; the client should reconnect later (ringgate sends it to the
+/// members of topics whose broadcasts a stalled worker had to drop).
+pub const TRY_AGAIN_LATER: u16 = 1013;
 
 /// Longest close reason in bytes: 125-byte control payload minus the 2-byte code.
 pub const MAX_REASON_BYTES: usize = 123;

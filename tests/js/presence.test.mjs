@@ -309,7 +309,6 @@ test(`a storm of ${STORM} joins: few merged diffs, an exact final list, then the
     assert.equal(during.stats.entries, before.stats.entries + STORM, JSON.stringify(during))
     assert.equal(during.entries, during.stats.entries)
     assert.equal(during.stats.topics, before.stats.topics)
-    assert.ok(during.stats.heap_bytes > before.stats.heap_bytes, JSON.stringify(during))
 
     // The room is full: one more join is refused with a reason.
     const extra = await replyOf((await openSocket()).channel(topic, { user: 'late' }).join(), 'join past the limit')
