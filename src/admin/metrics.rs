@@ -404,13 +404,13 @@ pub fn prometheus(s: &Snapshot) -> String {
         "presence_topics",
         "gauge",
         "Topics with at least one tracked presence.",
-        s.presence.topics.to_string(),
+        s.presence.unwrap_or_default().topics.to_string(),
     );
     gauge(
         "presence_entries",
         "gauge",
         "Tracked presences (this node's and other nodes').",
-        s.presence.entries.to_string(),
+        s.presence.unwrap_or_default().entries.to_string(),
     );
     gauge(
         "workers",

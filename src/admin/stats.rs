@@ -99,8 +99,10 @@ pub struct Snapshot {
     /// The multi-node bus, when one is configured.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub bus: Option<serde_json::Value>,
-    /// Presence on this node: tracked topics and entries (this node's and other nodes').
-    pub presence: crate::presence::table::PresenceSummary,
+    /// Presence on this node, when some route tracks it: tracked topics and entries (this node's
+    /// and other nodes').
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub presence: Option<crate::presence::table::PresenceSummary>,
     #[serde(skip)]
     pub health: Vec<super::metrics::Health>,
 }
@@ -161,7 +163,7 @@ pub fn take(hub: &Hub, counters: &AdminCounters) -> Snapshot {
     Snapshot {
         dead_workers: health.iter().filter(|h| !h.up).map(|h| h.worker).collect(),
         bus: hub.bus.as_ref().map(|b| b.summary()),
-        presence: hub.presence.summary(),
+        presence: hub.router.tracks_presence().then(|| hub.presence.summary()),
         health,
         topics: hub.table.topic_count(),
         workers,

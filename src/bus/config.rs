@@ -57,9 +57,10 @@ pub struct BusConfig {
     /// not block a worker. Default 65536: seconds of a heavy publish rate at Redis's typical
     /// latency, a few MiB of memory at most for small messages.
     pub max_queued_publishes: usize,
-    /// Topics whose membership changed and wait for the subscription reconciler. Past it the set
-    /// is forgotten and the next pass compares the whole topic table instead (counted as a
-    /// resync). Default 1,000,000: a reconnect storm over a million topics fits; ~100 MB worst case.
+    /// Topics whose membership changed and wait for the subscription reconciler, and topics whose
+    /// count waits for the next heartbeat. Past it either set is forgotten: the next pass compares
+    /// the whole topic table instead (a resync), the next heartbeat rewrites the whole counts hash.
+    /// Default 1,000,000: a reconnect storm over a million topics fits; ~100 MB worst case each.
     pub max_pending_topics: usize,
     /// How long a channel stays subscribed after its topic's last local member left. Default
     /// 5000 ms: a page reload or a reconnect through the balancer rejoins within seconds, and

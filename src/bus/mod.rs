@@ -82,6 +82,9 @@ pub struct BusStats {
     pub unsubscribe_commands: AtomicU64,
     pub subscribed_channels: AtomicU64,
     pub resyncs: AtomicU64,
+    /// Heartbeats that rewrote the node's whole counts hash because the changed counts waiting
+    /// for one passed `max_pending_topics` (a long outage under topic churn).
+    pub count_rewrites: AtomicU64,
     /// Cluster: checks that found fewer shard channels on the servers than subscribed.
     pub subscription_repairs: AtomicU64,
     pub heartbeat_errors: AtomicU64,
@@ -101,6 +104,22 @@ pub const REJECT_REASONS: [&str; 4] = ["too_large", "too_deep", "too_many_terms"
 
 fn add(c: &AtomicU64, n: u64) {
     c.fetch_add(n, Ordering::Relaxed);
+}
+
+/// What the next heartbeat writes of this node's subscriber counts.
+#[derive(Default)]
+struct PendingCounts {
+    changed: HashMap<Box<str>, u64, RandomState>,
+    /// `changed` overflowed and was cleared: the whole hash is rewritten from the topic table.
+    rewrite: bool,
+}
+
+/// The counts a heartbeat writes: the topics changed since the last one, or all of them.
+#[derive(Debug)]
+pub enum Counts {
+    Changed(Vec<(Box<str>, u64)>),
+    /// Every topic with members now; the node's hash is replaced by these.
+    All(Vec<(Box<str>, u64)>),
 }
 
 /// Membership-change hints waiting for the reconciler.
@@ -130,7 +149,9 @@ pub struct Bus {
     hints: Mutex<Hints>,
     /// Local subscriber counts changed since the last heartbeat, topic → members now: the
     /// reconciler notes them, the heartbeat writes them with the node record in one transaction.
-    pending_counts: Mutex<HashMap<Box<str>, u64, RandomState>>,
+    /// Bounded by `max_pending_topics` (an outage under topic churn would grow it for as long as
+    /// it lasts): past it they are dropped and the next heartbeat rewrites the whole hash.
+    pending_counts: Mutex<PendingCounts>,
     wake: Notify,
     /// Wakes the supervisor when a command on the current link failed, so it reconnects.
     broken: Notify,
@@ -190,7 +211,7 @@ impl Bus {
             queue: tx,
             queue_rx: Mutex::new(Some(rx)),
             hints: Mutex::new(Hints::default()),
-            pending_counts: Mutex::new(HashMap::default()),
+            pending_counts: Mutex::new(PendingCounts::default()),
             wake: Notify::new(),
             broken: Notify::new(),
             link: watch::Sender::new(None),
@@ -220,25 +241,53 @@ impl Bus {
             .pending_counts
             .lock()
             .unwrap_or_else(|p| p.into_inner());
-        pending.extend(counts);
+        if pending.rewrite {
+            return;
+        }
+        pending.changed.extend(counts);
+        if pending.changed.len() > self.cfg.max_pending_topics {
+            pending.changed = HashMap::default();
+            pending.rewrite = true;
+        }
     }
 
-    fn take_counts(&self) -> Vec<(Box<str>, u64)> {
+    /// What the next heartbeat writes; `live` is called (a walk of the topic table) only when the
+    /// whole hash is to be rewritten.
+    fn take_counts(&self, live: impl FnOnce() -> Vec<(Box<str>, u64)>) -> Counts {
         let mut pending = self
             .pending_counts
             .lock()
             .unwrap_or_else(|p| p.into_inner());
-        pending.drain().collect()
+        if std::mem::take(&mut pending.rewrite) {
+            pending.changed.clear();
+            drop(pending);
+            return Counts::All(live());
+        }
+        Counts::Changed(pending.changed.drain().collect())
     }
 
-    /// Puts back counts a failed heartbeat did not write, unless a newer one was noted meanwhile.
-    fn restore_counts(&self, counts: Vec<(Box<str>, u64)>) {
+    /// Puts back counts a failed heartbeat did not write, unless a newer one was noted meanwhile
+    /// (or, for a failed rewrite, asks the next heartbeat to rewrite again).
+    fn restore_counts(&self, counts: Counts) {
         let mut pending = self
             .pending_counts
             .lock()
             .unwrap_or_else(|p| p.into_inner());
-        for (topic, n) in counts {
-            pending.entry(topic).or_insert(n);
+        match counts {
+            Counts::All(_) => {
+                pending.changed = HashMap::default();
+                pending.rewrite = true;
+            }
+            Counts::Changed(_) if pending.rewrite => {}
+            Counts::Changed(counts) => {
+                for (topic, n) in counts {
+                    pending.changed.entry(topic).or_insert(n);
+                }
+                if pending.changed.len() > self.cfg.max_pending_topics {
+                    pending.changed = HashMap::default();
+                    pending.rewrite = true;
+                }
+            }
         }
     }
 
@@ -406,6 +455,12 @@ impl Bus {
             "counter",
             "Full comparisons of the topic table after the hint set overflowed.",
             &get(&s.resyncs),
+        );
+        one(
+            "count_rewrites_total",
+            "counter",
+            "Heartbeats that rewrote this node's whole counts hash because the changed counts waiting for one passed max_pending_topics.",
+            &get(&s.count_rewrites),
         );
         one(
             "subscription_repairs_total",

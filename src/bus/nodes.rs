@@ -53,7 +53,7 @@ pub async fn heartbeat(
     link: &Link,
     connections: u64,
     topics: u64,
-    counts: &[(Box<str>, u64)],
+    counts: &super::Counts,
 ) -> redis::RedisResult<()> {
     let now = now_ms();
     let record = NodeRecord {
@@ -77,6 +77,14 @@ pub async fn heartbeat(
         .arg(&*bus.name)
         .arg(json)
         .ignore();
+    let counts = match counts {
+        super::Counts::Changed(c) => c,
+        super::Counts::All(c) => {
+            // Replaced whole, in the same transaction: readers never see it half written.
+            pipe.cmd("DEL").arg(&key).ignore();
+            c
+        }
+    };
     let (set, del): (Vec<_>, Vec<_>) = counts.iter().partition(|(_, n)| *n > 0);
     if !set.is_empty() {
         let cmd = pipe.cmd("HSET").arg(&key);

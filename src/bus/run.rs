@@ -395,7 +395,10 @@ async fn heartbeat(bus: Arc<Bus>, hub: Arc<Hub>) {
         .await
         .unwrap_or(0);
         let topics = hub.table.topic_count() as u64;
-        let counts = bus.take_counts();
+        let counts = bus.take_counts(|| live_topics(&hub));
+        if matches!(counts, super::Counts::All(_)) {
+            add(&bus.stats.count_rewrites, 1);
+        }
         match nodes::heartbeat(&bus, &link, connections, topics, &counts).await {
             Ok(()) => {}
             Err(e) => {

@@ -281,7 +281,8 @@ async fn name_is_free(bus: &Bus, hub: &Hub, link: &Link) -> bool {
         }
         Ok(None) => {
             let topics = hub.table.topic_count() as u64;
-            if let Err(e) = nodes::heartbeat(bus, link, 0, topics, &[]).await {
+            let none = super::Counts::Changed(Vec::new());
+            if let Err(e) = nodes::heartbeat(bus, link, 0, topics, &none).await {
                 tracing::warn!(error = %e, "bus: first heartbeat failed");
             }
             true

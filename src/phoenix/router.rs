@@ -172,6 +172,11 @@ impl Router {
         self.presence[i].as_ref()
     }
 
+    /// Whether any route tracks presence.
+    pub fn tracks_presence(&self) -> bool {
+        self.presence.iter().any(Option::is_some)
+    }
+
     /// Whether any route tracks presence with a claim (connections then keep those claims).
     pub fn presence_claims(&self) -> Vec<&str> {
         let mut names: Vec<&str> = Vec::new();

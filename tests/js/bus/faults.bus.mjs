@@ -1,12 +1,17 @@
 // Faults with real processes: Redis stopped mid-run (local delivery continues, publishes are
 // dropped and counted, /healthz says degraded; restarted on the same port, cross-node delivery
-// resumes without restarting the gateways), and a gateway SIGKILLed (the others lose nothing,
-// its cluster-view entry expires).
+// resumes without restarting the gateways), Redis down while clients churn through many topics
+// (the counts waiting for a heartbeat stay bounded; the node's counts hash is rewritten whole
+// when Redis is back), and a gateway SIGKILLed (the others lose nothing, its cluster-view entry
+// expires).
 
 import assert from 'node:assert/strict'
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
 import { test } from 'node:test'
 
-import { client, expectExactly, numsub, pushMany, startGateway, startRedis, until } from './helpers.mjs'
+import { client, expectExactly, numsub, pushMany, redisCli, startGateway, startRedis, until, withTimeout } from './helpers.mjs'
 
 test('Redis stopped and restarted under 2 gateways', async t => {
   let redis = await startRedis(t)
@@ -48,6 +53,48 @@ test('Redis stopped and restarted under 2 gateways', async t => {
   await expectExactly(ma.got[topic], [...wantA, ...after], 'a receives from b after the restart')
   await expectExactly(mb.got[topic], [...want, ...after], 'b after the restart')
   assert.ok((await b.metrics()).ringgate_bus_reconnects_total >= 1)
+})
+
+test('Redis down under topic churn: waiting counts stay bounded, the hash is rewritten whole', async t => {
+  let redis = await startRedis(t)
+  const port = redis.port
+  const dir = mkdtempSync(join(tmpdir(), 'ringgate-counts-'))
+  t.after(() => rmSync(dir, { recursive: true, force: true }))
+  const config = join(dir, 'ringgate.toml')
+  // A small bound, so a churn of 200 topics passes it.
+  writeFileSync(config, '[bus]\nmax_pending_topics = 50\n')
+  const a = await startGateway(t, {
+    busUrl: `redis://127.0.0.1:${port}`,
+    name: 'a',
+    args: ['--config', config, '--max-channels-per-connection', '300', '--max-messages-per-second', '0']
+  })
+  const stamp = Date.now()
+  const keep = `rooms:keep-${stamp}`
+  await client(t, a.url, [keep])
+  const key = '{ringgate:view}:counts:a'
+  const hash = async p => {
+    const lines = (await redisCli(p, 'HGETALL', key)).trim().split('\n').filter(Boolean)
+    const out = {}
+    for (let i = 0; i + 1 < lines.length; i += 2) out[lines[i]] = lines[i + 1]
+    return out
+  }
+  await until(async () => (await hash(port))[keep] === '1', 'the kept topic counted in Redis')
+
+  await redis.stop('SIGKILL')
+  await until(async () => (await a.get('/healthz')).degraded === true, 'a degraded')
+  // 200 topics joined and left while Redis is down: each one's count waits for a heartbeat.
+  const churn = Array.from({ length: 200 }, (_, i) => `rooms:churn-${stamp}-${i}`)
+  const c = await client(t, a.url, churn)
+  await Promise.all(churn.map(topic => withTimeout(new Promise((resolve, reject) => {
+    c.channels[topic].leave().receive('ok', resolve).receive('error', reject)
+  }), `leave ${topic}`)))
+  assert.equal((await a.metrics()).ringgate_bus_count_rewrites_total, 0, 'nothing rewritten while down')
+
+  redis = await startRedis(t, { port })
+  await until(async () => (await a.get('/healthz')).degraded === false, 'a back up', 15000)
+  await until(async () => JSON.stringify(await hash(port)) === JSON.stringify({ [keep]: '1' }),
+    'the counts hash rewritten: the kept topic, none of the churned ones', 15000)
+  assert.ok((await a.metrics()).ringgate_bus_count_rewrites_total >= 1, 'counted as a rewrite')
 })
 
 test('SIGKILL one of 3 gateways: the others lose nothing, its node entry expires', async t => {
