@@ -326,6 +326,25 @@ fn seconds(us: u64) -> String {
 }
 
 /// Prometheus text exposition of a snapshot.
+/// A family with one value per worker from what the process knows without asking the workers
+/// (`Health`: a dead or wedged worker is still listed). `family` is name, type and help.
+fn health_family(
+    out: &mut String,
+    s: &Snapshot,
+    (name, kind, help): (&str, &str, &str),
+    value: impl Fn(&Health) -> u64,
+) {
+    header(out, name, kind, help);
+    for h in &s.health {
+        let _ = writeln!(
+            out,
+            "ringgate_{name}{{worker=\"{}\"}} {}",
+            h.worker,
+            value(h)
+        );
+    }
+}
+
 pub fn prometheus(s: &Snapshot) -> String {
     let mut out = String::with_capacity(16 * 1024);
     for (name, kind, help, value) in PER_WORKER {
@@ -450,46 +469,36 @@ pub fn prometheus(s: &Snapshot) -> String {
             v.to_string(),
         );
     }
-    header(
+    health_family(
         &mut out,
-        "worker_up",
-        "gauge",
-        "1 while the worker runs, 0 once it died.",
+        s,
+        (
+            "worker_up",
+            "gauge",
+            "1 while the worker runs, 0 once it died.",
+        ),
+        |h| u64::from(h.up),
     );
-    for h in &s.health {
-        let _ = writeln!(
-            out,
-            "ringgate_worker_up{{worker=\"{}\"}} {}",
-            h.worker,
-            u8::from(h.up)
-        );
-    }
-    header(
+    health_family(
         &mut out,
-        "inbox_dropped_total",
-        "counter",
-        "Messages dropped because their worker was dead.",
+        s,
+        (
+            "inbox_dropped_total",
+            "counter",
+            "Messages dropped because their worker was dead.",
+        ),
+        |h| h.inbox_dropped,
     );
-    for h in &s.health {
-        let _ = writeln!(
-            out,
-            "ringgate_inbox_dropped_total{{worker=\"{}\"}} {}",
-            h.worker, h.inbox_dropped
-        );
-    }
-    header(
+    health_family(
         &mut out,
-        "inbox_overflow_total",
-        "counter",
-        "Broadcasts dropped because their live worker's inbox was full (the worker is behind); their topics' members are closed with 1013.",
+        s,
+        (
+            "inbox_overflow_total",
+            "counter",
+            "Broadcasts dropped because their live worker's inbox was full (the worker is behind); their topics' members are closed with 1013.",
+        ),
+        |h| h.inbox_overflowed,
     );
-    for h in &s.health {
-        let _ = writeln!(
-            out,
-            "ringgate_inbox_overflow_total{{worker=\"{}\"}} {}",
-            h.worker, h.inbox_overflowed
-        );
-    }
     header(
         &mut out,
         "worker_deaths_total",

@@ -94,6 +94,28 @@ async fn resident_bytes(
         .into_response()
 }
 
+/// The inbox of worker `id` for a test-only route, or the response refusing the request.
+// A large `Err`: it is the `Response` the handler returns at once; boxing it buys nothing here.
+#[allow(clippy::result_large_err)]
+fn debug_inbox<'a>(
+    state: &'a AppState,
+    headers: &HeaderMap,
+    id: usize,
+) -> Result<&'a crate::worker::inbox::Inbox, Response> {
+    if !authorized(state, headers) {
+        return Err(error(
+            StatusCode::UNAUTHORIZED,
+            "missing or wrong bearer token",
+        ));
+    }
+    state
+        .hub
+        .inboxes
+        .get(id)
+        .map(|inbox| &**inbox)
+        .ok_or_else(|| error(StatusCode::NOT_FOUND, "no such worker"))
+}
+
 /// Test-only: makes worker `id` sleep `ms` (at most `MAX_STALL_MS`) on its next loop turn.
 async fn stall_worker(
     State(state): State<AppState>,
@@ -101,15 +123,13 @@ async fn stall_worker(
     Path((id, ms)): Path<(usize, u32)>,
 ) -> Response {
     use crate::worker::inbox::{Fault, MAX_STALL_MS};
-    if !authorized(&state, &headers) {
-        return error(StatusCode::UNAUTHORIZED, "missing or wrong bearer token");
-    }
+    let inbox = match debug_inbox(&state, &headers, id) {
+        Ok(inbox) => inbox,
+        Err(refused) => return refused,
+    };
     if ms > MAX_STALL_MS {
         return error(StatusCode::BAD_REQUEST, "a stall is at most 10000 ms");
     }
-    let Some(inbox) = state.hub.inboxes.get(id) else {
-        return error(StatusCode::NOT_FOUND, "no such worker");
-    };
     tracing::warn!(
         worker = id,
         ms,
@@ -138,16 +158,14 @@ async fn fail_worker(
     Path((id, how)): Path<(usize, String)>,
 ) -> Response {
     use crate::worker::inbox::Fault;
-    if !authorized(&state, &headers) {
-        return error(StatusCode::UNAUTHORIZED, "missing or wrong bearer token");
-    }
+    let inbox = match debug_inbox(&state, &headers, id) {
+        Ok(inbox) => inbox,
+        Err(refused) => return refused,
+    };
     let fault = match how.as_str() {
         "error" => Fault::Error,
         "panic" => Fault::Panic,
         _ => return error(StatusCode::BAD_REQUEST, "expected error or panic"),
-    };
-    let Some(inbox) = state.hub.inboxes.get(id) else {
-        return error(StatusCode::NOT_FOUND, "no such worker");
     };
     tracing::warn!(
         worker = id,
