@@ -327,7 +327,7 @@ fn seconds(us: u64) -> String {
 
 /// Prometheus text exposition of a snapshot.
 /// A family with one value per worker from what the process knows without asking the workers
-/// (`Health`: a dead or wedged worker is still listed). `family` is name, type and help.
+/// (`Health`: a dead or wedged worker is still listed); the tuple is its name, type and help.
 fn health_family(
     out: &mut String,
     s: &Snapshot,
