@@ -165,7 +165,22 @@ impl Inbox {
                     if q.msgs.len() >= MAX_QUEUED_MESSAGES
                         || q.broadcast_bytes + bytes > MAX_QUEUED_BROADCAST_BYTES
                     {
-                        self.lose(&mut q, &b.topic);
+                        let first = q.lost.is_empty();
+                        let (queued, queued_bytes) = (q.msgs.len(), q.broadcast_bytes);
+                        Self::lose(&mut q, &b.topic);
+                        drop(q);
+                        self.overflowed.fetch_add(1, Ordering::Relaxed);
+                        if first {
+                            // Logged once per episode, after the lock (a log line is a write).
+                            tracing::warn!(
+                                worker = self.worker,
+                                queued,
+                                queued_bytes,
+                                "the worker's inbox is full: broadcasts to its members are \
+                                 dropped until it takes its inbox, and the members of their \
+                                 topics are then closed with 1013 (ringgate_inbox_overflow_total)"
+                            );
+                        }
                         return;
                     }
                     q.broadcast_bytes += bytes;
@@ -182,19 +197,8 @@ impl Inbox {
         }
     }
 
-    /// Drops a broadcast of `topic` for a full inbox: counted, and its topic remembered.
-    fn lose(&self, q: &mut Queue, topic: &str) {
-        self.overflowed.fetch_add(1, Ordering::Relaxed);
-        if q.lost.is_empty() {
-            tracing::warn!(
-                worker = self.worker,
-                queued = q.msgs.len(),
-                queued_bytes = q.broadcast_bytes,
-                "the worker's inbox is full: broadcasts to its members are dropped until it \
-                 takes its inbox, and the members of their topics are then closed with 1013 \
-                 (ringgate_inbox_overflow_total)"
-            );
-        }
+    /// Remembers the topic of a broadcast dropped for a full inbox.
+    fn lose(q: &mut Queue, topic: &str) {
         if q.lost.all || q.lost.topics.contains(topic) {
             return;
         }
