@@ -114,6 +114,16 @@ struct PendingCounts {
     rewrite: bool,
 }
 
+impl PendingCounts {
+    /// Past `max` changed topics, forgets them and asks for a rewrite instead.
+    fn bound(&mut self, max: usize) {
+        if self.changed.len() > max {
+            self.changed = HashMap::default();
+            self.rewrite = true;
+        }
+    }
+}
+
 /// The counts a heartbeat writes: the topics changed since the last one, or all of them.
 #[derive(Debug)]
 pub enum Counts {
@@ -245,10 +255,7 @@ impl Bus {
             return;
         }
         pending.changed.extend(counts);
-        if pending.changed.len() > self.cfg.max_pending_topics {
-            pending.changed = HashMap::default();
-            pending.rewrite = true;
-        }
+        pending.bound(self.cfg.max_pending_topics);
     }
 
     /// What the next heartbeat writes; `live` is called (a walk of the topic table) only when the
@@ -283,10 +290,7 @@ impl Bus {
                 for (topic, n) in counts {
                     pending.changed.entry(topic).or_insert(n);
                 }
-                if pending.changed.len() > self.cfg.max_pending_topics {
-                    pending.changed = HashMap::default();
-                    pending.rewrite = true;
-                }
+                pending.bound(self.cfg.max_pending_topics);
             }
         }
     }
