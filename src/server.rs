@@ -89,10 +89,6 @@ pub fn nofile_soft_limit() -> u64 {
     }
 }
 
-/// Fixed files one ring may register whatever `RLIMIT_NOFILE` says: a larger table fails to
-/// register.
-const MAX_FIXED_FILES_PER_RING: u32 = crate::doctor::cost::IORING_MAX_FIXED_FILES as u32;
-
 /// The fixed-file table size per worker: the configured maximum, capped by the soft nofile limit
 /// and by the kernel's fixed-file maximum per ring.
 pub fn table_slots(cfg: &Config) -> u32 {
@@ -101,10 +97,11 @@ pub fn table_slots(cfg: &Config) -> u32 {
 }
 
 fn table_slots_under(cfg: &Config, nofile: u32) -> u32 {
-    let cap = nofile.min(MAX_FIXED_FILES_PER_RING);
+    // Below u32::MAX: the kernel's per-ring maximum is 2^20.
+    let cap = crate::doctor::cost::ring_capacity(u64::from(nofile)) as u32;
     let wanted = cfg.max_connections_per_worker;
     if wanted > cap {
-        let (by, remedy) = if nofile <= MAX_FIXED_FILES_PER_RING {
+        let (by, remedy) = if cap == nofile {
             (
                 "the soft RLIMIT_NOFILE (the kernel's per-ring limit)",
                 "Raise the limit (see kernel-tuning/) or run more workers.",
@@ -483,7 +480,7 @@ mod tests {
         assert_eq!(table_slots_under(&cfg, 20_000), 20_000);
         // A nofile limit above the kernel's per-ring maximum no longer sizes a table the kernel
         // refuses to register.
-        assert_eq!(table_slots_under(&cfg, 4 << 20), MAX_FIXED_FILES_PER_RING);
+        assert_eq!(table_slots_under(&cfg, 4 << 20), 1 << 20);
         cfg.max_connections_per_worker = 65_536;
         assert_eq!(table_slots_under(&cfg, 4 << 20), 65_536);
         assert_eq!(table_slots_under(&cfg, 20_000), 20_000);

@@ -211,7 +211,7 @@ pub fn assess(facts: Facts, plan: Plan) -> Report {
     };
     let soft = facts.nofile.map(|l| l.soft.unwrap_or(u64::MAX));
     let slots_per_ring = soft.map(|s| {
-        let ring = s.min(cost::IORING_MAX_FIXED_FILES);
+        let ring = cost::ring_capacity(s);
         if gateway_on_box {
             ring.min(plan.max_connections_per_worker)
         } else {

@@ -30,6 +30,12 @@ pub const POSTED_BUFFERS: u64 = 64;
 /// One ring holds at most this many fixed files whatever the rlimit (`IORING_MAX_FIXED_FILES`,
 /// `io_uring/rsrc.c`; 1 << 20 on current kernels, smaller on some 5.x).
 pub const IORING_MAX_FIXED_FILES: u64 = 1 << 20;
+
+/// Fixed files one ring can register: the soft nofile limit, never more than the kernel's
+/// per-ring maximum (the gateway sizes its tables by it; `doctor` predicts with it).
+pub fn ring_capacity(nofile_soft: u64) -> u64 {
+    nofile_soft.min(IORING_MAX_FIXED_FILES)
+}
 /// File descriptors of the process itself (stdio, admin listener, tokio's epoll and wakers).
 pub const PROCESS_FDS: u64 = 16;
 /// File descriptors per worker in the process table: ring, listener, inbox eventfd. Accepted
