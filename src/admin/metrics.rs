@@ -419,17 +419,18 @@ pub fn prometheus(s: &Snapshot) -> String {
         "Topics with at least one member.",
         s.topics.to_string(),
     );
+    let presence = s.presence.unwrap_or_default();
     gauge(
         "presence_topics",
         "gauge",
         "Topics with at least one tracked presence.",
-        s.presence.unwrap_or_default().topics.to_string(),
+        presence.topics.to_string(),
     );
     gauge(
         "presence_entries",
         "gauge",
         "Tracked presences (this node's and other nodes').",
-        s.presence.unwrap_or_default().entries.to_string(),
+        presence.entries.to_string(),
     );
     gauge(
         "workers",

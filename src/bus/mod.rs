@@ -265,8 +265,8 @@ impl Bus {
             .pending_counts
             .lock()
             .unwrap_or_else(|p| p.into_inner());
+        // While a rewrite is asked for, `changed` stays empty (`note_counts`, `restore_counts`).
         if std::mem::take(&mut pending.rewrite) {
-            pending.changed.clear();
             drop(pending);
             return Counts::All(live());
         }
