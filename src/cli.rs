@@ -172,6 +172,13 @@ pub struct ServeArgs {
     /// Control-plane (publish API) listener [default: 127.0.0.1:4001].
     #[arg(long)]
     pub admin_listen: Option<SocketAddr>,
+    /// Admin connections served at once (more wait in the listen backlog) [default: 256].
+    #[arg(long)]
+    pub admin_max_connections: Option<usize>,
+    /// Time an admin request has for its headers, and again for its body and answer, ms
+    /// [default: 10000].
+    #[arg(long)]
+    pub admin_timeout_ms: Option<u64>,
     /// Require `Authorization: Bearer KEY` on the admin API.
     #[arg(long)]
     pub api_key: Option<String>,
@@ -301,6 +308,8 @@ impl ServeArgs {
             max_channels_per_connection,
             topic_stripes,
             admin_listen,
+            admin_max_connections,
+            admin_timeout_ms,
             on_worker_death,
         );
         cfg.debug_fault_injection = self.debug_fault_injection;

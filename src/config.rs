@@ -169,6 +169,16 @@ pub struct Config {
     /// Control-plane listener (publish API, topic counts, health). Default `127.0.0.1:4001`:
     /// separate from the public port and loopback-only until deliberately exposed.
     pub admin_listen: SocketAddr,
+    /// Admin connections served at once; the next waits in the listen backlog until one ends.
+    /// Default 256: the control plane's clients are a handful (an operator, a dashboard per
+    /// viewer, a scraper, a publisher's pool), and each connection holds a task and its buffers.
+    pub admin_max_connections: usize,
+    /// Time an admin connection has to send a request's headers (which also ends a keep-alive
+    /// connection silent that long), and again for the request's body and answer; also the
+    /// connection's `TCP_USER_TIMEOUT` (an answer left unread). Default 10 s: every answer is
+    /// computed in milliseconds, so only a stalled or hostile client meets it. With a bus it must
+    /// exceed twice `[bus] response_timeout_ms`, the bound of a cluster view.
+    pub admin_timeout_ms: u64,
     /// When set, admin API requests need `Authorization: Bearer <api_key>`. Default unset: the
     /// admin port listens on loopback only.
     pub api_key: Option<String>,
@@ -248,6 +258,8 @@ impl Default for Config {
             max_channels_per_connection: 100,
             topic_stripes: 64,
             admin_listen: SocketAddr::from(([127, 0, 0, 1], 4001)),
+            admin_max_connections: 256,
+            admin_timeout_ms: 10_000,
             api_key: None,
             channels: vec![Route::new("rooms:*", OnPush::Broadcast)],
             auth: AuthConfig::default(),
@@ -346,6 +358,20 @@ impl Config {
         }
         if !self.phoenix_path.starts_with('/') {
             return bad("phoenix_path", "must start with '/'");
+        }
+        if self.admin_max_connections == 0 || self.admin_max_connections > 65536 {
+            return bad("admin_max_connections", "must be 1..=65536");
+        }
+        if !(100..=600_000).contains(&self.admin_timeout_ms) {
+            return bad("admin_timeout_ms", "must be 100..=600000 (10 min)");
+        }
+        if self.bus.url.is_some()
+            && self.admin_timeout_ms <= self.bus.response_timeout_ms.saturating_mul(2)
+        {
+            return bad(
+                "admin_timeout_ms",
+                "must exceed twice [bus] response_timeout_ms (a cluster view's bound)",
+            );
         }
         if self.topic_stripes == 0 || self.topic_stripes > 65536 {
             return bad("topic_stripes", "must be 1..=65536");

@@ -26,14 +26,17 @@
 //! - `GET /healthz` → 200 `{"status":"ok","degraded","bus"}`: always 200 (a load balancer keeps
 //!   sending clients: local delivery works), `degraded: true` while a configured bus is down.
 //!
-//! With `api_key` set, `/api/*` requires `Authorization: Bearer <api_key>` (401 otherwise).
+//! With `api_key` set, `/api/*` requires `Authorization: Bearer <api_key>` (401 otherwise,
+//! before any body is read). Connections and request times are bounded in `serve`.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::body::Bytes;
-use axum::extract::{Path, State};
+use axum::extract::{Path, Request, State};
 use axum::http::{HeaderMap, StatusCode};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -44,6 +47,7 @@ use tokio::sync::Notify;
 
 pub mod metrics;
 pub mod pages;
+pub mod serve;
 pub mod stats;
 pub mod system;
 
@@ -78,14 +82,7 @@ struct AppState {
 }
 
 /// Test-only: overrides the resident-memory reading of the memory ceiling.
-async fn resident_bytes(
-    State(state): State<AppState>,
-    headers: HeaderMap,
-    Path(bytes): Path<u64>,
-) -> Response {
-    if !authorized(&state, &headers) {
-        return error(StatusCode::UNAUTHORIZED, "missing or wrong bearer token");
-    }
+async fn resident_bytes(Path(bytes): Path<u64>) -> Response {
     crate::supervise::override_resident_bytes(bytes);
     (
         StatusCode::ACCEPTED,
@@ -97,17 +94,7 @@ async fn resident_bytes(
 /// The inbox of worker `id` for a test-only route, or the response refusing the request.
 // A large `Err`: it is the `Response` the handler returns at once; boxing it buys nothing here.
 #[allow(clippy::result_large_err)]
-fn debug_inbox<'a>(
-    state: &'a AppState,
-    headers: &HeaderMap,
-    id: usize,
-) -> Result<&'a crate::worker::inbox::Inbox, Response> {
-    if !authorized(state, headers) {
-        return Err(error(
-            StatusCode::UNAUTHORIZED,
-            "missing or wrong bearer token",
-        ));
-    }
+fn debug_inbox(state: &AppState, id: usize) -> Result<&crate::worker::inbox::Inbox, Response> {
     state
         .hub
         .inboxes
@@ -119,11 +106,10 @@ fn debug_inbox<'a>(
 /// Test-only: makes worker `id` sleep `ms` (at most `MAX_STALL_MS`) on its next loop turn.
 async fn stall_worker(
     State(state): State<AppState>,
-    headers: HeaderMap,
     Path((id, ms)): Path<(usize, u32)>,
 ) -> Response {
     use crate::worker::inbox::{Fault, MAX_STALL_MS};
-    let inbox = match debug_inbox(&state, &headers, id) {
+    let inbox = match debug_inbox(&state, id) {
         Ok(inbox) => inbox,
         Err(refused) => return refused,
     };
@@ -154,11 +140,10 @@ async fn stall_worker(
 /// Test-only: makes worker `id` fail (`error`: its loop returns an error; `panic`: it panics).
 async fn fail_worker(
     State(state): State<AppState>,
-    headers: HeaderMap,
     Path((id, how)): Path<(usize, String)>,
 ) -> Response {
     use crate::worker::inbox::Fault;
-    let inbox = match debug_inbox(&state, &headers, id) {
+    let inbox = match debug_inbox(&state, id) {
         Ok(inbox) => inbox,
         Err(refused) => return refused,
     };
@@ -189,6 +174,8 @@ pub fn start(cfg: Arc<Config>, hub: Arc<Hub>, public: SocketAddr) -> std::io::Re
     let shutdown = Arc::new(Notify::new());
     let stop = shutdown.clone();
     let fault_injection = cfg.debug_fault_injection;
+    let timeout = Duration::from_millis(cfg.admin_timeout_ms);
+    let max_connections = cfg.admin_max_connections;
     let state = AppState {
         hub,
         drain_ms: cfg.drain_ms,
@@ -222,14 +209,15 @@ pub fn start(cfg: Arc<Config>, hub: Arc<Hub>, public: SocketAddr) -> std::io::Re
                             .route("/api/debug/fail-worker/{id}/{how}", post(fail_worker))
                             .route("/api/debug/stall-worker/{id}/{ms}", post(stall_worker))
                             .route("/api/debug/resident-bytes/{bytes}", post(resident_bytes))
+                            .route_layer(axum::middleware::from_fn_with_state(
+                                state.clone(),
+                                require_key,
+                            ))
                             .with_state(state),
                     );
                 }
-                let served = axum::serve(listener, app)
-                    .with_graceful_shutdown(async move { stop.notified().await });
-                if let Err(e) = served.await {
-                    tracing::error!(error = %e, "admin API stopped");
-                }
+                let app = app.layer(axum::middleware::from_fn_with_state(timeout, deadline));
+                serve::serve(listener, app, max_connections, timeout, stop).await;
                 if let Some(bus) = &bus {
                     crate::bus::run::farewell(bus).await;
                 }
@@ -239,14 +227,22 @@ pub fn start(cfg: Arc<Config>, hub: Arc<Hub>, public: SocketAddr) -> std::io::Re
 }
 
 fn router(state: AppState) -> Router {
-    Router::new()
+    // The key is checked before a handler runs, so before a body is read: a client without it
+    // cannot make the process read (and hold) a megabyte first.
+    let api = Router::new()
         .route("/api/broadcast", post(broadcast))
         .route("/api/topics/{topic}", get(topic))
         .route("/api/presence/{topic}", get(presence))
         .route("/api/drain", post(drain))
         .route("/api/stats", get(stats))
-        .route("/metrics", get(prometheus))
         .route("/api/nodes", get(nodes))
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            require_key,
+        ));
+    Router::new()
+        .merge(api)
+        .route("/metrics", get(prometheus))
         .route("/healthz", get(healthz))
         .route("/", get(pages::dashboard))
         .route("/chat", get(chat))
@@ -257,6 +253,31 @@ fn router(state: AppState) -> Router {
 
 fn error(status: StatusCode, reason: impl Into<String>) -> Response {
     (status, Json(json!({ "error": reason.into() }))).into_response()
+}
+
+/// Refuses an `/api/*` request without the key (when one is set) before its handler runs.
+async fn require_key(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    if !authorized(&state, req.headers()) {
+        return error(StatusCode::UNAUTHORIZED, "missing or wrong bearer token");
+    }
+    next.run(req).await
+}
+
+/// Bounds a request's body and answer in time (its headers are bounded by the connection's
+/// header timeout, `serve`): a client sending a body a byte at a time gets 408 and the
+/// connection is closed.
+async fn deadline(State(limit): State<Duration>, req: Request, next: Next) -> Response {
+    match tokio::time::timeout(limit, next.run(req)).await {
+        Ok(response) => response,
+        Err(_) => {
+            let mut response = error(StatusCode::REQUEST_TIMEOUT, "request took too long");
+            response.headers_mut().insert(
+                axum::http::header::CONNECTION,
+                axum::http::HeaderValue::from_static("close"),
+            );
+            response
+        }
+    }
 }
 
 fn authorized(state: &AppState, headers: &HeaderMap) -> bool {
@@ -301,10 +322,7 @@ fn parse_publish(body: &[u8]) -> Result<Vec<PublishRequest<'_>>, serde_json::Err
     }
 }
 
-async fn broadcast(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
-    if !authorized(&state, &headers) {
-        return error(StatusCode::UNAUTHORIZED, "missing or wrong bearer token");
-    }
+async fn broadcast(State(state): State<AppState>, body: Bytes) -> Response {
     let requests = match parse_publish(&body) {
         Ok(r) => r,
         Err(e) => return error(StatusCode::BAD_REQUEST, e.to_string()),
@@ -344,10 +362,7 @@ async fn broadcast(State(state): State<AppState>, headers: HeaderMap, body: Byte
 }
 
 /// Starts a graceful drain of every worker (as SIGTERM does); the process exits when drained.
-async fn drain(State(state): State<AppState>, headers: HeaderMap) -> Response {
-    if !authorized(&state, &headers) {
-        return error(StatusCode::UNAUTHORIZED, "missing or wrong bearer token");
-    }
+async fn drain(State(state): State<AppState>) -> Response {
     for inbox in &state.hub.inboxes {
         inbox.send(crate::worker::inbox::Msg::Drain {
             drain_ms: state.drain_ms,
@@ -369,10 +384,7 @@ async fn snapshot(state: &AppState) -> stats::Snapshot {
 }
 
 /// The snapshot as JSON (what the dashboard, `ringgate top` and `ringgate profile` read).
-async fn stats(State(state): State<AppState>, headers: HeaderMap) -> Response {
-    if !authorized(&state, &headers) {
-        return error(StatusCode::UNAUTHORIZED, "missing or wrong bearer token");
-    }
+async fn stats(State(state): State<AppState>) -> Response {
     let snap = snapshot(&state).await;
     (
         [(axum::http::header::CACHE_CONTROL, "no-store")],
@@ -401,14 +413,7 @@ async fn chat(State(state): State<AppState>) -> Response {
     pages::chat(&state.chat)
 }
 
-async fn topic(
-    State(state): State<AppState>,
-    headers: HeaderMap,
-    Path(topic): Path<String>,
-) -> Response {
-    if !authorized(&state, &headers) {
-        return error(StatusCode::UNAUTHORIZED, "missing or wrong bearer token");
-    }
+async fn topic(State(state): State<AppState>, Path(topic): Path<String>) -> Response {
     let subscribers = state.hub.table.members(&topic);
     let Some(bus) = &state.hub.bus else {
         return Json(json!({
@@ -472,10 +477,7 @@ async fn healthz(State(state): State<AppState>) -> Response {
 }
 
 /// The live gateways of the cluster, from their heartbeats.
-async fn nodes(State(state): State<AppState>, headers: HeaderMap) -> Response {
-    if !authorized(&state, &headers) {
-        return error(StatusCode::UNAUTHORIZED, "missing or wrong bearer token");
-    }
+async fn nodes(State(state): State<AppState>) -> Response {
     let Some(bus) = &state.hub.bus else {
         let open: u64 = snapshot(&state).await.workers.iter().map(|r| r.open).sum();
         return Json(json!({
@@ -499,14 +501,7 @@ async fn nodes(State(state): State<AppState>, headers: HeaderMap) -> Response {
 }
 
 /// The merged presence of a topic, in the shape of a `presence_state` payload (`{}` if nobody).
-async fn presence(
-    State(state): State<AppState>,
-    headers: HeaderMap,
-    Path(topic): Path<String>,
-) -> Response {
-    if !authorized(&state, &headers) {
-        return error(StatusCode::UNAUTHORIZED, "missing or wrong bearer token");
-    }
+async fn presence(State(state): State<AppState>, Path(topic): Path<String>) -> Response {
     let body = state.hub.presence.current_json(&topic);
     (
         [(axum::http::header::CONTENT_TYPE, "application/json")],
