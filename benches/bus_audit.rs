@@ -76,7 +76,9 @@ fn main() {
             let prefix = cfg.prefix.clone();
             let (rec, ns) = subscribe_all(
                 &topics,
-                Box::new(move |t| shards::hash_slot(RinggateCodec.channel(&prefix, t).as_bytes())),
+                Box::new(move |t| {
+                    shards::hash_slot(RinggateCodec::default().channel(&prefix, t).as_bytes())
+                }),
             );
             counted_ns.push(ns);
             constant_ns.push(subscribe_all(&topics, Box::new(|_| 0)).1);
@@ -96,7 +98,7 @@ fn main() {
             let start = Instant::now();
             let mut per_master: HashMap<&str, u64> = HashMap::new();
             for t in &topics {
-                let c = RinggateCodec.channel(&cfg.prefix, t);
+                let c = RinggateCodec::default().channel(&cfg.prefix, t);
                 if let Some(m) = shards::owner(&owners, &c) {
                     *per_master.entry(m).or_default() += 1;
                 }

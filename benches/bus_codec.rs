@@ -102,13 +102,16 @@ fn main() {
         phoenix_pubsub: Some("MyApp.PubSub".into()),
         ..BusConfig::default()
     });
-    let codecs: [(&str, &dyn Codec); 2] = [("ringgate", &RinggateCodec), ("phoenix", &phoenix)];
+    let codecs: [(&str, &dyn Codec); 2] = [
+        ("ringgate", &RinggateCodec::default()),
+        ("phoenix", &phoenix),
+    ];
     println!("| payload | JSON bytes | codec | body bytes | ns per broadcast, encode + receive: median [min–max] | ratio to ringgate | encode alone, median ns | receive alone, median ns |");
     println!("|---|---|---|---|---|---|---|---|");
     for (name, json) in &payloads {
         let msg = message(json);
         let mut times: Vec<Vec<f64>> = vec![Vec::new(); codecs.len()];
-        round(&RinggateCodec, &msg, iters / 10);
+        round(&RinggateCodec::default(), &msg, iters / 10);
         round(&phoenix, &msg, iters / 10);
         for _ in 0..rounds {
             for (i, (_, c)) in codecs.iter().enumerate() {

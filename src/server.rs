@@ -168,6 +168,9 @@ impl Server {
                         .iter()
                         .any(|r| r.presence)
                         .then(|| cfg.presence.clone()),
+                    // The largest payload this node publishes: a client's message or an admin
+                    // publish; a node with the same configuration publishes nothing larger.
+                    cfg.max_message_bytes.max(crate::admin::MAX_BODY_BYTES),
                 );
                 (Some(bus), Some(startup))
             }

@@ -58,7 +58,7 @@ use crate::phoenix::serializer::Payload;
 
 /// Largest publish request body. Default-free constant: 1 MiB, the default message limit, since a
 /// broadcast larger than a client may send would be refused by clients' own limits anyway.
-const MAX_BODY_BYTES: usize = 1 << 20;
+pub const MAX_BODY_BYTES: usize = 1 << 20;
 
 /// A running control plane.
 pub struct Admin {

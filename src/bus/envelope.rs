@@ -139,7 +139,32 @@ pub trait Codec: Send + Sync {
 }
 
 /// ringgate's envelope, version 1 (docs/protocol.md, "Bus envelope").
-pub struct RinggateCodec;
+pub struct RinggateCodec {
+    /// A received message longer than this is refused before it is decoded (or copied).
+    max_bytes: usize,
+}
+
+/// The longest envelope header: magic, version, kind, payload type, origin length and origin
+/// (≤ 255 bytes), sequence, topic and event with their lengths (≤ 65,535 bytes each).
+pub const MAX_HEADER_BYTES: usize = 2 + 3 + 1 + 255 + 8 + 2 + 65_535 + 2 + 65_535;
+
+impl RinggateCodec {
+    /// A codec that reads envelopes whose payload is at most `max_payload_bytes`: the largest
+    /// payload a node publishes (a client's message, an admin publish), so anything larger did not
+    /// come from a ringgate with this configuration.
+    pub fn new(max_payload_bytes: usize) -> Self {
+        Self {
+            max_bytes: max_payload_bytes.saturating_add(MAX_HEADER_BYTES),
+        }
+    }
+}
+
+impl Default for RinggateCodec {
+    /// Payloads up to 1 MiB, the default `max_message_bytes` and the admin API's body bound.
+    fn default() -> Self {
+        Self::new(1 << 20)
+    }
+}
 
 const MAGIC: &[u8; 2] = b"RG";
 const VERSION: u8 = 1;
@@ -230,6 +255,11 @@ impl Codec for RinggateCodec {
 impl RinggateCodec {
     /// Reads one envelope.
     pub fn decode(&self, bytes: &[u8]) -> Result<BusMessage, CodecError> {
+        if bytes.len() > self.max_bytes {
+            return Err(CodecError::Rejected(
+                crate::bus::phoenix::scan::Reject::TooLarge,
+            ));
+        }
         let mut r = Reader(bytes);
         if r.take(2).map_err(|_| CodecError::Magic)? != MAGIC {
             return Err(CodecError::Magic);
@@ -293,7 +323,7 @@ mod tests {
     #[test]
     fn json_envelope_has_the_documented_bytes() {
         let mut out = Vec::new();
-        RinggateCodec
+        RinggateCodec::default()
             .encode(&broadcast(json(r#"{"a":1}"#)), &mut out)
             .unwrap();
         let mut want = b"RG\x01\x01\x00\x0e127.0.0.1:4000".to_vec();
@@ -301,7 +331,7 @@ mod tests {
         want.extend_from_slice(b"\x00\x0brooms:lobby\x00\x07new_msg{\"a\":1}");
         assert_eq!(out, want);
         assert_eq!(
-            RinggateCodec.decode(&out),
+            RinggateCodec::default().decode(&out),
             Ok(broadcast(json(r#"{"a":1}"#)))
         );
     }
@@ -310,14 +340,14 @@ mod tests {
     fn binary_payload_round_trips_byte_exact() {
         let m = broadcast(BusPayload::Binary(vec![0, 255, 1, 2]));
         let mut out = Vec::new();
-        RinggateCodec.encode(&m, &mut out).unwrap();
+        RinggateCodec::default().encode(&m, &mut out).unwrap();
         assert_eq!(out[4], PAYLOAD_BINARY);
-        assert_eq!(RinggateCodec.decode(&out), Ok(m));
+        assert_eq!(RinggateCodec::default().decode(&out), Ok(m));
     }
 
     #[test]
     fn foreign_and_damaged_messages_are_refused() {
-        let c = RinggateCodec;
+        let c = RinggateCodec::default();
         assert_eq!(c.decode(b"hello"), Err(CodecError::Magic));
         assert_eq!(c.decode(b"R"), Err(CodecError::Magic));
         assert_eq!(c.decode(b"RG\x02\x01"), Err(CodecError::Version(2)));
@@ -337,12 +367,33 @@ mod tests {
     }
 
     #[test]
+    fn a_message_over_the_payload_bound_is_refused_before_decoding() {
+        let c = RinggateCodec::new(16);
+        let fits = broadcast(BusPayload::Binary(vec![7; 16]));
+        let mut out = Vec::new();
+        c.encode(&fits, &mut out).unwrap();
+        assert_eq!(c.decode(&out), Ok(fits));
+        // The bound is the payload's plus the longest header: a message past that is refused
+        // whatever its header claims.
+        let mut big = Vec::new();
+        let BusMessage::Broadcast(mut e) = broadcast(BusPayload::Binary(Vec::new()));
+        e.payload = BusPayload::Binary(vec![7; 17 + MAX_HEADER_BYTES]);
+        c.encode(&BusMessage::Broadcast(e), &mut big).unwrap();
+        assert_eq!(
+            c.decode(&big),
+            Err(CodecError::Rejected(
+                crate::bus::phoenix::scan::Reject::TooLarge
+            ))
+        );
+    }
+
+    #[test]
     fn over_long_fields_are_refused_not_truncated() {
         let BusMessage::Broadcast(mut e) = broadcast(json("1"));
         e.origin = "x".repeat(256).into();
         let mut out = Vec::new();
         assert_eq!(
-            RinggateCodec.encode(&BusMessage::Broadcast(e), &mut out),
+            RinggateCodec::default().encode(&BusMessage::Broadcast(e), &mut out),
             Err(CodecError::TooLong("origin"))
         );
     }
@@ -350,7 +401,7 @@ mod tests {
     #[test]
     fn channel_is_prefix_and_topic_without_hash_tag() {
         assert_eq!(
-            RinggateCodec.channel("ringgate:", "rooms:1"),
+            RinggateCodec::default().channel("ringgate:", "rooms:1"),
             "ringgate:rooms:1"
         );
     }
@@ -374,8 +425,8 @@ mod tests {
                     payload,
                 });
                 let mut out = Vec::new();
-                RinggateCodec.encode(&m, &mut out).unwrap();
-                prop_assert_eq!(RinggateCodec.decode(&out), Ok(m));
+                RinggateCodec::default().encode(&m, &mut out).unwrap();
+                prop_assert_eq!(RinggateCodec::default().decode(&out), Ok(m));
             }
         }
     }

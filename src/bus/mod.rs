@@ -198,13 +198,14 @@ impl Bus {
         listen: String,
         admin: String,
         presence: Option<crate::presence::PresenceConfig>,
+        max_payload_bytes: usize,
     ) -> (Arc<Self>, Startup) {
         let (tx, rx) = mpsc::channel(cfg.max_queued_publishes);
         let cfg_prefix = cfg.prefix.clone();
         let (startup_tx, startup_rx) = std::sync::mpsc::channel();
         let instance = RandomState::new().hash_one(std::process::id()) | 1;
         let codec: Box<dyn Codec> = match cfg.format {
-            config::BusFormat::Ringgate => Box::new(RinggateCodec),
+            config::BusFormat::Ringgate => Box::new(RinggateCodec::new(max_payload_bytes)),
             config::BusFormat::Phoenix => Box::new(phoenix::PhoenixCodec::new(&cfg)),
         };
         let bus = Arc::new(Self {

@@ -3,12 +3,14 @@
 // resumes without restarting the gateways), Redis down while clients churn through many topics
 // (the counts waiting for a heartbeat stay bounded; the node's counts hash is rewritten whole
 // when Redis is back), and a gateway SIGKILLed (the others lose nothing, its cluster-view entry
-// expires).
+// expires), and a message on a topic channel larger than any node publishes (refused before it is
+// decoded, counted; the messages around it still delivered).
 
 import assert from 'node:assert/strict'
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
+import { spawnSync } from 'node:child_process'
 import { test } from 'node:test'
 
 import { client, expectExactly, numsub, pushMany, redisCli, startGateway, startRedis, until, withTimeout } from './helpers.mjs'
@@ -125,4 +127,34 @@ test('SIGKILL one of 3 gateways: the others lose nothing, its node entry expires
   }, 'c to expire from /api/nodes')
   await until(async () => (await gws[0].get(`/api/topics/${encodeURIComponent(topic)}`)).cluster_subscribers === 2,
     'cluster count without c')
+})
+
+/** A ringgate envelope (docs/protocol.md, "Bus envelope") with a JSON payload, from `origin`. */
+function envelope (origin, seq, topic, event, json) {
+  const head = Buffer.from([0x52, 0x47, 1, 1, 0, origin.length])
+  const num = Buffer.alloc(8)
+  num.writeBigUInt64BE(BigInt(seq))
+  const len = s => { const b = Buffer.alloc(2); b.writeUInt16BE(Buffer.byteLength(s)); return b }
+  return Buffer.concat([head, Buffer.from(origin), num, len(topic), Buffer.from(topic), len(event), Buffer.from(event), Buffer.from(json)])
+}
+
+test('a message larger than any node publishes is refused before decoding; the others arrive', async t => {
+  const redis = await startRedis(t)
+  const a = await startGateway(t, { busUrl: `redis://127.0.0.1:${redis.port}`, name: 'a' })
+  const topic = `rooms:big-${Date.now()}`
+  const m = await client(t, a.url, [topic])
+  const channel = `ringgate:${topic}`
+  await until(async () => await numsub(redis.port, channel) === 1, 'a subscribed to the topic channel')
+  const publish = body => {
+    const r = spawnSync('redis-cli', ['-h', '127.0.0.1', '-p', String(redis.port), '-x', 'PUBLISH', channel], { input: body, timeout: 10000 })
+    assert.equal(r.status, 0, String(r.stderr))
+  }
+  publish(envelope('elsewhere', 1, topic, 'msg', '{"n":1}'))
+  // The payload bound is the larger of max_message_bytes and the admin API's body (1 MiB each by
+  // default), plus the longest envelope header (~128 KiB): 1.5 MiB is past it.
+  publish(envelope('elsewhere', 2, topic, 'msg', `{"n":2,"pad":"${'x'.repeat(1536 * 1024)}"}`))
+  publish(envelope('elsewhere', 3, topic, 'msg', '{"n":3}'))
+  await expectExactly(m.got[topic], [{ n: 1 }, { n: 3 }], 'the member, around the refused message')
+  const seen = await a.metrics()
+  assert.equal(seen['ringgate_bus_rejected_total{reason="too_large"}'], 1, 'the big one counted as too large')
 })
