@@ -46,6 +46,9 @@ pub struct PresenceStats {
     pub decode_errors: AtomicU64,
     pub transfers_sent: AtomicU64,
     pub nodes_timed_out: AtomicU64,
+    /// Entries other nodes sent that were not merged: out of the bounds this node keeps its own
+    /// entries to (`Entry::within`), or joining a topic that holds `max_members` entries.
+    pub entries_refused: AtomicU64,
 }
 
 /// The presence side of the bus.
@@ -111,7 +114,13 @@ impl PresenceBus {
     pub fn received(&self, body: &[u8]) {
         add(&self.stats.received, 1);
         match Wire::decode(body) {
-            Ok(w) => {
+            Ok(mut w) => {
+                let max_meta_bytes = self.cfg.max_meta_bytes;
+                let refused = w.retain_entries(|e| e.within(max_meta_bytes));
+                if refused > 0 {
+                    add(&self.stats.entries_refused, refused as u64);
+                    tracing::debug!(refused, "bus: presence entries out of bounds refused");
+                }
                 if self.wire_tx.try_send(w).is_err() {
                     add(&self.stats.dropped, 1);
                 }
@@ -239,7 +248,8 @@ async fn handle(bus: &Bus, p: &PresenceBus, hub: &Hub, outs: &mut Vec<Output>) {
             .collect();
         let leaves: Vec<(String, String)> =
             leaves.into_iter().map(|e| (e.key, e.phx_ref)).collect();
-        hub.presence.apply_remote(&topic, &joins, &leaves);
+        let refused = hub.presence.apply_remote(&topic, &joins, &leaves);
+        add(&p.stats.entries_refused, refused as u64);
     }
     if items.is_empty() {
         return;

@@ -231,23 +231,39 @@ impl PresenceTable {
         left
     }
 
-    /// Merges changes of entries owned by other nodes (the cross-node replica's output).
+    /// Merges changes of entries owned by other nodes (the cross-node replica's output); returns
+    /// how many joins were refused because the topic holds `max_members` entries. A join whose
+    /// leave is in the same change is skipped; the leaves go first, so an update (a leave and a
+    /// join) of a full topic is not refused.
     pub fn apply_remote(
         &self,
         topic: &str,
         joins: &[(String, String, String)],
         leaves: &[(String, String)],
-    ) {
+    ) -> usize {
+        let gone: std::collections::HashSet<(&str, &str)> = leaves
+            .iter()
+            .map(|(key, phx_ref)| (key.as_str(), phx_ref.as_str()))
+            .collect();
         let mut s = lock(self.stripe(topic));
         let stripe = &mut *s;
         let t = stripe.topics.entry(topic.into()).or_default();
-        for (key, phx_ref, meta) in joins {
-            t.join(REMOTE, key, phx_ref, meta);
-        }
         for (key, phx_ref) in leaves {
             t.leave_ref(key, phx_ref);
         }
+        let mut refused = 0;
+        for (key, phx_ref, meta) in joins {
+            if gone.contains(&(key.as_str(), phx_ref.as_str())) {
+                continue;
+            }
+            if t.len() >= self.max_members {
+                refused += 1;
+                continue;
+            }
+            t.join(REMOTE, key, phx_ref, meta);
+        }
         self.settle(s, topic);
+        refused
     }
 
     /// After entries of `topic` left or changed: a topic holding nothing (no entry, no pending
@@ -499,5 +515,36 @@ mod tests {
             cur[a.phx_ref.as_str()]["metas"][0]["phx_ref"],
             a.phx_ref.as_str()
         );
+    }
+
+    #[test]
+    fn remote_joins_stop_at_max_members_but_an_update_of_a_full_topic_passes() {
+        let t = PresenceTable::new(1, 1, 2, 64);
+        let j = |k: &str, r: &str| {
+            (
+                k.to_owned(),
+                r.to_owned(),
+                format!(r#"{{"phx_ref":"{r}"}}"#),
+            )
+        };
+        let l = |k: &str, r: &str| (k.to_owned(), r.to_owned());
+        assert_eq!(
+            t.apply_remote("r", &[j("a", "1"), j("b", "2"), j("c", "3")], &[]),
+            1
+        );
+        assert_eq!(t.members("r"), 2);
+        // An update of a full topic (leave and join in one change) is not refused.
+        assert_eq!(t.apply_remote("r", &[j("a", "4")], &[l("a", "1")]), 0);
+        let cur: Value = serde_json::from_str(&t.current_json("r")).unwrap();
+        assert_eq!(cur["a"]["metas"][0]["phx_ref"], "4");
+        assert!(cur.get("c").is_none());
+        // A join and its own leave in one change leave nothing behind.
+        assert_eq!(
+            t.apply_remote("r", &[j("d", "5")], &[l("a", "4"), l("d", "5")]),
+            0
+        );
+        let cur: Value = serde_json::from_str(&t.current_json("r")).unwrap();
+        assert!(cur.get("d").is_none() && cur.get("a").is_none());
+        assert_eq!(t.members("r"), 1);
     }
 }

@@ -44,6 +44,30 @@ pub enum Wire {
     },
 }
 
+/// The longest `phx_ref` a node accepts from another: this node's refs are 16 characters (12
+/// bytes in base64); 64 leaves room for a longer format without letting one entry carry a blob.
+pub const MAX_REMOTE_REF_BYTES: usize = 64;
+/// What an entry's meta holds besides the application's fields: `phx_ref`, `phx_ref_prev` and
+/// `online_at` with their names and quotes (~70 bytes with two 16-character refs).
+pub const META_HEADER_BYTES: usize = 256;
+
+impl Entry {
+    /// Whether an entry another node sent is within the bounds this node keeps its own entries
+    /// to: a topic a client could join, a key and ref of the local lengths, and a meta that is a
+    /// JSON object no larger than `max_meta_bytes` of fields allow (it is sent as is to members,
+    /// so broken JSON would break every client's presence state).
+    pub fn within(&self, max_meta_bytes: usize) -> bool {
+        !self.topic.is_empty()
+            && self.topic.len() <= crate::phoenix::channels::MAX_TOPIC_BYTES
+            && self.key.len() <= super::meta::MAX_KEY_BYTES
+            && !self.phx_ref.is_empty()
+            && self.phx_ref.len() <= MAX_REMOTE_REF_BYTES
+            && self.meta.len() <= max_meta_bytes + META_HEADER_BYTES
+            && self.meta.starts_with('{')
+            && serde_json::from_str::<&serde_json::value::RawValue>(&self.meta).is_ok()
+    }
+}
+
 /// The first byte of every message: the format version, so a future format can coexist.
 const FORMAT_V1: u8 = 1;
 
@@ -56,6 +80,26 @@ impl Wire {
             | Wire::StateRequest { node, .. }
             | Wire::StateTransfer { node, .. } => *node,
         }
+    }
+
+    /// Keeps only the entries (joins, leaves, transferred entries) for which `keep` holds;
+    /// returns how many were removed.
+    pub fn retain_entries(&mut self, mut keep: impl FnMut(&Entry) -> bool) -> usize {
+        let mut removed = 0;
+        let mut retain = |list: &mut Vec<Entry>| {
+            let before = list.len();
+            list.retain(&mut keep);
+            removed += before - list.len();
+        };
+        match self {
+            Wire::Delta { joins, leaves, .. } => {
+                retain(joins);
+                retain(leaves);
+            }
+            Wire::StateTransfer { entries, .. } => retain(entries),
+            Wire::Heartbeat { .. } | Wire::StateRequest { .. } => {}
+        }
+        removed
     }
 
     pub fn encode(&self) -> Vec<u8> {
@@ -113,5 +157,49 @@ mod tests {
         assert!(Wire::decode(b"").is_err());
         assert!(Wire::decode(b"\x02{}").is_err());
         assert!(Wire::decode(b"\x01{\"t\":\"nope\"}").is_err());
+    }
+
+    #[test]
+    fn entries_out_of_the_local_bounds_are_refused() {
+        let ok = Entry {
+            topic: "rooms:1".into(),
+            key: "u1".into(),
+            phx_ref: "AAAAAQAAAAAAAAAB".into(),
+            meta: r#"{"phx_ref":"AAAAAQAAAAAAAAAB","online_at":"9","name":"x"}"#.into(),
+        };
+        assert!(ok.within(16));
+        let bad = |f: fn(&mut Entry)| {
+            let mut e = ok.clone();
+            f(&mut e);
+            e
+        };
+        let refused = [
+            bad(|e| e.topic = String::new()),
+            bad(|e| e.topic = "t".repeat(crate::phoenix::channels::MAX_TOPIC_BYTES + 1)),
+            bad(|e| e.key = "k".repeat(crate::presence::meta::MAX_KEY_BYTES + 1)),
+            bad(|e| e.phx_ref = "r".repeat(MAX_REMOTE_REF_BYTES + 1)),
+            bad(|e| e.meta = format!(r#"{{"pad":"{}"}}"#, "x".repeat(16 + META_HEADER_BYTES))),
+            bad(|e| e.meta = "[1]".into()),
+            bad(|e| e.meta = r#"{"open":"#.into()),
+        ];
+        for e in &refused {
+            assert!(!e.within(16), "{e:?}");
+        }
+        let mut w = Wire::Delta {
+            node: 1,
+            seq: 1,
+            joins: vec![ok.clone(), refused[4].clone()],
+            leaves: vec![refused[3].clone()],
+        };
+        assert_eq!(w.retain_entries(|e| e.within(16)), 2);
+        assert_eq!(
+            w,
+            Wire::Delta {
+                node: 1,
+                seq: 1,
+                joins: vec![ok],
+                leaves: vec![],
+            }
+        );
     }
 }

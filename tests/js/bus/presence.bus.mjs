@@ -4,9 +4,11 @@
 // stop for node_timeout_ms; Redis restarted mid-run, after an outage longer and one shorter than
 // node_timeout_ms (changes made while it was down are lost on the bus) → every list converges
 // again without restarting a gateway, no zombie; a clean stop's members leave at once; the same
-// lists over a Redis Cluster (SPUBLISH/SSUBSCRIBE).
+// lists over a Redis Cluster (SPUBLISH/SSUBSCRIBE); entries a misbehaving node publishes past
+// this node's bounds (a broken or oversized meta, a full topic) are not merged, and counted.
 
 import assert from 'node:assert/strict'
+import { spawnSync } from 'node:child_process'
 import { mkdtempSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -21,8 +23,9 @@ import { startCluster, startGateway, startRedis, until, withTimeout } from './he
 const HEARTBEAT_MS = 300
 const NODE_TIMEOUT_MS = 3000
 
-const config = (nodeTimeoutMs = NODE_TIMEOUT_MS) => `
+const config = (nodeTimeoutMs = NODE_TIMEOUT_MS, maxMembers = 10000) => `
 [presence]
+max_members = ${maxMembers}
 batch_ms = 20
 heartbeat_ms = ${HEARTBEAT_MS}
 node_timeout_ms = ${nodeTimeoutMs}
@@ -35,16 +38,16 @@ presence_key = "param:user"
 presence_meta = ["param:node"]
 `
 
-function configFile (nodeTimeoutMs) {
+function configFile (nodeTimeoutMs, maxMembers) {
   const dir = mkdtempSync(join(tmpdir(), 'ringgate-presence-bus-'))
   const path = join(dir, 'ringgate.toml')
-  writeFileSync(path, config(nodeTimeoutMs))
+  writeFileSync(path, config(nodeTimeoutMs, maxMembers))
   return path
 }
 
 /** A gateway with the presence routes, on the bus at `url`. */
-function gateway (t, url, name, { nodeTimeoutMs, args = [] } = {}) {
-  return startGateway(t, { busUrl: url, name, args: ['--config', configFile(nodeTimeoutMs), ...args] })
+function gateway (t, url, name, { nodeTimeoutMs, maxMembers, args = [] } = {}) {
+  return startGateway(t, { busUrl: url, name, args: ['--config', configFile(nodeTimeoutMs, maxMembers), ...args] })
 }
 
 /** An official socket with `Presence` on `topic`, joined as `user`; `.keys()` lists the members. */
@@ -254,4 +257,28 @@ test('Redis Cluster (sharded pub/sub): one list on both gateways', async t => {
   await withTimeout(new Promise(resolve => b2.channel.leave().receive('ok', resolve)), 'b2 leave')
   await allList(members.filter(m => m !== b2), ['a1', 'b1'], 'after a leave on a cluster')
   await allAdmin([a, b], topic, ['a1', 'b1'], 'on a cluster')
+})
+
+test('entries another node publishes past this node\'s bounds are not merged, and counted', async t => {
+  const redis = await startRedis(t)
+  const a = await gateway(t, `redis://127.0.0.1:${redis.port}`, 'a', { maxMembers: 3 })
+  const topic = `room:bounds-${Date.now()}`
+  const m = await member(t, a, topic, 'alice')
+  await allList([m], ['alice'], 'the local member')
+  // A node that speaks the presence format (docs/protocol.md, "Presence across nodes") but
+  // sends what this node would never hold of its own: its deltas, published by hand.
+  const publish = wire => {
+    const body = Buffer.concat([Buffer.from([1]), Buffer.from(JSON.stringify(wire))])
+    const r = spawnSync('redis-cli', ['-h', '127.0.0.1', '-p', String(redis.port), '-x', 'PUBLISH', 'presence@ringgate:'], { input: body, timeout: 10000 })
+    assert.equal(r.status, 0, String(r.stderr))
+  }
+  const entry = (key, meta) => ({ topic, key, phx_ref: `ref-${key}`, meta: meta ?? JSON.stringify({ phx_ref: `ref-${key}`, online_at: '1', node: 'x' }) })
+  const refused = async () => (await a.metrics()).ringgate_bus_presence_entries_refused_total
+  publish({ t: 'delta', node: 77, seq: 1, leaves: [], joins: [entry('bob'), entry('mallory', '{"phx_ref":'), entry('eve', JSON.stringify({ pad: 'x'.repeat(1024) }))] })
+  await allList([m], ['alice', 'bob'], 'the well-formed remote entry only')
+  assert.equal(await refused(), 2, 'a broken and an oversized meta')
+  // The topic holds 2 of max_members = 3: one more joins, the rest are refused.
+  publish({ t: 'delta', node: 77, seq: 2, leaves: [], joins: [entry('carol'), entry('dave'), entry('erin')] })
+  await allList([m], ['alice', 'bob', 'carol'], 'up to max_members')
+  await until(async () => await refused() === 4, 'two joins past max_members counted')
 })
