@@ -55,8 +55,14 @@ pub struct BusConfig {
     /// Broadcasts waiting for Redis, per node. Past it a publish is dropped and counted
     /// (`ringgate_bus_dropped_total{reason="queue_full"}`), never waited for: a slow Redis must
     /// not block a worker. Default 65536: seconds of a heavy publish rate at Redis's typical
-    /// latency, a few MiB of memory at most for small messages.
+    /// latency. Their bytes are bounded apart (`max_queued_publish_bytes`): 65,536 broadcasts of
+    /// 1 MiB would be 64 GiB.
     pub max_queued_publishes: usize,
+    /// Bytes of the broadcasts waiting for Redis (topic, event and payload). Past it a publish is
+    /// dropped and counted like one past `max_queued_publishes`. Default 64 MiB: the count bound's
+    /// seconds of small broadcasts fit many times over, while a burst of large ones cannot hold
+    /// more memory than this while Redis is slow.
+    pub max_queued_publish_bytes: usize,
     /// Topics whose membership changed and wait for the subscription reconciler, and topics whose
     /// count waits for the next heartbeat. Past it either set is forgotten: the next pass compares
     /// the whole topic table instead (a resync), the next heartbeat rewrites the whole counts hash.
@@ -115,6 +121,7 @@ impl Default for BusConfig {
             etf_max_atoms: 10_000,
             prefix: "ringgate:".into(),
             max_queued_publishes: 65536,
+            max_queued_publish_bytes: 64 << 20,
             max_pending_topics: 1_000_000,
             linger_ms: 5000,
             subscribe_batch: 1000,
@@ -175,6 +182,12 @@ impl BusConfig {
         if self.max_queued_publishes == 0 || self.subscribe_batch == 0 || self.publish_batch == 0 {
             return Err(
                 "max_queued_publishes, subscribe_batch and publish_batch must be ≥ 1".into(),
+            );
+        }
+        if self.max_queued_publish_bytes < 1 << 20 {
+            return Err(
+                "max_queued_publish_bytes must be ≥ 1048576 (a broadcast of the default 1 MiB must fit)"
+                    .into(),
             );
         }
         if self.subscription_audit_ms < 100 {

@@ -33,7 +33,7 @@ mod supervisor;
 
 use std::collections::{HashMap, HashSet};
 use std::fmt::Write;
-use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -63,6 +63,17 @@ pub struct Outgoing {
     pub event: Box<str>,
     pub payload: BusPayload,
     pub queued_at: Instant,
+}
+
+impl Outgoing {
+    /// What it holds, as counted against `max_queued_publish_bytes`.
+    pub fn bytes(&self) -> usize {
+        let payload = match &self.payload {
+            BusPayload::Json(raw) => raw.get().len(),
+            BusPayload::Binary(b) => b.len(),
+        };
+        self.topic.len() + self.event.len() + payload
+    }
 }
 
 /// Counters, read by `/metrics`.
@@ -155,6 +166,9 @@ pub struct Bus {
     pub admin: String,
     state: AtomicU8,
     queue: mpsc::Sender<Outgoing>,
+    /// Bytes of the broadcasts in `queue` (`Outgoing::bytes`), bounded by
+    /// `max_queued_publish_bytes`; the publisher takes off what it receives.
+    pub(crate) queued_bytes: AtomicUsize,
     queue_rx: Mutex<Option<mpsc::Receiver<Outgoing>>>,
     hints: Mutex<Hints>,
     /// Local subscriber counts changed since the last heartbeat, topic → members now: the
@@ -220,6 +234,7 @@ impl Bus {
             admin,
             state: AtomicU8::new(LinkState::Down as u8),
             queue: tx,
+            queued_bytes: AtomicUsize::new(0),
             queue_rx: Mutex::new(Some(rx)),
             hints: Mutex::new(Hints::default()),
             pending_counts: Mutex::new(PendingCounts::default()),
@@ -318,11 +333,20 @@ impl Bus {
             payload,
             queued_at: Instant::now(),
         };
-        match self.queue.try_send(out) {
-            Ok(()) => {}
-            Err(mpsc::error::TrySendError::Full(_)) => add(&self.stats.dropped_queue_full, 1),
-            Err(mpsc::error::TrySendError::Closed(_)) => add(&self.stats.dropped_down, 1),
+        let bytes = out.bytes();
+        let before = self.queued_bytes.fetch_add(bytes, Ordering::Relaxed);
+        if before + bytes > self.cfg.max_queued_publish_bytes {
+            self.queued_bytes.fetch_sub(bytes, Ordering::Relaxed);
+            add(&self.stats.dropped_queue_full, 1);
+            return;
         }
+        let refused = match self.queue.try_send(out) {
+            Ok(()) => return,
+            Err(mpsc::error::TrySendError::Full(_)) => &self.stats.dropped_queue_full,
+            Err(mpsc::error::TrySendError::Closed(_)) => &self.stats.dropped_down,
+        };
+        self.queued_bytes.fetch_sub(bytes, Ordering::Relaxed);
+        add(refused, 1);
     }
 
     /// `topic`'s local membership changed (called by the hub after the table update, outside
@@ -485,6 +509,12 @@ impl Bus {
             "Broadcasts waiting for Redis.",
             &(self.queued() as u64),
         );
+        one(
+            "queued_publish_bytes",
+            "gauge",
+            "Bytes of the broadcasts waiting for Redis (topic, event and payload).",
+            &(self.queued_bytes.load(Ordering::Relaxed) as u64),
+        );
         // A summary without quantiles: its `_sum` and `_count` under one family, so
         // `rate(_sum) / rate(_count)` is the mean latency and promtool sees no counter named
         // like a summary.
@@ -574,5 +604,49 @@ impl Bus {
         .iter()
         .map(|c| c.load(Ordering::Relaxed))
         .sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn up_bus(cfg: BusConfig) -> Arc<Bus> {
+        let (bus, _startup) = Bus::new(
+            cfg,
+            Target::Standalone("redis://127.0.0.1:1".into()),
+            "n".into(),
+            String::new(),
+            String::new(),
+            None,
+            1 << 20,
+        );
+        bus.state.store(LinkState::Up as u8, Ordering::Relaxed);
+        bus
+    }
+
+    #[test]
+    fn queued_publishes_are_bounded_in_bytes_as_well_as_in_count() {
+        let bus = up_bus(BusConfig {
+            max_queued_publish_bytes: 1 << 20,
+            ..BusConfig::default()
+        });
+        let big = vec![7u8; 400 << 10];
+        bus.offer("t", "e", Payload::Binary(&big));
+        bus.offer("t", "e", Payload::Binary(&big));
+        // A third would pass 1 MiB: dropped and counted, though the count bound is far away.
+        bus.offer("t", "e", Payload::Binary(&big));
+        assert_eq!(bus.queued(), 2);
+        assert_eq!(bus.stats.dropped_queue_full.load(Ordering::Relaxed), 1);
+        assert_eq!(
+            bus.queued_bytes.load(Ordering::Relaxed),
+            2 * (2 + (400 << 10))
+        );
+        let mut text = String::new();
+        bus.prometheus(&mut text);
+        assert!(text.contains(&format!(
+            "ringgate_bus_queued_publish_bytes {}",
+            2 * (2 + (400 << 10))
+        )));
     }
 }

@@ -17,7 +17,7 @@
 //! `presence_diff`s for this node's members.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -34,6 +34,10 @@ const MAX_QUEUED_BATCHES: usize = 4096;
 /// Received presence messages waiting for the task. 4096, the same reasoning; past it a message
 /// is dropped and counted, and the gap it leaves is repaired by a state transfer.
 const MAX_QUEUED_MESSAGES: usize = 4096;
+/// Bytes of the received messages waiting for the task (as they came off the bus). 64 MiB: far
+/// more than deltas of a busy cluster take while the task catches up. A message that finds the
+/// queue empty is always taken, so a state transfer larger than this still gets through.
+const MAX_QUEUED_MESSAGE_BYTES: usize = 64 << 20;
 
 type Batch = (Vec<Entry>, Vec<Entry>);
 
@@ -57,8 +61,10 @@ pub struct PresenceBus {
     pub cfg: PresenceConfig,
     pub stats: PresenceStats,
     local_tx: mpsc::Sender<Batch>,
-    wire_tx: mpsc::Sender<Wire>,
-    rx: Mutex<Option<(mpsc::Receiver<Batch>, mpsc::Receiver<Wire>)>>,
+    wire_tx: mpsc::Sender<(Wire, usize)>,
+    /// Bytes of the messages in `wire_tx`'s queue (`MAX_QUEUED_MESSAGE_BYTES`).
+    queued_bytes: AtomicUsize,
+    rx: Mutex<Option<(mpsc::Receiver<Batch>, mpsc::Receiver<(Wire, usize)>)>>,
     /// Set when a local batch was dropped: the task publishes the table's entries instead.
     lost_local: AtomicBool,
     /// The link generation the presence channel is subscribed on (0: none yet); the
@@ -85,6 +91,7 @@ impl PresenceBus {
             stats: PresenceStats::default(),
             local_tx,
             wire_tx,
+            queued_bytes: AtomicUsize::new(0),
             rx: Mutex::new(Some((local_rx, wire_rx))),
             lost_local: AtomicBool::new(false),
             subscribed_generation: AtomicU64::new(0),
@@ -121,7 +128,12 @@ impl PresenceBus {
                     add(&self.stats.entries_refused, refused as u64);
                     tracing::debug!(refused, "bus: presence entries out of bounds refused");
                 }
-                if self.wire_tx.try_send(w).is_err() {
+                let bytes = body.len();
+                let before = self.queued_bytes.fetch_add(bytes, Ordering::Relaxed);
+                if (before > 0 && before + bytes > MAX_QUEUED_MESSAGE_BYTES)
+                    || self.wire_tx.try_send((w, bytes)).is_err()
+                {
+                    self.queued_bytes.fetch_sub(bytes, Ordering::Relaxed);
                     add(&self.stats.dropped, 1);
                 }
             }
@@ -171,7 +183,10 @@ pub async fn run(bus: Arc<Bus>, hub: Arc<Hub>) {
                 None => return,
             },
             wire = wire_rx.recv() => match wire {
-                Some(w) => outs.extend(replica.receive(now_ms(), w)),
+                Some((w, bytes)) => {
+                    p.queued_bytes.fetch_sub(bytes, Ordering::Relaxed);
+                    outs.extend(replica.receive(now_ms(), w));
+                }
                 None => return,
             },
             _ = tick.tick() => {
@@ -266,5 +281,46 @@ async fn handle(bus: &Bus, p: &PresenceBus, hub: &Hub, outs: &mut Vec<Output>) {
             add(&p.stats.dropped, items.len() as u64);
             super::run::link_failed(bus, &link, &e);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A received delta whose body is about `mib` MiB.
+    fn delta(seq: u64, mib: usize) -> Vec<u8> {
+        let pad = Entry {
+            topic: "room:1".into(),
+            key: "k".into(),
+            phx_ref: "r".into(),
+            meta: format!(r#"{{"pad":"{}"}}"#, "x".repeat(mib << 20)),
+        };
+        Wire::Delta {
+            node: 5,
+            seq,
+            joins: Vec::new(),
+            leaves: vec![pad],
+        }
+        .encode()
+    }
+
+    #[test]
+    fn received_messages_are_bounded_in_bytes_but_one_always_fits() {
+        let p = PresenceBus::new("ringgate:", PresenceConfig::default());
+        let (_local, mut wire) = p.rx.lock().unwrap().take().unwrap();
+        p.received(&delta(1, 40));
+        p.received(&delta(2, 20));
+        // 60 MiB wait: another 20 would pass 64 MiB.
+        p.received(&delta(3, 20));
+        assert_eq!(p.stats.dropped.load(Ordering::Relaxed), 1);
+        while let Ok((_, bytes)) = wire.try_recv() {
+            p.queued_bytes.fetch_sub(bytes, Ordering::Relaxed);
+        }
+        assert_eq!(p.queued_bytes.load(Ordering::Relaxed), 0);
+        // Larger than the whole bound, into an empty queue: taken (a big state transfer).
+        p.received(&delta(4, 70));
+        assert_eq!(p.stats.dropped.load(Ordering::Relaxed), 1);
+        assert!(wire.try_recv().is_ok());
     }
 }

@@ -117,6 +117,8 @@ async fn publisher(bus: Arc<Bus>, mut rx: tokio::sync::mpsc::Receiver<Outgoing>)
         if rx.recv_many(&mut batch, bus.cfg.publish_batch).await == 0 {
             return;
         }
+        let taken: usize = batch.iter().map(Outgoing::bytes).sum();
+        bus.queued_bytes.fetch_sub(taken, Ordering::Relaxed);
         let Some(link) = bus.link() else {
             add(&bus.stats.dropped_down, batch.len() as u64);
             continue;
