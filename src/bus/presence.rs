@@ -40,6 +40,8 @@ const MAX_QUEUED_MESSAGES: usize = 4096;
 const MAX_QUEUED_MESSAGE_BYTES: usize = 64 << 20;
 
 type Batch = (Vec<Entry>, Vec<Entry>);
+/// A received message and its size as it came off the bus (`MAX_QUEUED_MESSAGE_BYTES`).
+type Received = (Wire, usize);
 
 /// Counters, read by `/metrics`.
 #[derive(Default)]
@@ -61,10 +63,10 @@ pub struct PresenceBus {
     pub cfg: PresenceConfig,
     pub stats: PresenceStats,
     local_tx: mpsc::Sender<Batch>,
-    wire_tx: mpsc::Sender<(Wire, usize)>,
+    wire_tx: mpsc::Sender<Received>,
     /// Bytes of the messages in `wire_tx`'s queue (`MAX_QUEUED_MESSAGE_BYTES`).
     queued_bytes: AtomicUsize,
-    rx: Mutex<Option<(mpsc::Receiver<Batch>, mpsc::Receiver<(Wire, usize)>)>>,
+    rx: Mutex<Option<(mpsc::Receiver<Batch>, mpsc::Receiver<Received>)>>,
     /// Set when a local batch was dropped: the task publishes the table's entries instead.
     lost_local: AtomicBool,
     /// The link generation the presence channel is subscribed on (0: none yet); the
