@@ -671,11 +671,17 @@ fn a_stalled_workers_inbox_is_bounded_and_the_lost_topics_members_are_closed() {
             admin_post(gw.admin, "/api/broadcast", &calm_body).await.0,
             202
         );
+        let mut queued_for = 0;
         for body in &bodies {
             let (status, resp) = admin_post(gw.admin, "/api/broadcast", body).await;
             assert_eq!(status, 202, "{resp}");
+            queued_for += serde_json::from_str::<Value>(&resp).unwrap()["subscribers"]
+                .as_u64()
+                .unwrap();
         }
         let publishing = stalled_at.elapsed();
+        // The answers count the member only for the broadcasts its worker's inbox took.
+        assert_eq!(queued_for, KEPT - 1);
         assert!(
             publishing < Duration::from_millis(STALL_MS - 500),
             "precondition: publishing took {publishing:?}, longer than the worker's stall"

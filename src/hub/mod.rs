@@ -40,7 +40,8 @@ pub struct Hub {
 /// Where a publish went.
 #[derive(Debug, Clone, Default)]
 pub struct Published {
-    /// Members of the topic across this node's workers when it was published.
+    /// Members of the topic across this node's workers that the broadcast was queued for (a
+    /// worker whose inbox was full, or that is dead, is left out: its members do not get it).
     pub members: u64,
     /// The broadcast, when the publishing worker itself has members (it delivers locally,
     /// without a message).
@@ -118,17 +119,19 @@ impl Hub {
         audience: &mut Vec<(usize, u32)>,
     ) -> Published {
         audience.clear();
-        let members = self.table.audience(topic, audience);
+        self.table.audience(topic, audience);
         if audience.is_empty() {
             return Published::default();
         }
         let b = Arc::new(broadcast::encode(topic, event, payload));
         let mut local = None;
-        for &(worker, _) in audience.iter() {
+        let mut members = 0;
+        for &(worker, n) in audience.iter() {
             if Some(worker) == from {
                 local = Some(b.clone());
-            } else {
-                self.inboxes[worker].send(Msg::Broadcast(b.clone()));
+                members += u64::from(n);
+            } else if self.inboxes[worker].send(Msg::Broadcast(b.clone())) {
+                members += u64::from(n);
             }
         }
         Published { members, local }

@@ -142,14 +142,15 @@ impl Inbox {
         self.efd.as_raw_fd()
     }
 
-    /// Queues a message and wakes the worker; drops (and counts) it if the worker is dead.
+    /// Queues a message and wakes the worker; drops (and counts) it if the worker is dead or the
+    /// inbox is full. True when it was queued.
     ///
     /// Only the message that finds the queue empty writes the eventfd. The queue is non-empty
     /// only from that push to the worker's next `take_all`, which reads the eventfd before it
     /// takes the whole queue, so every message queued meanwhile is taken by the wake-up the first
     /// one wrote. A burst of broadcasts (an admin request for many topics, a bus batch) then costs
     /// the worker one wake-up and one eventfd read instead of one per broadcast.
-    pub fn send(&self, msg: Msg) {
+    pub fn send(&self, msg: Msg) -> bool {
         let first = {
             let mut q = self.queue.lock().unwrap_or_else(|p| p.into_inner());
             // Checked under the lock, so `close` and `send` cannot interleave to leave a message
@@ -157,7 +158,7 @@ impl Inbox {
             if self.closed.load(Ordering::Relaxed) {
                 drop(q);
                 self.dropped.fetch_add(1, Ordering::Relaxed);
-                return;
+                return false;
             }
             match &msg {
                 Msg::Broadcast(b) => {
@@ -181,11 +182,11 @@ impl Inbox {
                                  topics are then closed with 1013 (ringgate_inbox_overflow_total)"
                             );
                         }
-                        return;
+                        return false;
                     }
                     q.broadcast_bytes += bytes;
                 }
-                Msg::Report(_) if q.reports >= MAX_QUEUED_REPORTS => return,
+                Msg::Report(_) if q.reports >= MAX_QUEUED_REPORTS => return false,
                 Msg::Report(_) => q.reports += 1,
                 Msg::Drain { .. } => {}
             }
@@ -195,6 +196,7 @@ impl Inbox {
         if first {
             self.wake();
         }
+        true
     }
 
     /// Remembers the topic of a broadcast dropped for a full inbox.
