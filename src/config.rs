@@ -175,9 +175,10 @@ pub struct Config {
     pub admin_max_connections: usize,
     /// Time an admin connection has to send a request's headers (which also ends a keep-alive
     /// connection silent that long), and again for the request's body and answer; also the
-    /// connection's `TCP_USER_TIMEOUT` (an answer left unread). Default 10 s: every answer is
-    /// computed in milliseconds, so only a stalled or hostile client meets it. With a bus it must
-    /// exceed twice `[bus] response_timeout_ms`, the bound of a cluster view.
+    /// connection's `TCP_USER_TIMEOUT` (an answer left unread). Default 10 s: an answer takes
+    /// milliseconds, a scrape at most the 2 s it waits for the workers' reports, so only a stalled
+    /// or hostile client meets it. At least 2.5 s; with a bus it must exceed twice
+    /// `[bus] response_timeout_ms`, the bound of a cluster view.
     pub admin_timeout_ms: u64,
     /// When set, admin API requests need `Authorization: Bearer <api_key>`. Default unset: the
     /// admin port listens on loopback only.
@@ -362,8 +363,19 @@ impl Config {
         if self.admin_max_connections == 0 || self.admin_max_connections > 65536 {
             return bad("admin_max_connections", "must be 1..=65536");
         }
-        if !(100..=600_000).contains(&self.admin_timeout_ms) {
-            return bad("admin_timeout_ms", "must be 100..=600000 (10 min)");
+        if !(2_500..=600_000).contains(&self.admin_timeout_ms) {
+            return bad(
+                "admin_timeout_ms",
+                "must be 2500..=600000 (a scrape waits up to 2 s for the workers' reports)",
+            );
+        }
+        // A publish's topic, event and payload all come in one client message or one admin body.
+        let largest_publish = self.max_message_bytes.max(crate::admin::MAX_BODY_BYTES);
+        if self.bus.max_queued_publish_bytes < largest_publish {
+            return bad(
+                "bus",
+                "max_queued_publish_bytes must hold the largest publish (max_message_bytes, or the admin API's 1 MiB body)",
+            );
         }
         if self.bus.url.is_some()
             && self.admin_timeout_ms <= self.bus.response_timeout_ms.saturating_mul(2)

@@ -67,7 +67,7 @@ fn a_request_without_the_key_is_refused_before_its_body_is_read() {
 
 #[test]
 fn stalled_requests_and_quiet_connections_are_ended() {
-    let gw = Gateway::start(&["--workers", "1", "--admin-timeout-ms", "500"]);
+    let gw = Gateway::start(&["--workers", "1", "--admin-timeout-ms", "2500"]);
 
     // Half a request line's headers, then nothing: the connection is closed.
     let mut s = connect(gw.admin);

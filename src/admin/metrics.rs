@@ -53,9 +53,14 @@ pub fn gather(hub: &Hub) -> Vec<Report> {
             rx
         })
         .collect();
+    // One deadline for all: k wedged workers cost one timeout, not k.
+    let deadline = std::time::Instant::now() + REPORT_TIMEOUT;
     replies
         .into_iter()
-        .filter_map(|rx| rx.recv_timeout(REPORT_TIMEOUT).ok())
+        .filter_map(|rx| {
+            rx.recv_timeout(deadline.saturating_duration_since(std::time::Instant::now()))
+                .ok()
+        })
         .collect()
 }
 

@@ -536,7 +536,7 @@ impl Bus {
                 ("decode_errors_total", "Presence messages that could not be decoded.", &ps.decode_errors),
                 ("transfers_sent_total", "Presence state transfers sent to other nodes.", &ps.transfers_sent),
                 ("nodes_timed_out_total", "Nodes whose presence entries were removed after node_timeout_ms of silence.", &ps.nodes_timed_out),
-                ("entries_refused_total", "Presence entries from other nodes not merged: out of this node's bounds, or joining a topic holding max_members entries.", &ps.entries_refused),
+                ("entries_refused_total", "Presence entries from other nodes not merged: out of this node's bounds, or joining a topic holding twice max_members entries.", &ps.entries_refused),
             ] {
                 let _ = writeln!(
                     out,

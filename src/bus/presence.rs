@@ -53,7 +53,7 @@ pub struct PresenceStats {
     pub transfers_sent: AtomicU64,
     pub nodes_timed_out: AtomicU64,
     /// Entries other nodes sent that were not merged: out of the bounds this node keeps its own
-    /// entries to (`Entry::within`), or joining a topic that holds `max_members` entries.
+    /// entries to (`Entry::within`), or joining a topic that holds twice `max_members` entries.
     pub entries_refused: AtomicU64,
 }
 
@@ -290,19 +290,24 @@ async fn handle(bus: &Bus, p: &PresenceBus, hub: &Hub, outs: &mut Vec<Output>) {
 mod tests {
     use super::*;
 
-    /// A received delta whose body is about `mib` MiB.
+    /// A received delta of about `mib` MiB, of entries within the default bounds (so none is
+    /// filtered out before the queue).
     fn delta(seq: u64, mib: usize) -> Vec<u8> {
-        let pad = Entry {
-            topic: "room:1".into(),
-            key: "k".into(),
-            phx_ref: "r".into(),
-            meta: format!(r#"{{"pad":"{}"}}"#, "x".repeat(mib << 20)),
-        };
+        let meta = format!(r#"{{"pad":"{}"}}"#, "x".repeat(400));
+        let joins: Vec<Entry> = (0..(mib << 20) / 480)
+            .map(|i| Entry {
+                topic: "room:1".into(),
+                key: format!("k{i}"),
+                phx_ref: format!("r{i}"),
+                meta: meta.clone(),
+            })
+            .collect();
+        assert!(joins.iter().all(|e| e.within(512)));
         Wire::Delta {
             node: 5,
             seq,
-            joins: Vec::new(),
-            leaves: vec![pad],
+            joins,
+            leaves: Vec::new(),
         }
         .encode()
     }

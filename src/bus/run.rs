@@ -117,10 +117,12 @@ async fn publisher(bus: Arc<Bus>, mut rx: tokio::sync::mpsc::Receiver<Outgoing>)
         if rx.recv_many(&mut batch, bus.cfg.publish_batch).await == 0 {
             return;
         }
+        // Counted against `max_queued_publish_bytes` until Redis answered: the batch and its
+        // encoded copy are held that long.
         let taken: usize = batch.iter().map(Outgoing::bytes).sum();
-        bus.queued_bytes.fetch_sub(taken, Ordering::Relaxed);
         let Some(link) = bus.link() else {
             add(&bus.stats.dropped_down, batch.len() as u64);
+            bus.queued_bytes.fetch_sub(taken, Ordering::Relaxed);
             continue;
         };
         items.clear();
@@ -145,9 +147,12 @@ async fn publisher(bus: Arc<Bus>, mut rx: tokio::sync::mpsc::Receiver<Outgoing>)
             }
         }
         if items.is_empty() {
+            bus.queued_bytes.fetch_sub(taken, Ordering::Relaxed);
             continue;
         }
-        match link.publish(&items).await {
+        let published = link.publish(&items).await;
+        bus.queued_bytes.fetch_sub(taken, Ordering::Relaxed);
+        match published {
             Ok(()) => {
                 add(&bus.stats.published, items.len() as u64);
                 if let Some(t) = oldest {

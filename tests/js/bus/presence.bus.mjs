@@ -277,8 +277,10 @@ test('entries another node publishes past this node\'s bounds are not merged, an
   publish({ t: 'delta', node: 77, seq: 1, leaves: [], joins: [entry('bob'), entry('mallory', '{"phx_ref":'), entry('eve', JSON.stringify({ pad: 'x'.repeat(1024) }))] })
   await allList([m], ['alice', 'bob'], 'the well-formed remote entry only')
   assert.equal(await refused(), 2, 'a broken and an oversized meta')
-  // The topic holds 2 of max_members = 3: one more joins, the rest are refused.
-  publish({ t: 'delta', node: 77, seq: 2, leaves: [], joins: [entry('carol'), entry('dave'), entry('erin')] })
-  await allList([m], ['alice', 'bob', 'carol'], 'up to max_members')
-  await until(async () => await refused() === 4, 'two joins past max_members counted')
+  // Another node's entries are merged up to twice max_members (3 here): the topic holds 2, so
+  // 4 of these 6 join and 2 are refused.
+  const more = ['carol', 'dave', 'erin', 'frank', 'grace', 'heidi']
+  publish({ t: 'delta', node: 77, seq: 2, leaves: [], joins: more.map(k => entry(k)) })
+  await allList([m], ['alice', 'bob', ...more.slice(0, 4)], 'up to twice max_members')
+  await until(async () => await refused() === 4, 'two joins past twice max_members counted')
 })
