@@ -140,7 +140,7 @@ const PER_WORKER: &[(&str, &str, &str, Field)] = &[
     (
         "inbox_overflow_closes_total",
         "counter",
-        "Members closed with 1013 because their topic lost a broadcast to the worker's full inbox.",
+        "Members closed with 1013 because their topic lost a broadcast (to the worker's full inbox, or at the bus's max_incoming_bytes).",
         |r| r.stats.inbox_overflow_closes,
     ),
     (

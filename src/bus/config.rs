@@ -63,6 +63,11 @@ pub struct BusConfig {
     /// seconds of small broadcasts fit many times over, while a burst of large ones cannot hold
     /// more memory than this while Redis is slow.
     pub max_queued_publish_bytes: usize,
+    /// Bytes of the messages Redis pushed that wait for the bus task (`bus/incoming.rs`). Past it
+    /// a message is dropped and counted, and the members of its topic are closed with 1013, as
+    /// a full worker inbox does. Default 64 MiB: the task takes each message at once, so only an
+    /// admin thread starved of CPU while Redis keeps writing gets near it.
+    pub max_incoming_bytes: usize,
     /// Topics whose membership changed and wait for the subscription reconciler, and topics whose
     /// count waits for the next heartbeat. Past it either set is forgotten: the next pass compares
     /// the whole topic table instead (a resync), the next heartbeat rewrites the whole counts hash.
@@ -122,6 +127,7 @@ impl Default for BusConfig {
             prefix: "ringgate:".into(),
             max_queued_publishes: 65536,
             max_queued_publish_bytes: 64 << 20,
+            max_incoming_bytes: 64 << 20,
             max_pending_topics: 1_000_000,
             linger_ms: 5000,
             subscribe_batch: 1000,
@@ -183,6 +189,9 @@ impl BusConfig {
             return Err(
                 "max_queued_publishes, subscribe_batch and publish_batch must be ≥ 1".into(),
             );
+        }
+        if self.max_incoming_bytes < 1024 {
+            return Err("max_incoming_bytes must be ≥ 1024".into());
         }
         if self.max_queued_publish_bytes < 1 << 20 {
             return Err(

@@ -1,8 +1,8 @@
 //! One set of connections to Redis and the commands the bus sends on it.
 //!
 //! - Standalone: a multiplexed connection for `PUBLISH` (pipelined, in order) and the heartbeat,
-//!   and a dedicated RESP2 pub/sub connection for `SUBSCRIBE`/`UNSUBSCRIBE` (many channels per
-//!   command). When either breaks the supervisor makes a new pair (a new generation) and the
+//!   and a dedicated RESP3 connection for `SUBSCRIBE`/`UNSUBSCRIBE` (many channels per command),
+//!   whose messages arrive as pushes (`bus/incoming.rs`). When either breaks the supervisor makes a new pair (a new generation) and the
 //!   reconciler subscribes every topic with local members again.
 //! - Cluster: the `redis` crate's cluster connection over RESP3. It routes `SPUBLISH` and
 //!   `SSUBSCRIBE` by the channel's hash slot, follows `MOVED`, refreshes the slot map after a
@@ -13,7 +13,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use futures_util::stream::{self, StreamExt};
-use redis::aio::{MultiplexedConnection, PubSubSink};
+use redis::aio::MultiplexedConnection;
 use redis::cluster_async::ClusterConnection;
 use redis::cluster_routing::{MultipleNodeRoutingInfo, RoutingInfo};
 use redis::{Cmd, FromRedisValue, RedisResult, Value};
@@ -25,7 +25,8 @@ pub enum Link {
         /// Bound on each command's round trip (`response_timeout_ms`).
         deadline: Duration,
         conn: MultiplexedConnection,
-        sink: PubSubSink,
+        /// The subscriber connection (RESP3: its messages are pushes).
+        sub: MultiplexedConnection,
     },
     Cluster {
         generation: u64,
@@ -202,14 +203,14 @@ impl Link {
     pub async fn subscribe(&self, channels: &[String], on: bool, batch: usize) -> RedisResult<u64> {
         let mut commands = 0;
         match self {
-            Self::Standalone { sink, .. } => {
-                let mut sink = sink.clone();
+            Self::Standalone { sub, .. } => {
+                let mut sub = sub.clone();
                 for chunk in super::subs::batches(channels, batch) {
                     let deadline = self.deadline();
                     if on {
-                        within(deadline, sink.subscribe(chunk)).await?;
+                        within(deadline, sub.subscribe(chunk)).await?;
                     } else {
-                        within(deadline, sink.unsubscribe(chunk)).await?;
+                        within(deadline, sub.unsubscribe(chunk)).await?;
                     }
                     commands += 1;
                 }

@@ -22,6 +22,7 @@
 
 pub mod config;
 pub mod envelope;
+pub mod incoming;
 pub mod link;
 pub mod nodes;
 pub mod phoenix;
@@ -169,6 +170,8 @@ pub struct Bus {
     /// Bytes of the broadcasts in `queue` (`Outgoing::bytes`), bounded by
     /// `max_queued_publish_bytes`; the publisher takes off what it receives.
     pub(crate) queued_bytes: AtomicUsize,
+    /// The bound on what Redis pushed and the bus task has not taken yet (`incoming`).
+    pub incoming: Arc<incoming::Gate>,
     queue_rx: Mutex<Option<mpsc::Receiver<Outgoing>>>,
     hints: Mutex<Hints>,
     /// Local subscriber counts changed since the last heartbeat, topic → members now: the
@@ -215,6 +218,7 @@ impl Bus {
         max_payload_bytes: usize,
     ) -> (Arc<Self>, Startup) {
         let (tx, rx) = mpsc::channel(cfg.max_queued_publishes);
+        let incoming = Arc::new(incoming::Gate::new(cfg.max_incoming_bytes));
         let cfg_prefix = cfg.prefix.clone();
         let (startup_tx, startup_rx) = std::sync::mpsc::channel();
         let instance = RandomState::new().hash_one(std::process::id()) | 1;
@@ -235,6 +239,7 @@ impl Bus {
             state: AtomicU8::new(LinkState::Down as u8),
             queue: tx,
             queued_bytes: AtomicUsize::new(0),
+            incoming,
             queue_rx: Mutex::new(Some(rx)),
             hints: Mutex::new(Hints::default()),
             pending_counts: Mutex::new(PendingCounts::default()),
@@ -508,6 +513,18 @@ impl Bus {
             "gauge",
             "Broadcasts waiting for Redis.",
             &(self.queued() as u64),
+        );
+        one(
+            "incoming_dropped_total",
+            "counter",
+            "Messages from Redis dropped before the bus task took them (max_incoming_bytes); their topics' members were closed with 1013.",
+            &get(&self.incoming.dropped),
+        );
+        one(
+            "incoming_bytes",
+            "gauge",
+            "Bytes of the messages from Redis waiting for the bus task.",
+            &(self.incoming.queued_bytes() as u64),
         );
         one(
             "queued_publish_bytes",

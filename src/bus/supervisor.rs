@@ -7,22 +7,24 @@
 //! the name check, state changes and their counts behave identically on standalone Redis and on a
 //! Cluster. Only dialing and reading the incoming stream differ, and live in `Dial`/`Incoming`:
 //!
-//! - Standalone: a multiplexed connection for commands and a dedicated subscriber connection,
-//!   whose subscriptions end only when it does.
+//! - Standalone: a multiplexed connection for commands and a dedicated RESP3 subscriber
+//!   connection, whose subscriptions end only when it does.
 //! - Cluster: each generation is a fresh client (a fresh slot map) with its own push channel. It
 //!   ends when a shard connection drops, when a shard unsubscribes a channel we still hold (its
 //!   slot moved or its master was demoted), or when a command fails; the next one subscribes every
 //!   held channel again on the current owners. Dropping the old client closes its subscriptions,
 //!   and its pushes go nowhere, so nothing arrives twice.
+//!
+//! On both, incoming messages are RESP3 pushes, handed by the client to a sender bounded in bytes
+//! (`bus/incoming.rs`); what it drops at the bound is settled here, between two messages.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use ahash::RandomState;
-use futures_util::StreamExt;
-use redis::aio::PubSubStream;
 use redis::cluster::ClusterClientBuilder;
 use redis::{AsyncConnectionConfig, ProtocolVersion, PushInfo, PushKind, RedisError, Value};
+use tokio::sync::mpsc::UnboundedReceiver;
 
 use super::link::{timed_out, Link};
 use super::run::receive;
@@ -80,6 +82,8 @@ enum Dial {
 struct Standalone {
     url: String,
     client: redis::Client,
+    /// The same target over RESP3, for the subscriber connection (its messages are pushes).
+    sub_client: redis::Client,
     config: AsyncConnectionConfig,
 }
 
@@ -87,17 +91,25 @@ struct Standalone {
 enum Parts {
     Standalone {
         conn: redis::aio::MultiplexedConnection,
-        sink: redis::aio::PubSubSink,
+        sub: redis::aio::MultiplexedConnection,
     },
     Cluster {
         conn: redis::cluster_async::ClusterConnection,
     },
 }
 
-/// Where a link's incoming messages arrive.
-enum Incoming {
-    Standalone(PubSubStream),
-    Cluster(tokio::sync::mpsc::UnboundedReceiver<PushInfo>),
+/// Where a link's incoming messages arrive: the pushes its client handed to `push_sender`.
+struct Incoming(UnboundedReceiver<PushInfo>);
+
+/// The client's push sender for a new link: every push goes through the bus's byte bound.
+fn push_sender(bus: &Bus) -> (impl redis::aio::AsyncPushSender, Incoming) {
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    let gate = bus.incoming.clone();
+    let sender = move |info: PushInfo| -> Result<(), std::convert::Infallible> {
+        gate.offer(&tx, info);
+        Ok(())
+    };
+    (sender, Incoming(rx))
 }
 
 /// Why a connect failed: a configuration that can never work, or a target to try again later.
@@ -112,6 +124,16 @@ impl Dial {
             Target::Standalone(url) => Dial::Standalone(Box::new(Standalone {
                 url: url.clone(),
                 client: redis::Client::open(url.as_str())?,
+                sub_client: {
+                    let info = redis::Client::open(url.as_str())?
+                        .get_connection_info()
+                        .clone();
+                    let resp3 = info
+                        .redis_settings()
+                        .clone()
+                        .set_protocol(ProtocolVersion::RESP3);
+                    redis::Client::open(info.set_redis_settings(resp3))?
+                },
                 config: AsyncConnectionConfig::new()
                     .set_connection_timeout(Some(Duration::from_millis(bus.cfg.connect_timeout_ms)))
                     .set_response_timeout(Some(Duration::from_millis(bus.cfg.response_timeout_ms))),
@@ -139,22 +161,20 @@ impl Dial {
                     .get_multiplexed_async_connection_with_config(&s.config)
                     .await
                     .map_err(DialError::Retry)?;
-                let pubsub = tokio::time::timeout(timeout, client.get_async_pubsub())
+                let (sender, incoming) = push_sender(bus);
+                let config = s.config.clone().set_push_sender(sender);
+                let sub = s
+                    .sub_client
+                    .get_multiplexed_async_connection_with_config(&config)
                     .await
-                    .map_err(|_| timed_out("bus: Redis subscriber connect exceeded its deadline"))
-                    .and_then(|r| r)
                     .map_err(DialError::Retry)?;
-                let (sink, stream) = pubsub.split();
-                Ok((
-                    Parts::Standalone { conn, sink },
-                    Incoming::Standalone(stream),
-                ))
+                Ok((Parts::Standalone { conn, sub }, incoming))
             }
             Dial::Cluster { seeds } => {
-                let (push_tx, push_rx) = tokio::sync::mpsc::unbounded_channel();
+                let (sender, incoming) = push_sender(bus);
                 let client = ClusterClientBuilder::new(seeds.clone())
                     .use_protocol(ProtocolVersion::RESP3)
-                    .push_sender(push_tx)
+                    .push_sender(sender)
                     .connection_timeout(timeout)
                     .response_timeout(Duration::from_millis(bus.cfg.response_timeout_ms))
                     .build()
@@ -171,7 +191,7 @@ impl Dial {
                             ))
                         })
                         .map_err(DialError::Retry)?;
-                Ok((Parts::Cluster { conn }, Incoming::Cluster(push_rx)))
+                Ok((Parts::Cluster { conn }, incoming))
             }
         }
     }
@@ -180,11 +200,11 @@ impl Dial {
 impl Parts {
     fn into_link(self, generation: u64, deadline: Duration) -> Link {
         match self {
-            Parts::Standalone { conn, sink } => Link::Standalone {
+            Parts::Standalone { conn, sub } => Link::Standalone {
                 generation,
                 deadline,
                 conn,
-                sink,
+                sub,
             },
             Parts::Cluster { conn } => Link::Cluster {
                 generation,
@@ -196,9 +216,9 @@ impl Parts {
 }
 
 impl Incoming {
-    /// Waits for the next incoming message and hands it to the hub; false once the link is over
-    /// (its stream ended, or a push says a shard connection or a held subscription was lost).
-    /// Cancel-safe: the only await is on the stream, and a message taken is handled before return.
+    /// Waits for the next push and hands a message to the hub; false once the link is over (the
+    /// connection dropped, or a shard unsubscribed a channel we still hold). Cancel-safe: the
+    /// only await is on the queue, and a push taken is handled before return.
     async fn pump(
         &mut self,
         bus: &Bus,
@@ -206,42 +226,99 @@ impl Incoming {
         generation: u64,
         audience: &mut Vec<(usize, u32)>,
     ) -> bool {
-        match self {
-            Incoming::Standalone(stream) => match stream.next().await {
-                Some(m) => {
-                    let channel = m.get_channel_name().as_bytes();
-                    receive(bus, hub, channel, m.get_payload_bytes(), audience);
-                    true
+        let Some(push) = self.0.recv().await else {
+            return false;
+        };
+        bus.incoming.taken(&push);
+        let alive = match push.kind {
+            PushKind::SMessage | PushKind::Message => {
+                if let (Some(Value::BulkString(channel)), Some(Value::BulkString(body))) =
+                    (push.data.first(), push.data.get(1))
+                {
+                    receive(bus, hub, channel, body, audience);
                 }
-                None => false,
-            },
-            Incoming::Cluster(rx) => {
-                let Some(push) = rx.recv().await else {
-                    return false;
-                };
-                match push.kind {
-                    PushKind::SMessage | PushKind::Message => {
-                        if let (Some(Value::BulkString(channel)), Some(Value::BulkString(body))) =
-                            (push.data.first(), push.data.get(1))
-                        {
-                            receive(bus, hub, channel, body, audience);
-                        }
-                        true
-                    }
-                    PushKind::Disconnection => {
-                        tracing::warn!("bus: a Redis Cluster connection dropped; reconnecting");
-                        false
-                    }
-                    PushKind::SUnsubscribe if unsubscribed_while_held(bus, hub, &push.data) => {
-                        tracing::warn!("bus: a shard unsubscribed a held channel (slot moved or failover); reconnecting");
-                        false
-                    }
-                    kind => {
-                        tracing::debug!(generation, ?kind, channel = ?push.data.first(), "bus: push");
-                        true
-                    }
-                }
+                true
             }
+            PushKind::Disconnection => {
+                tracing::warn!("bus: a Redis connection dropped; reconnecting");
+                false
+            }
+            PushKind::SUnsubscribe if unsubscribed_while_held(bus, hub, &push.data) => {
+                tracing::warn!("bus: a shard unsubscribed a held channel (slot moved or failover); reconnecting");
+                false
+            }
+            kind => {
+                tracing::debug!(generation, ?kind, channel = ?push.data.first(), "bus: push");
+                true
+            }
+        };
+        if let Some(lost) = bus.incoming.take_lost() {
+            settle_lost(bus, hub, &lost);
+        }
+        alive
+    }
+
+    /// The link is over: what still waits is dropped (its bytes leave the bound), and nothing
+    /// more can be queued.
+    fn close(mut self, bus: &Bus) {
+        self.0.close();
+        while let Ok(push) = self.0.try_recv() {
+            bus.incoming.taken(&push);
+        }
+    }
+}
+
+/// Messages the incoming bound dropped: the members of their topics are closed with 1013 by
+/// their workers (as for a broadcast a full inbox dropped), so none goes on with a gap it cannot
+/// see. A shared channel (`format = "phoenix"`) carries every topic, so a drop there closes every
+/// joined member; a drop on the presence channel is a gap the replica repairs by a transfer.
+fn settle_lost(bus: &Bus, hub: &Hub, lost: &super::incoming::LostChannels) {
+    let mut topics: Vec<Option<&str>> = Vec::new();
+    if lost.all {
+        topics.push(None);
+    } else {
+        for channel in &lost.channels {
+            if bus
+                .presence
+                .as_ref()
+                .is_some_and(|p| p.channel.as_bytes() == &**channel)
+            {
+                continue;
+            }
+            if bus
+                .codec
+                .shared_channel()
+                .is_some_and(|c| c.as_bytes() == &**channel)
+            {
+                topics = vec![None];
+                break;
+            }
+            if let Some(topic) = std::str::from_utf8(channel)
+                .ok()
+                .and_then(|c| c.strip_prefix(bus.cfg.prefix.as_str()))
+            {
+                topics.push(Some(topic));
+            }
+        }
+    }
+    if topics.is_empty() {
+        return;
+    }
+    // On the 1st, 2nd, 4th, ... drop: a flood of drops cannot flood the log.
+    let dropped = bus
+        .incoming
+        .dropped
+        .load(std::sync::atomic::Ordering::Relaxed);
+    if dropped.is_power_of_two() {
+        tracing::warn!(
+            topics = topics.len(),
+            dropped,
+            "bus: messages from Redis dropped at max_incoming_bytes; closing their topics' members with 1013"
+        );
+    }
+    for inbox in &hub.inboxes {
+        for topic in &topics {
+            inbox.lose_topic(*topic);
         }
     }
 }
@@ -332,6 +409,7 @@ pub(super) async fn supervise(bus: Arc<Bus>, hub: Arc<Hub>) {
                         () = bus.broken.notified() => break,
                     }
                 }
+                incoming.close(&bus);
                 bus.set_state(LinkState::Down);
                 bus.link.send_replace(None);
                 tracing::warn!(

@@ -199,6 +199,27 @@ impl Inbox {
         true
     }
 
+    /// Remembers that a broadcast to `topic` (every topic: `None`) was lost before it reached this
+    /// inbox (the bus dropped it): at its next turn the worker closes those members with 1013,
+    /// as for a broadcast the full inbox dropped.
+    pub fn lose_topic(&self, topic: Option<&str>) {
+        let first = {
+            let mut q = self.queue.lock().unwrap_or_else(|p| p.into_inner());
+            let first = q.msgs.is_empty() && q.lost.is_empty();
+            match topic {
+                Some(topic) => Self::lose(&mut q, topic),
+                None => {
+                    q.lost.all = true;
+                    q.lost.topics = HashSet::default();
+                }
+            }
+            first
+        };
+        if first {
+            self.wake();
+        }
+    }
+
     /// Remembers the topic of a broadcast dropped for a full inbox.
     fn lose(q: &mut Queue, topic: &str) {
         if q.lost.all || q.lost.topics.contains(topic) {
@@ -320,6 +341,23 @@ mod tests {
         } else {
             0
         }
+    }
+
+    #[test]
+    fn a_topic_lost_before_the_inbox_wakes_the_worker_once_and_is_taken() {
+        let inbox = Inbox::new(0).unwrap();
+        inbox.lose_topic(Some("rooms:a"));
+        inbox.lose_topic(Some("rooms:b"));
+        assert_eq!(eventfd_count(&inbox), 1);
+        let mut msgs = Vec::new();
+        let lost = inbox.take_all(&mut msgs);
+        assert!(msgs.is_empty());
+        assert_eq!(lost.topics.len(), 2);
+        assert!(!lost.all);
+        inbox.lose_topic(None);
+        let lost = inbox.take_all(&mut msgs);
+        assert!(lost.all);
+        assert!(inbox.take_all(&mut msgs).is_empty());
     }
 
     #[test]

@@ -485,8 +485,9 @@ impl Worker {
         }
     }
 
-    /// Closes (1013, try again later) the members of the topics whose broadcasts the full inbox
-    /// dropped, or every joined connection when too many topics lost one: none of them may go on
+    /// Closes (1013, try again later) the members of the topics whose broadcasts were lost (the
+    /// full inbox dropped them, or the bus did before they reached it: `Inbox::lose_topic`), or
+    /// every joined connection when too many topics lost one: none of them may go on
     /// as if it had every broadcast, or a presence list a dropped diff made wrong. They reconnect
     /// and rejoin, as after a slow-consumer close.
     fn close_lost(&mut self, lost: &inbox::Lost) {
@@ -508,7 +509,7 @@ impl Worker {
             topics = lost.topics.len(),
             all = lost.all,
             closing = slots.len(),
-            "closing the members of topics whose broadcasts the full inbox dropped (1013)"
+            "closing the members of topics that lost a broadcast (1013)"
         );
         for slot in slots {
             self.stats.inbox_overflow_closes += 1;

@@ -4,13 +4,14 @@
 // (the counts waiting for a heartbeat stay bounded; the node's counts hash is rewritten whole
 // when Redis is back), and a gateway SIGKILLed (the others lose nothing, its cluster-view entry
 // expires), and a message on a topic channel larger than any node publishes (refused before it is
-// decoded, counted; the messages around it still delivered).
+// decoded, counted; the messages around it still delivered), and a burst from Redis past
+// max_incoming_bytes (dropped, counted, the topic's members closed with 1013).
 
 import assert from 'node:assert/strict'
+import { spawnSync } from 'node:child_process'
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { spawnSync } from 'node:child_process'
 import { test } from 'node:test'
 
 import { client, expectExactly, numsub, pushMany, redisCli, startGateway, startRedis, until, withTimeout } from './helpers.mjs'
@@ -157,4 +158,28 @@ test('a message larger than any node publishes is refused before decoding; the o
   await expectExactly(m.got[topic], [{ n: 1 }, { n: 3 }], 'the member, around the refused message')
   const seen = await a.metrics()
   assert.equal(seen['ringgate_bus_rejected_total{reason="too_large"}'], 1, 'the big one counted as too large')
+})
+
+test('a burst from Redis past max_incoming_bytes: dropped, counted, and the topic\'s members closed with 1013', async t => {
+  const redis = await startRedis(t)
+  const dir = mkdtempSync(join(tmpdir(), 'ringgate-incoming-'))
+  t.after(() => rmSync(dir, { recursive: true, force: true }))
+  const config = join(dir, 'ringgate.toml')
+  // A tiny bound, so one burst read in one go passes it before the bus task runs.
+  writeFileSync(config, '[bus]\nmax_incoming_bytes = 1024\n')
+  const a = await startGateway(t, { busUrl: `redis://127.0.0.1:${redis.port}`, name: 'a', args: ['--config', config] })
+  const topic = `rooms:burst-${Date.now()}`
+  const m = await client(t, a.url, [topic])
+  const closed = new Promise(resolve => m.socket.onClose(e => resolve(e.code)))
+  const channel = `ringgate:${topic}`
+  await until(async () => await numsub(redis.port, channel) === 1, 'a subscribed to the topic channel')
+  // 2,000 publishes from one script: Redis writes them back to back.
+  const script = "for i = 1, 2000 do redis.call('PUBLISH', KEYS[1], ARGV[1]) end"
+  const body = envelope('elsewhere', 1, topic, 'msg', `{"pad":"${'x'.repeat(200)}"}`)
+  const r = spawnSync('redis-cli', ['-h', '127.0.0.1', '-p', String(redis.port), '-x', 'EVAL', script, '1', channel], { input: body, timeout: 10000 })
+  assert.equal(r.status, 0, String(r.stderr))
+  assert.equal(await withTimeout(closed, 'the member closed', 10000), 1013, 'closed with 1013 (try again later)')
+  const seen = await a.metrics()
+  assert.ok(seen.ringgate_bus_incoming_dropped_total > 0, 'drops counted')
+  assert.ok(m.got[topic].length < 2000, `not everything arrived (${m.got[topic].length})`)
 })
