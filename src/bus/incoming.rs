@@ -1,12 +1,12 @@
 //! What Redis pushes to this node, on its way from the Redis client to the bus task: bounded in
 //! bytes, and what is dropped at the bound is not forgotten.
 //!
-//! The client reads a connection as fast as Redis writes it and hands every push to a sender we
-//! give it (RESP3 pushes, on standalone Redis as on a Cluster). The bus task takes each message at
-//! once and hands it to the workers' bounded inboxes without waiting, so the queue between them
-//! holds a handful, unless the admin thread that runs the task gets no CPU while Redis keeps
-//! writing. Then, past `[bus] max_incoming_bytes`, a message is dropped and counted instead of
-//! queued (`ringgate_bus_incoming_dropped_total`), and its channel is remembered: the bus task then
+//! The client reads a connection and hands every push to a sender we give it (RESP3 pushes, on
+//! standalone Redis as on a Cluster). Its reader and the bus task share the admin thread, and the
+//! task takes each message at once and hands it to the workers' bounded inboxes without waiting,
+//! so the queue between them holds what the reader took off the socket since the task's last
+//! turn: a handful, or a burst Redis wrote back to back. Past `[bus] max_incoming_bytes` a message
+//! is dropped and counted instead of queued (`ringgate_bus_incoming_dropped_total`), and its channel is remembered: the bus task then
 //! has the workers close the members of those topics with 1013, as a full inbox does, so no client
 //! goes on with a gap it cannot see. A message that finds the queue empty is always taken, so one
 //! larger than the bound still arrives. Pushes that are not messages (subscription replies, a

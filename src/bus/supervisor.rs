@@ -167,7 +167,17 @@ impl Dial {
                     .sub_client
                     .get_multiplexed_async_connection_with_config(&config)
                     .await
-                    .map_err(DialError::Retry)?;
+                    .map_err(|e| {
+                        // Redis before 6 has no RESP3: no later attempt can succeed.
+                        if e.kind() == redis::ErrorKind::RESP3NotSupported {
+                            DialError::Fatal(RedisError::from((
+                                redis::ErrorKind::RESP3NotSupported,
+                                "the bus needs Redis 6 or later (its subscriber uses RESP3)",
+                            )))
+                        } else {
+                            DialError::Retry(e)
+                        }
+                    })?;
                 Ok((Parts::Standalone { conn, sub }, incoming))
             }
             Dial::Cluster { seeds } => {
@@ -297,7 +307,10 @@ fn settle_lost(bus: &Bus, hub: &Hub, lost: &super::incoming::LostChannels) {
                 .ok()
                 .and_then(|c| c.strip_prefix(bus.cfg.prefix.as_str()))
             {
-                topics.push(Some(topic));
+                // A topic without members here has nobody to close (the channel lingers).
+                if hub.table.members(topic) > 0 {
+                    topics.push(Some(topic));
+                }
             }
         }
     }
@@ -410,6 +423,11 @@ pub(super) async fn supervise(bus: Arc<Bus>, hub: Arc<Hub>) {
                     }
                 }
                 incoming.close(&bus);
+                // Dropped just before the link ended: settled now, not at the next link's first
+                // message, which a quiet bus may not send for a long time.
+                if let Some(lost) = bus.incoming.take_lost() {
+                    settle_lost(&bus, &hub, &lost);
+                }
                 bus.set_state(LinkState::Down);
                 bus.link.send_replace(None);
                 tracing::warn!(
@@ -418,7 +436,7 @@ pub(super) async fn supervise(bus: Arc<Bus>, hub: Arc<Hub>) {
                 );
             }
             Err(DialError::Fatal(e)) => {
-                tracing::error!(error = %e, target = %target, "bus: bad Redis URL");
+                tracing::error!(error = %e, target = %target, "bus: this Redis target cannot work; the bus is off");
                 return bus.verdict(Ok(false));
             }
             Err(DialError::Retry(e)) => {

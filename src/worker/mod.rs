@@ -504,6 +504,10 @@ impl Worker {
             slots.sort_unstable();
             slots.dedup();
         }
+        if slots.is_empty() {
+            // None of the topics has a member on this worker.
+            return;
+        }
         tracing::warn!(
             worker = self.id,
             topics = lost.topics.len(),
