@@ -5,7 +5,7 @@
 //! the generation, check the node name on the first one, publish the link, hand every incoming
 //! message to the hub until the link breaks, then back off and make the next one — so reconnects,
 //! the name check, state changes and their counts behave identically on standalone Redis and on a
-//! Cluster. Only dialing and reading the incoming stream differ, and live in `Dial`/`Incoming`:
+//! Cluster. Only dialing differs, and lives in `Dial`:
 //!
 //! - Standalone: a multiplexed connection for commands and a dedicated RESP3 subscriber
 //!   connection, whose subscriptions end only when it does.
@@ -121,23 +121,26 @@ enum DialError {
 impl Dial {
     fn new(bus: &Bus) -> Result<Dial, RedisError> {
         Ok(match &bus.target {
-            Target::Standalone(url) => Dial::Standalone(Box::new(Standalone {
-                url: url.clone(),
-                client: redis::Client::open(url.as_str())?,
-                sub_client: {
-                    let info = redis::Client::open(url.as_str())?
-                        .get_connection_info()
-                        .clone();
-                    let resp3 = info
-                        .redis_settings()
-                        .clone()
-                        .set_protocol(ProtocolVersion::RESP3);
-                    redis::Client::open(info.set_redis_settings(resp3))?
-                },
-                config: AsyncConnectionConfig::new()
-                    .set_connection_timeout(Some(Duration::from_millis(bus.cfg.connect_timeout_ms)))
-                    .set_response_timeout(Some(Duration::from_millis(bus.cfg.response_timeout_ms))),
-            })),
+            Target::Standalone(url) => {
+                let client = redis::Client::open(url.as_str())?;
+                let info = client.get_connection_info().clone();
+                let resp3 = info
+                    .redis_settings()
+                    .clone()
+                    .set_protocol(ProtocolVersion::RESP3);
+                Dial::Standalone(Box::new(Standalone {
+                    url: url.clone(),
+                    client,
+                    sub_client: redis::Client::open(info.set_redis_settings(resp3))?,
+                    config: AsyncConnectionConfig::new()
+                        .set_connection_timeout(Some(Duration::from_millis(
+                            bus.cfg.connect_timeout_ms,
+                        )))
+                        .set_response_timeout(Some(Duration::from_millis(
+                            bus.cfg.response_timeout_ms,
+                        ))),
+                }))
+            }
             Target::Cluster(seeds) => Dial::Cluster {
                 seeds: seeds.clone(),
             },
