@@ -330,38 +330,28 @@ fn seconds(us: u64) -> String {
     format!("{}", us as f64 / 1e6)
 }
 
-/// Prometheus text exposition of a snapshot.
-/// A family with one value per worker from what the process knows without asking the workers
-/// (`Health`: a dead or wedged worker is still listed); the tuple is its name, type and help.
-fn health_family(
+/// A family with one value per worker, `(worker, value)` pairs; the tuple is its name, type and
+/// help.
+fn worker_family(
     out: &mut String,
-    s: &Snapshot,
     (name, kind, help): (&str, &str, &str),
-    value: impl Fn(&Health) -> u64,
+    values: impl Iterator<Item = (usize, u64)>,
 ) {
     header(out, name, kind, help);
-    for h in &s.health {
-        let _ = writeln!(
-            out,
-            "ringgate_{name}{{worker=\"{}\"}} {}",
-            h.worker,
-            value(h)
-        );
+    for (worker, value) in values {
+        let _ = writeln!(out, "ringgate_{name}{{worker=\"{worker}\"}} {value}");
     }
 }
 
+/// Prometheus text exposition of a snapshot.
 pub fn prometheus(s: &Snapshot) -> String {
     let mut out = String::with_capacity(16 * 1024);
     for (name, kind, help, value) in PER_WORKER {
-        header(&mut out, name, kind, help);
-        for r in &s.workers {
-            let _ = writeln!(
-                out,
-                "ringgate_{name}{{worker=\"{}\"}} {}",
-                r.worker,
-                value(r)
-            );
-        }
+        worker_family(
+            &mut out,
+            (name, kind, help),
+            s.workers.iter().map(|r| (r.worker, value(r))),
+        );
     }
     header(
         &mut out,
@@ -475,35 +465,34 @@ pub fn prometheus(s: &Snapshot) -> String {
             v.to_string(),
         );
     }
-    health_family(
+    // From what the process knows without asking the workers (`Health`): a dead or wedged worker
+    // is still listed.
+    worker_family(
         &mut out,
-        s,
         (
             "worker_up",
             "gauge",
             "1 while the worker runs, 0 once it died.",
         ),
-        |h| u64::from(h.up),
+        s.health.iter().map(|h| (h.worker, u64::from(h.up))),
     );
-    health_family(
+    worker_family(
         &mut out,
-        s,
         (
             "inbox_dropped_total",
             "counter",
             "Messages dropped because their worker was dead.",
         ),
-        |h| h.inbox_dropped,
+        s.health.iter().map(|h| (h.worker, h.inbox_dropped)),
     );
-    health_family(
+    worker_family(
         &mut out,
-        s,
         (
             "inbox_overflow_total",
             "counter",
             "Broadcasts dropped because their live worker's inbox was full (the worker is behind); their topics' members are closed with 1013.",
         ),
-        |h| h.inbox_overflowed,
+        s.health.iter().map(|h| (h.worker, h.inbox_overflowed)),
     );
     header(
         &mut out,
