@@ -83,14 +83,10 @@ impl Gate {
     /// counted and its channel remembered. Never blocks: it runs on the client's reading task.
     pub fn offer(&self, tx: &UnboundedSender<PushInfo>, info: PushInfo) {
         let n = size(&info);
-        if n > 0 {
-            let before = self.bytes.fetch_add(n, Ordering::Relaxed);
-            if before > 0 && before + n > self.max_bytes {
-                self.bytes.fetch_sub(n, Ordering::Relaxed);
-                self.dropped.fetch_add(1, Ordering::Relaxed);
-                self.lose(info.data.first());
-                return;
-            }
+        if n > 0 && !super::reserve(&self.bytes, n, self.max_bytes) {
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+            self.lose(info.data.first());
+            return;
         }
         if tx.send(info).is_err() {
             // The link is over and its queue gone: nothing waits.

@@ -118,6 +118,18 @@ fn add(c: &AtomicU64, n: u64) {
     c.fetch_add(n, Ordering::Relaxed);
 }
 
+/// Counts `n` more bytes into a queue's `queued` total, bounded by `max`; false (and nothing
+/// counted) when they would pass it. A message that finds the queue empty always fits, so one
+/// larger than the bound still gets through alone. Whoever takes it off subtracts `n`.
+fn reserve(queued: &AtomicUsize, n: usize, max: usize) -> bool {
+    let before = queued.fetch_add(n, Ordering::Relaxed);
+    if before > 0 && before + n > max {
+        queued.fetch_sub(n, Ordering::Relaxed);
+        return false;
+    }
+    true
+}
+
 /// What the next heartbeat writes of this node's subscriber counts.
 #[derive(Default)]
 struct PendingCounts {
@@ -338,10 +350,10 @@ impl Bus {
             payload,
             queued_at: Instant::now(),
         };
+        // The bound holds the largest publish (checked at start), so the empty-queue rule of
+        // `reserve` never lets a larger one in.
         let bytes = out.bytes();
-        let before = self.queued_bytes.fetch_add(bytes, Ordering::Relaxed);
-        if before + bytes > self.cfg.max_queued_publish_bytes {
-            self.queued_bytes.fetch_sub(bytes, Ordering::Relaxed);
+        if !reserve(&self.queued_bytes, bytes, self.cfg.max_queued_publish_bytes) {
             add(&self.stats.dropped_queue_full, 1);
             return;
         }

@@ -131,10 +131,9 @@ impl PresenceBus {
                     tracing::debug!(refused, "bus: presence entries out of bounds refused");
                 }
                 let bytes = body.len();
-                let before = self.queued_bytes.fetch_add(bytes, Ordering::Relaxed);
-                if (before > 0 && before + bytes > MAX_QUEUED_MESSAGE_BYTES)
-                    || self.wire_tx.try_send((w, bytes)).is_err()
-                {
+                if !super::reserve(&self.queued_bytes, bytes, MAX_QUEUED_MESSAGE_BYTES) {
+                    add(&self.stats.dropped, 1);
+                } else if self.wire_tx.try_send((w, bytes)).is_err() {
                     self.queued_bytes.fetch_sub(bytes, Ordering::Relaxed);
                     add(&self.stats.dropped, 1);
                 }
